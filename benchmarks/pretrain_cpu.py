@@ -1,0 +1,355 @@
+"""CPU pretraining speed: wavssl ``SSLModel`` against transformers' ``Wav2Vec2ForPreTraining``.
+
+Both models are built from the same architecture numbers, trained in the same process on the same
+synthetic batch, in fp32 and training mode; one step is forward + backward + AdamW update (same
+optimizer settings for both). The transformers side prepares every step the way its pretraining
+example does: ``_compute_mask_indices`` with the config's ``mask_time_prob``/``mask_time_length`` on
+the feature-frame shape, ``_sample_negative_indices`` from that mask, both passed to ``forward`` as
+``mask_time_indices`` / ``sampled_negative_indices``; the summed loss is divided by the number of
+masked frames. wavssl samples its span mask and distractors on the device inside ``forward``.
+
+After a warm-up, the two models alternate step by step (the order flips every round) so machine noise
+hits both alike; the figure reported is the median over steps of audio seconds trained per second.
+
+    python benchmarks/pretrain_cpu.py                       # small5m config, 4 x 4 s, 2 threads
+    python benchmarks/pretrain_cpu.py --config small --steps 6
+    python benchmarks/pretrain_cpu.py --profile             # also print a per-phase profile
+
+Appends one JSON line to ``benchmarks/results/pretrain_cpu.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from wavssl.config import ModelConfig, preset  # noqa: E402
+from wavssl.models import build_model  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "pretrain_cpu.jsonl"
+SAMPLE_RATE = 16000
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+def small5m() -> ModelConfig:
+    """~5M parameters: 7-block conv stack of 256 channels (standard kernels and strides), a 4 x 256
+    post-LN Transformer (4 heads, ffn 1024), G=2 x V=320 codebooks, final dim 128, K=100, p=0.65, M=10.
+    Layer drop is off so both models do the same work every step."""
+    m = ModelConfig()
+    m.frontend.conv_layers = ((256, 10, 5),) + ((256, 3, 2),) * 4 + ((256, 2, 2),) * 2
+    m.context = dataclasses.replace(m.context, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024,
+                                    pos_conv_kernel=128, pos_conv_groups=16, layer_drop=0.0)
+    m.quantizer = dataclasses.replace(m.quantizer, groups=2, entries=320, dim=256)
+    m.masking = dataclasses.replace(m.masking, mask_prob=0.65, mask_length=10, num_negatives=100)
+    m.final_dim = 128
+    return m
+
+
+def model_config(name: str) -> tuple[ModelConfig, list[str]]:
+    """The named benchmark config and notes on anything changed to make it translatable."""
+    if name == "small5m":
+        return small5m(), []
+    m = preset(name).model
+    notes = []
+    if m.frontend.kind != "waveform":
+        width = m.frontend.frame_dim
+        m.frontend = dataclasses.replace(m.frontend, kind="waveform",
+                                         conv_layers=((width, 10, 5),) + ((width, 3, 2),) * 4 + ((width, 2, 2),) * 2)
+        notes.append(f"preset {name!r} has a {preset(name).model.frontend.kind} front end, which transformers "
+                     f"lacks; both models use a {width}-channel waveform conv stack instead")
+    if m.context.layer_drop > 0:
+        m.context = dataclasses.replace(m.context, layer_drop=0.0)
+        notes.append("layer drop set to 0 for both models (equal work per step)")
+    return m, notes
+
+
+def hf_config(m: ModelConfig):
+    """transformers ``Wav2Vec2Config`` with the same architecture, dropouts and masking as ``m``."""
+    from transformers import Wav2Vec2Config
+
+    fe, cx, q, mk = m.frontend, m.context, m.quantizer, m.masking
+    return Wav2Vec2Config(
+        conv_dim=[c for c, _, _ in fe.conv_layers],
+        conv_kernel=[k for _, k, _ in fe.conv_layers],
+        conv_stride=[s for _, _, s in fe.conv_layers],
+        num_feat_extract_layers=len(fe.conv_layers),
+        conv_bias=fe.conv_bias,
+        feat_extract_norm="group" if fe.norm_mode == "default" else "layer",
+        feat_extract_activation="gelu",
+        hidden_size=cx.embed_dim,
+        num_hidden_layers=cx.num_layers,
+        num_attention_heads=cx.num_heads,
+        intermediate_size=cx.ffn_dim,
+        hidden_act="gelu",
+        do_stable_layer_norm=cx.layer_norm_first,
+        hidden_dropout=cx.dropout,
+        attention_dropout=cx.attention_dropout,
+        activation_dropout=cx.activation_dropout,
+        feat_proj_dropout=cx.dropout_input,
+        feat_quantizer_dropout=cx.dropout_features,
+        layerdrop=cx.layer_drop,
+        num_conv_pos_embeddings=cx.pos_conv_kernel,
+        num_conv_pos_embedding_groups=cx.pos_conv_groups,
+        num_codevector_groups=q.groups,
+        num_codevectors_per_group=q.entries,
+        codevector_dim=q.dim,
+        proj_codevector_dim=m.final_dim,
+        num_negatives=mk.num_negatives,
+        contrastive_logits_temperature=m.loss.logit_temp,
+        diversity_loss_weight=m.loss.diversity_weight,
+        apply_spec_augment=True,
+        mask_time_prob=mk.mask_prob,
+        mask_time_length=mk.mask_length,
+        mask_time_min_masks=mk.min_masks,
+        mask_feature_prob=0.0,
+    )
+
+
+# ------------------------------------------------------------------------------------------ runners
+
+
+def synthetic_batch(batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
+    """(batch, samples) speech-like noise: a few harmonic tones under a syllable-rate envelope plus
+    white noise, normalised to unit variance per utterance."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(round(seconds * SAMPLE_RATE))
+    t = torch.arange(n, dtype=torch.float64) / SAMPLE_RATE
+    out = torch.empty(batch, n)
+    for b in range(batch):
+        f0 = 90 + 150 * torch.rand((), generator=g, dtype=torch.float64)
+        x = sum(torch.sin(2 * math.pi * f0 * h * t + 6.28 * torch.rand((), generator=g, dtype=torch.float64)) / h
+                for h in range(1, 6))
+        env = 0.5 + 0.5 * torch.sin(2 * math.pi * 4.0 * t + 6.28 * torch.rand((), generator=g, dtype=torch.float64))
+        x = x * env + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+        out[b] = ((x - x.mean()) / x.std()).float()
+    return out
+
+
+def make_optimizer(model: torch.nn.Module, impl: str) -> torch.optim.Optimizer:
+    kw = {"foreach": impl == "foreach", "fused": impl == "fused"} if impl != "default" else {}
+    return torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01, **kw)
+
+
+def gumbel_temperature(step: int) -> float:
+    return max(2.0 * 0.999995**step, 0.5)
+
+
+class Runner:
+    """One model + its optimizer; ``step(wav)`` does one full training update."""
+
+    name: str
+
+    def __init__(self, model: torch.nn.Module, optim_impl: str) -> None:
+        self.model = model.train()
+        self.optimizer = make_optimizer(model, optim_impl)
+        self.num_updates = 0
+        self.last_loss = float("nan")
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def loss(self, wav: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, wav: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(wav)
+        loss.backward()
+        self.optimizer.step()
+        self.num_updates += 1
+        self.last_loss = float(loss.detach())
+
+
+class WavsslRunner(Runner):
+    name = "wavssl"
+
+    def loss(self, wav: torch.Tensor) -> torch.Tensor:
+        self.model.set_num_updates(self.num_updates)
+        return self.model(wav).loss
+
+
+class HFRunner(Runner):
+    name = "transformers"
+
+    def __init__(self, model: torch.nn.Module, optim_impl: str) -> None:
+        super().__init__(model, optim_impl)
+        from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+        self._mask, self._negatives = _compute_mask_indices, _sample_negative_indices
+
+    def loss(self, wav: torch.Tensor) -> torch.Tensor:
+        cfg = self.model.config
+        self.model.set_gumbel_temperature(gumbel_temperature(self.num_updates))
+        frames = int(self.model._get_feat_extract_output_lengths(wav.shape[-1]))
+        shape = (wav.shape[0], frames)
+        mask = self._mask(shape, cfg.mask_time_prob, cfg.mask_time_length)
+        negatives = self._negatives(shape, cfg.num_negatives, mask_time_indices=mask)
+        mask_t = torch.tensor(mask, dtype=torch.long, device=wav.device)
+        negatives_t = torch.tensor(negatives, dtype=torch.long, device=wav.device)
+        out = self.model(wav, mask_time_indices=mask_t, sampled_negative_indices=negatives_t)
+        return out.loss / mask_t.sum()
+
+
+def build_runners(m: ModelConfig, optim_impl: str, seed: int) -> list[Runner]:
+    from transformers import Wav2Vec2ForPreTraining
+
+    torch.manual_seed(seed)
+    ours = WavsslRunner(build_model(m), optim_impl)
+    torch.manual_seed(seed)
+    peer = HFRunner(Wav2Vec2ForPreTraining(hf_config(m)), optim_impl)
+    return [ours, peer]
+
+
+# ------------------------------------------------------------------------------------------ profile
+
+
+def profile(runners: list[Runner], wav: torch.Tensor, steps: int = 2, rows: int = 18) -> dict[str, list]:
+    """torch.profiler over ``steps`` updates of each model; prints the top ops by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    tables: dict[str, list] = {}
+    for r in runners:
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                r.step(wav)
+        avg = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in avg) or 1
+        print(f"\n--- {r.name}: top ops by self CPU time ({steps} steps, total {total / 1e6 / steps:.2f} s/step)")
+        rows_out = []
+        for e in avg[:rows]:
+            share = e.self_cpu_time_total / total
+            print(f"  {e.key:<48} {e.self_cpu_time_total / 1e6 / steps:7.3f} s/step  {100 * share:5.1f}%  x{e.count // steps}")
+            rows_out.append([e.key, round(e.self_cpu_time_total / 1e6 / steps, 4), round(share, 4)])
+        tables[r.name] = rows_out
+    return tables
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", choices=["small5m", "tiny", "small"], default="small5m")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per model")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
+    ap.add_argument("--batch", type=int, default=4, help="utterances per batch")
+    ap.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--optim", choices=["default", "foreach", "fused"], default="default",
+                    help="AdamW implementation, the same for both models")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="also profile 2 steps of each model")
+    ap.add_argument("--no-write", action="store_true", help="do not append to the results file")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    m, notes = model_config(args.config)
+    runners = build_runners(m, args.optim, args.seed)
+    wav = synthetic_batch(args.batch, args.seconds, args.seed)
+    audio_seconds = args.batch * args.seconds
+    ours, peer = runners
+    for note in notes:
+        print(f"note: {note}")
+    print(f"config {args.config}: params wavssl {ours.num_params:,} / transformers {peer.num_params:,} "
+          f"({100 * (ours.num_params / peer.num_params - 1):+.2f}%); batch {args.batch} x {args.seconds:g} s; "
+          f"{torch.get_num_threads()} threads; torch {torch.__version__}, transformers {transformers.__version__}")
+
+    for r in runners:
+        for _ in range(args.warmup):
+            r.step(wav)
+    times: dict[str, list[float]] = {r.name: [] for r in runners}
+    for i in range(args.steps):
+        for r in (runners if i % 2 == 0 else runners[::-1]):
+            times[r.name].append(timed(lambda r=r: r.step(wav)))
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    speed = {k: audio_seconds / v for k, v in med.items()}
+    ratio = speed["wavssl"] / speed["transformers"]
+    print(f"\n{'model':<14}{'params':>12}{'median s/step':>15}{'audio-s/s':>11}{'loss':>9}")
+    for r in runners:
+        print(f"{r.name:<14}{r.num_params:>12,}{med[r.name]:>15.3f}{speed[r.name]:>11.2f}{r.last_loss:>9.3f}")
+    print(f"ratio wavssl / transformers: {ratio:.2f}x")
+
+    record = {
+        "benchmark": "pretrain_cpu",
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "config": args.config,
+        "notes": notes,
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "threads": torch.get_num_threads(),
+        "optim": args.optim,
+        "dtype": "float32",
+        "params": {r.name: r.num_params for r in runners},
+        "median_step_s": {k: round(v, 4) for k, v in med.items()},
+        "audio_s_per_s": {k: round(v, 3) for k, v in speed.items()},
+        "ratio": round(ratio, 3),
+        "step_times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+    }
+    if args.profile:
+        record["profile_top_ops"] = profile(runners, wav)
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"appended to {RESULTS.relative_to(ROOT)}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

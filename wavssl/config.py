@@ -1,0 +1,498 @@
+"""Typed configuration: dataclasses, presets, TOML/JSON load and save, overrides, validation.
+
+Every field carries a docstring (the string literal under it). Presets are plain functions:
+``base()`` is fairseq's wav2vec 2.0 BASE; ``large()``, ``small()`` and ``tiny()`` derive from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+ConvSpec = tuple[int, int, int]
+"""One conv block of the waveform front end: (channels, kernel, stride)."""
+
+BASE_CONV_LAYERS: tuple[ConvSpec, ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclass(kw_only=True)
+class FrontendConfig:
+    kind: str = "waveform"
+    """Front end turning the raw signal into frames: ``waveform`` (wav2vec2 conv stack) or ``fbank``."""
+    sample_rate: int = 16000
+    """Input sample rate in Hz; audio is resampled to it."""
+    conv_layers: tuple[ConvSpec, ...] = BASE_CONV_LAYERS
+    """Waveform conv stack, (channels, kernel, stride) per block; the default gives 20 ms frames at 16 kHz."""
+    norm_mode: str = "default"
+    """``default``: GroupNorm over time on the first block (utterance-wide); ``layer_norm``: per-frame
+    LayerNorm in every block (needed for streaming)."""
+    conv_bias: bool = False
+    """Bias in the waveform conv blocks."""
+    feature_grad_mult: float = 0.1
+    """Scale of the gradient flowing into the front end (0 freezes it, 1 leaves it untouched)."""
+    n_mels: int = 80
+    """fbank: number of mel bands."""
+    win_length: int = 400
+    """fbank: analysis window in samples (25 ms at 16 kHz)."""
+    hop_length: int = 160
+    """fbank: hop in samples (10 ms at 16 kHz)."""
+    n_fft: int = 512
+    """fbank: FFT size (>= win_length)."""
+    subsampling: int = 2
+    """fbank: frame-rate reduction of the conv subsampling: 2 gives 20 ms frames, 4 gives 40 ms."""
+    fbank_channels: int = 256
+    """fbank: channels of the conv subsampling, i.e. the frame feature size."""
+
+    @property
+    def frame_dim(self) -> int:
+        """Size D of the frames this front end emits."""
+        return self.conv_layers[-1][0] if self.kind == "waveform" else self.fbank_channels
+
+
+@dataclass(kw_only=True)
+class ContextConfig:
+    embed_dim: int = 768
+    """Transformer width E."""
+    num_layers: int = 12
+    """Number of Transformer layers."""
+    num_heads: int = 12
+    """Attention heads."""
+    ffn_dim: int = 3072
+    """Hidden size of the feed-forward blocks."""
+    layer_norm_first: bool = False
+    """Pre-LN Transformer (large) instead of post-LN (base)."""
+    dropout: float = 0.1
+    """Dropout on residual branches and after the positional conv."""
+    attention_dropout: float = 0.1
+    """Dropout on attention probabilities."""
+    activation_dropout: float = 0.0
+    """Dropout after the feed-forward activation."""
+    layer_drop: float = 0.05
+    """Probability of skipping a whole layer in training (never in eval)."""
+    dropout_input: float = 0.1
+    """Dropout on projected features before masking."""
+    dropout_features: float = 0.1
+    """Dropout on the features that feed the quantizer."""
+    pos_conv_kernel: int = 128
+    """Kernel of the grouped convolutional positional embedding."""
+    pos_conv_groups: int = 16
+    """Groups of the positional convolution."""
+    pos_conv_weight_norm: bool = True
+    """Weight norm (over the kernel axis) on the positional convolution."""
+    pos_conv_lookahead: int = -1
+    """Future frames the positional conv may see; -1 centres it (kernel // 2). Bounded for streaming."""
+    attention_chunk: int = 0
+    """Frames per attention chunk; 0 means full attention. With chunks a frame attends to its own
+    chunk and the previous ``attention_left_chunks`` (streaming)."""
+    attention_left_chunks: int = -1
+    """Chunks of left context for chunked attention; -1 means all of them."""
+
+
+@dataclass(kw_only=True)
+class QuantizerConfig:
+    groups: int = 2
+    """Codebook groups G."""
+    entries: int = 320
+    """Entries V per group."""
+    dim: int = 256
+    """Total codevector size (split evenly across groups)."""
+    max_temp: float = 2.0
+    """Gumbel-softmax temperature at update 0."""
+    min_temp: float = 0.5
+    """Floor of the annealed temperature."""
+    temp_decay: float = 0.999995
+    """Per-update multiplicative decay: temp = max(max_temp * temp_decay**update, min_temp)."""
+
+
+@dataclass(kw_only=True)
+class MaskingConfig:
+    mask_prob: float = 0.65
+    """p: fraction of frames chosen as span starts times span length (p x M); ~49% of frames end masked."""
+    mask_length: int = 10
+    """M: span length in frames."""
+    min_masks: int = 2
+    """Minimum number of spans per utterance."""
+    require_same_masks: bool = True
+    """Equalise the masked-frame count across the batch (fairseq behaviour)."""
+    num_negatives: int = 100
+    """K: distractors drawn from other masked frames of the same utterance."""
+    channel_prob: float = 0.0
+    """Probability of masking feature-channel spans (fine-tuning augmentation)."""
+    channel_length: int = 64
+    """Channel span length."""
+
+
+@dataclass(kw_only=True)
+class LossConfig:
+    logit_temp: float = 0.1
+    """kappa: cosine similarities are divided by it."""
+    diversity_weight: float = 0.1
+    """alpha: weight of the codebook diversity term."""
+    feature_penalty_weight: float = 10.0
+    """beta: weight of the L2 penalty on front-end outputs."""
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    """Front end (raw signal -> frames)."""
+    context: ContextConfig = field(default_factory=ContextConfig)
+    """Context Transformer."""
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    """Gumbel product quantizer producing the targets."""
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    """Span masking and negative sampling."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Loss weights."""
+    final_dim: int = 256
+    """Size of the space where context vectors and targets are compared."""
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    sample_rate: int = 16000
+    """Rate audio is decoded to."""
+    min_samples: int = 32000
+    """Files shorter than this are skipped (and listed)."""
+    max_samples: int = 250000
+    """Random crops are at most this long."""
+    max_batch_samples: int = 1_400_000
+    """Batch budget: batch size x cropped length stays under it."""
+    max_batch_size: int = 0
+    """Cap on utterances per batch; 0 for none."""
+    pad: bool = False
+    """False crops each batch to its shortest utterance (fairseq pretraining); True pads."""
+    normalize: bool = False
+    """Per-utterance zero mean / unit variance (layer_norm-mode models use it)."""
+    num_workers: int = 2
+    """Data loader worker processes."""
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = 5e-4
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """Adam betas."""
+    eps: float = 1e-6
+    """Adam epsilon."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay."""
+    schedule: str = "polynomial"
+    """``polynomial`` (linear warm-up then polynomial decay), ``tri_stage`` or ``constant``."""
+    warmup_updates: int = 32000
+    """Linear warm-up length."""
+    max_updates: int = 400000
+    """Total updates of the run."""
+    end_lr: float = 0.0
+    """Learning rate reached at ``max_updates``."""
+    power: float = 1.0
+    """Power of the polynomial decay."""
+    clip_norm: float = 0.0
+    """Gradient clipping by global norm; 0 disables."""
+    accumulate: int = 1
+    """Batches accumulated per update."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    seed: int = 1
+    """Seed of model init, data order, crops and masks."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``."""
+    log_every: int = 200
+    """Updates between log lines."""
+    checkpoint_every: int = 5000
+    """Updates between checkpoints."""
+    keep_last: int = 3
+    """Update checkpoints kept besides ``last``."""
+    max_nonfinite: int = 20
+    """Abort after this many consecutive non-finite losses."""
+    tensorboard: bool = True
+    """Write TensorBoard event files (if tensorboard is installed)."""
+
+
+@dataclass(kw_only=True)
+class Config:
+    task: str = "pretrain"
+    """What the run trains: ``pretrain``."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data loading."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and schedule."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training loop."""
+
+    def validate(self) -> "Config":
+        """Check cross-field constraints; raise ConfigError naming the field. Returns self."""
+        m = self.model
+        fe, cx, q, mk = m.frontend, m.context, m.quantizer, m.masking
+        checks: list[tuple[bool, str]] = [
+            (self.task in TASKS, f"task: {self.task!r} is not one of {sorted(TASKS)}"),
+            (fe.kind in ("waveform", "fbank"), f"model.frontend.kind: {fe.kind!r} is not waveform or fbank"),
+            (fe.norm_mode in ("default", "layer_norm"), f"model.frontend.norm_mode: {fe.norm_mode!r}"),
+            (len(fe.conv_layers) > 0, "model.frontend.conv_layers: empty"),
+            (fe.n_fft >= fe.win_length, "model.frontend.n_fft must be >= win_length"),
+            (fe.subsampling in (1, 2, 4), "model.frontend.subsampling must be 1, 2 or 4"),
+            (fe.feature_grad_mult >= 0, "model.frontend.feature_grad_mult must be >= 0"),
+            (cx.embed_dim % cx.num_heads == 0, "model.context.embed_dim must be divisible by num_heads"),
+            (cx.embed_dim % cx.pos_conv_groups == 0, "model.context.embed_dim must be divisible by pos_conv_groups"),
+            (cx.pos_conv_lookahead < cx.pos_conv_kernel, "model.context.pos_conv_lookahead must be < pos_conv_kernel"),
+            (cx.attention_chunk >= 0, "model.context.attention_chunk must be >= 0"),
+            (0 <= cx.layer_drop < 1, "model.context.layer_drop must be in [0, 1)"),
+            (q.dim % q.groups == 0, "model.quantizer.dim must be divisible by groups"),
+            (q.entries >= 2, "model.quantizer.entries must be >= 2"),
+            (0 < q.min_temp <= q.max_temp, "model.quantizer: need 0 < min_temp <= max_temp"),
+            (0 <= mk.mask_prob <= 1, "model.masking.mask_prob must be in [0, 1]"),
+            (mk.mask_length >= 1, "model.masking.mask_length must be >= 1"),
+            (mk.num_negatives >= 1, "model.masking.num_negatives must be >= 1"),
+            (m.loss.logit_temp > 0, "model.loss.logit_temp must be > 0"),
+            (0 < self.data.min_samples <= self.data.max_samples, "data: need 0 < min_samples <= max_samples"),
+            (self.data.max_batch_samples >= self.data.max_samples,
+             "data.max_batch_samples must be >= max_samples (one crop must fit)"),
+            (self.optim.schedule in ("polynomial", "tri_stage", "constant"), f"optim.schedule: {self.optim.schedule!r}"),
+            (self.optim.max_updates > 0, "optim.max_updates must be > 0"),
+            (self.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
+            (self.train.precision in ("auto", "bf16", "fp32"), f"train.precision: {self.train.precision!r}"),
+            (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+
+TASKS = frozenset({"pretrain"})
+
+
+# ----------------------------------------------------------------------------------------- presets
+
+
+def base() -> Config:
+    """fairseq wav2vec 2.0 BASE (LibriSpeech 960 h): 12 x 768 x 3072, 12 heads, G=2, V=320, final 256."""
+    return Config()
+
+
+def large() -> Config:
+    """wav2vec 2.0 LARGE (LV-60 style): 24 x 1024 x 4096, pre-LN, layer_norm front end with bias."""
+    cfg = base()
+    m = cfg.model
+    m.frontend.norm_mode = "layer_norm"
+    m.frontend.conv_bias = True
+    m.frontend.feature_grad_mult = 1.0
+    m.context = dataclasses.replace(
+        m.context, embed_dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, layer_norm_first=True,
+        dropout=0.0, layer_drop=0.0,
+    )
+    m.quantizer.dim = 768
+    m.quantizer.min_temp = 0.1
+    m.final_dim = 768
+    cfg.data.normalize = True
+    cfg.data.max_batch_samples = 1_200_000
+    cfg.optim.lr = 3e-4
+    cfg.optim.max_updates = 1_000_000
+    return cfg
+
+
+def small() -> Config:
+    """A ~10M-parameter waveform model sized for a 2-core CPU or a quick GPU run."""
+    cfg = base()
+    m = cfg.model
+    m.frontend.conv_layers = ((256, 10, 5),) + ((256, 3, 2),) * 4 + ((256, 2, 2),) * 2
+    m.context = dataclasses.replace(m.context, embed_dim=384, num_layers=6, num_heads=6, ffn_dim=1536,
+                                    pos_conv_kernel=64, layer_drop=0.0)
+    m.quantizer = dataclasses.replace(m.quantizer, entries=160, dim=128, temp_decay=0.9995)
+    m.masking.num_negatives = 50
+    m.final_dim = 128
+    _cpu_data(cfg, max_samples=80000, max_batch_samples=320000)
+    _cpu_optim(cfg, lr=1e-3, warmup=500, max_updates=20000)
+    return cfg
+
+
+def tiny() -> Config:
+    """A ~1M-parameter fbank model that learns in minutes on a 2-core CPU (tests, demos)."""
+    cfg = base()
+    m = cfg.model
+    m.frontend = dataclasses.replace(m.frontend, kind="fbank", fbank_channels=128, subsampling=2,
+                                     feature_grad_mult=1.0)
+    m.context = dataclasses.replace(m.context, embed_dim=128, num_layers=3, num_heads=4, ffn_dim=512,
+                                    pos_conv_kernel=32, pos_conv_groups=8, layer_drop=0.0,
+                                    dropout=0.05, attention_dropout=0.05,
+                                    dropout_input=0.05, dropout_features=0.05)
+    m.quantizer = dataclasses.replace(m.quantizer, entries=64, dim=64, temp_decay=0.995)
+    m.masking = dataclasses.replace(m.masking, mask_prob=0.5, num_negatives=20)
+    m.final_dim = 64
+    _cpu_data(cfg, max_samples=48000, max_batch_samples=192000)
+    _cpu_optim(cfg, lr=2e-3, warmup=50, max_updates=400)
+    cfg.train.log_every = 10
+    cfg.train.checkpoint_every = 100
+    return cfg
+
+
+def _cpu_data(cfg: Config, *, max_samples: int, max_batch_samples: int) -> None:
+    cfg.data.min_samples = 8000
+    cfg.data.max_samples = max_samples
+    cfg.data.max_batch_samples = max_batch_samples
+    cfg.data.num_workers = 1
+
+
+def _cpu_optim(cfg: Config, *, lr: float, warmup: int, max_updates: int) -> None:
+    cfg.optim.lr = lr
+    cfg.optim.warmup_updates = warmup
+    cfg.optim.max_updates = max_updates
+    cfg.optim.clip_norm = 10.0
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"base": base, "large": large, "small": small, "tiny": tiny}
+
+
+def preset(name: str) -> Config:
+    """The named preset (``base``, ``large``, ``small``, ``tiny``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------------------- (de)serialisation
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists) of a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys raise ConfigError naming them."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {sorted(where + k for k in unknown)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return from_dict(tp, value, where + ".")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def merge(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """A new Config with nested ``overrides`` (e.g. from a TOML file) applied over ``cfg``."""
+    def deep(base_d: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, Any]:
+        out = dict(base_d)
+        for k, v in over.items():
+            if k not in base_d:
+                raise ConfigError(f"unknown config key {where + k!r}")
+            out[k] = deep(base_d[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(base_d[k], dict) else v
+        return out
+
+    return from_dict(Config, deep(to_dict(cfg), overrides, ""))
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    """``["model.context.num_layers=4", "optim.lr=1e-3"]`` -> nested dict. Values are TOML literals;
+    anything that does not parse as one is taken as a string."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML override file; errors name the file."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read TOML config: {e}") from e
+
+
+def dump_toml(cfg: Config) -> str:
+    """The config as TOML text (tables per section), loadable with ``load_toml`` + ``merge``."""
+    lines: list[str] = []
+
+    def emit(d: dict[str, Any], prefix: str) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        if scalars:
+            if prefix:
+                lines.append(f"[{prefix}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+            lines.append("")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                emit(v, f"{prefix}.{k}" if prefix else k)
+
+    emit(to_dict(cfg), "")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def save_json(cfg: Config, path: str | Path) -> None:
+    """Write the full config as JSON (the checkpoint's ``config.json``)."""
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_json(path: str | Path) -> Config:
+    """Read a ``config.json``; errors name the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from e
+    return from_dict(Config, data).validate()
+
+
+def resolve(preset_name: str = "tiny", toml_path: str | Path | None = None,
+            assignments: list[str] | None = None) -> Config:
+    """Preset, then TOML overrides, then ``--set`` overrides; validated."""
+    cfg = preset(preset_name)
+    if toml_path is not None:
+        cfg = merge(cfg, load_toml(toml_path))
+    if assignments:
+        cfg = merge(cfg, parse_set(assignments))
+    return cfg.validate()

@@ -1,0 +1,1 @@
+"""Small nn blocks, each testable alone."""

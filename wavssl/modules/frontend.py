@@ -1,0 +1,182 @@
+"""Front ends: raw signal -> frames.
+
+Every front end maps ``(x, lengths)`` to :class:`Frames` and exposes ``output_lengths`` (a pure
+function of input lengths), so padding masks can be computed without running the network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConvSpec
+
+
+@dataclass
+class Frames:
+    """Output of a front end."""
+
+    features: Tensor
+    """(B, F, D) frame features."""
+    lengths: Tensor
+    """(B,) number of valid frames per item."""
+
+
+class _ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over channels of a (B, C, T) tensor: per-frame normalisation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class _GradScale(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by ``scale`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: Tensor, scale: float) -> Tensor:
+    """``x`` unchanged, with its gradient multiplied by ``scale`` (fairseq's feature_grad_mult)."""
+    return _GradScale.apply(x, scale)
+
+
+def conv_output_lengths(lengths: Tensor, specs: tuple[tuple[int, int], ...]) -> Tensor:
+    """Output lengths of a stack of unpadded convolutions.
+
+    Args:
+        lengths: (B,) input lengths.
+        specs: (kernel, stride) per layer.
+    Returns:
+        (B,) output lengths, clamped at 0.
+    """
+    for kernel, stride in specs:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return lengths.clamp(min=0)
+
+
+class WaveformEncoder(nn.Module):
+    """wav2vec2 conv feature encoder: 7 strided conv blocks with GELU (20 ms frames at 16 kHz).
+
+    ``norm_mode="default"`` puts a GroupNorm (one group per channel, statistics over time, so
+    utterance-wide) on the first block; ``"layer_norm"`` puts a per-frame LayerNorm in every block.
+    """
+
+    def __init__(self, conv_layers: tuple[ConvSpec, ...], *, norm_mode: str = "default",
+                 conv_bias: bool = False, feature_grad_mult: float = 1.0) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        in_ch = 1
+        for i, (ch, kernel, stride) in enumerate(conv_layers):
+            layers: list[nn.Module] = [nn.Conv1d(in_ch, ch, kernel, stride=stride, bias=conv_bias)]
+            if norm_mode == "layer_norm":
+                layers.append(_ChannelLayerNorm(ch))
+            elif norm_mode == "default" and i == 0:
+                layers.append(nn.GroupNorm(ch, ch))
+            layers.append(nn.GELU())
+            blocks.append(nn.Sequential(*layers))
+            in_ch = ch
+        self.blocks = nn.ModuleList(blocks)
+        self.specs = tuple((k, s) for _, k, s in conv_layers)
+        self.feature_grad_mult = feature_grad_mult
+        self.out_dim = in_ch
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """(B,) sample counts -> (B,) frame counts."""
+        return conv_output_lengths(lengths, self.specs)
+
+    def forward(self, wav: Tensor, lengths: Tensor) -> Frames:
+        """wav: (B, T) float waveform; lengths: (B,) valid samples -> Frames (B, F, D)."""
+        x = wav.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x)
+        if self.training and self.feature_grad_mult != 1.0:
+            x = scale_grad(x, self.feature_grad_mult)
+        return Frames(x.transpose(1, 2), self.output_lengths(lengths))
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0,
+                   f_max: float | None = None) -> Tensor:
+    """Triangular mel filters (HTK mel scale), shape (n_fft // 2 + 1, n_mels)."""
+    f_max = f_max or sample_rate / 2
+
+    def hz_to_mel(f: Tensor) -> Tensor:
+        return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+    mels = torch.linspace(float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))), n_mels + 2)
+    hz = 700.0 * (10 ** (mels / 2595.0) - 1.0)
+    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lower, centre, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (bins[None] - lower) / (centre - lower)
+    down = (upper - bins[None]) / (upper - centre)
+    return torch.clamp(torch.minimum(up, down), min=0.0).T.contiguous()
+
+
+class FbankEncoder(nn.Module):
+    """Log-mel filterbank computed with a strided conv (DFT basis, export-friendly) followed by
+    conv subsampling to 20 ms (``subsampling=2``) or 40 ms (``4``) frames. Cheap on a CPU."""
+
+    def __init__(self, *, sample_rate: int = 16000, n_mels: int = 80, win_length: int = 400,
+                 hop_length: int = 160, n_fft: int = 512, subsampling: int = 2, channels: int = 256,
+                 feature_grad_mult: float = 1.0) -> None:
+        super().__init__()
+        n_bins = n_fft // 2 + 1
+        t = torch.arange(win_length, dtype=torch.float64)
+        window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
+        freqs = torch.arange(n_bins, dtype=torch.float64)[:, None]
+        phase = 2 * math.pi * freqs * t[None] / n_fft
+        basis = torch.cat([torch.cos(phase), -torch.sin(phase)]) * window  # (2*n_bins, win)
+        self.register_buffer("dft", basis.float().unsqueeze(1), persistent=False)
+        self.register_buffer("mel", mel_filterbank(n_fft, n_mels, sample_rate), persistent=False)
+        self.win_length, self.hop_length, self.n_bins = win_length, hop_length, n_bins
+        stages = {1: 0, 2: 1, 4: 2}[subsampling]
+        layers: list[nn.Module] = [nn.Conv1d(n_mels, channels, 3, padding=1), nn.GELU()]
+        for _ in range(stages):
+            layers += [nn.Conv1d(channels, channels, 3, stride=2), nn.GELU()]
+        self.subsample = nn.Sequential(*layers)
+        self.specs = ((win_length, hop_length), (3, 1)) + ((3, 2),) * stages
+        self.feature_grad_mult = feature_grad_mult
+        self.out_dim = channels
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """(B,) sample counts -> (B,) frame counts."""
+        lengths = conv_output_lengths(lengths, self.specs[:1])
+        return conv_output_lengths(lengths + 2, self.specs[1:])  # +2: the padded first conv
+
+    def log_mel(self, wav: Tensor) -> Tensor:
+        """(B, T) waveform -> (B, n_mels, N) natural-log mel energies (10 ms hop)."""
+        spec = F.conv1d(wav.unsqueeze(1), self.dft, stride=self.hop_length)
+        power = spec[:, : self.n_bins] ** 2 + spec[:, self.n_bins :] ** 2
+        return torch.log(torch.matmul(power.transpose(1, 2), self.mel).clamp(min=1e-6)).transpose(1, 2)
+
+    def forward(self, wav: Tensor, lengths: Tensor) -> Frames:
+        """wav: (B, T); lengths: (B,) -> Frames (B, F, channels)."""
+        x = self.subsample(self.log_mel(wav.float()))
+        if self.training and self.feature_grad_mult != 1.0:
+            x = scale_grad(x, self.feature_grad_mult)
+        return Frames(x.transpose(1, 2), self.output_lengths(lengths))
+
+
+def build_frontend(cfg) -> nn.Module:  # cfg: FrontendConfig
+    """The front end a FrontendConfig describes."""
+    if cfg.kind == "waveform":
+        return WaveformEncoder(cfg.conv_layers, norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias,
+                               feature_grad_mult=cfg.feature_grad_mult)
+    if cfg.kind == "fbank":
+        return FbankEncoder(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_length=cfg.win_length,
+                            hop_length=cfg.hop_length, n_fft=cfg.n_fft, subsampling=cfg.subsampling,
+                            channels=cfg.fbank_channels, feature_grad_mult=cfg.feature_grad_mult)
+    raise ValueError(f"unknown front end kind {cfg.kind!r}")

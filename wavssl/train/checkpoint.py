@@ -1,0 +1,133 @@
+"""Checkpoint directories: atomic writes, rotation, loading.
+
+A run directory holds the latest weights for users (``config.json`` + ``model.safetensors``) and,
+under ``checkpoints/update_NNNNNNNN/``, complete checkpoint directories (``config.json``,
+``model.safetensors``, ``trainer_state.pt``) for resuming. Each of those is written in a temporary
+directory and renamed into place in one step, so a kill at any moment leaves the previous complete
+checkpoint; the top-level files are replaced one by one with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import Config, load_json, to_dict
+
+CHECKPOINTS = "checkpoints"
+_PREFIX = "update_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing a file or cannot be read; the message names the path."""
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_model_files(directory: Path, model: nn.Module, cfg: Config) -> None:
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(directory / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
+    _atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(to_dict(cfg), indent=2) + "\n"))
+
+
+def save_model(run_dir: str | Path, model: nn.Module, cfg: Config) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (each atomically)."""
+    _write_model_files(Path(run_dir), model, cfg)
+
+
+def save_checkpoint(run_dir: str | Path, model: nn.Module, cfg: Config, trainer_state: dict[str, Any],
+                    num_updates: int, keep_last: int = 3) -> Path:
+    """Write a complete checkpoint directory for ``num_updates``, refresh the top-level weights and
+    delete all but the newest ``keep_last`` checkpoints. Returns the checkpoint directory."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{_PREFIX}{num_updates:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp_"))
+    try:
+        _write_model_files(tmp, model, cfg)
+        _atomic_write(tmp / "trainer_state.pt", lambda p: torch.save(trainer_state, p))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    save_model(run_dir, model, cfg)
+    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    dirs = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(_PREFIX)
+            and (d / "trainer_state.pt").is_file() and (d / "model.safetensors").is_file()]
+    return sorted(dirs, key=lambda d: d.name)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint directory, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """``trainer_state.pt`` loaded with ``weights_only=True``."""
+    path = Path(checkpoint_dir) / "trainer_state.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the path
+        raise CheckpointError(f"{path}: cannot load trainer state: {e}") from e
+
+
+def load_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of ``model.safetensors`` in ``directory``."""
+    path = Path(directory) / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no model weights here (expected model.safetensors)")
+    return load_file(str(path))
+
+
+def load_config(directory: str | Path) -> Config:
+    """``config.json`` in ``directory``."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (not a wavssl run or checkpoint directory)")
+    return load_json(path)
+
+
+def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model stored in a run or checkpoint directory, in eval mode."""
+    from ..models import build_model
+
+    cfg = load_config(run_dir)
+    model = build_model(cfg.model)
+    missing, unexpected = model.load_state_dict(load_state_dict(run_dir), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{run_dir}: weights do not match config.json "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(map_location).eval()

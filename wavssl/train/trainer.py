@@ -1,0 +1,324 @@
+"""One training loop for every task.
+
+AdamW + LR schedule, gradient accumulation and clipping, bf16 autocast on CUDA (fp32 on CPU),
+DistributedDataParallel when launched by ``torchrun`` (the same command otherwise), periodic atomic
+checkpoints with rotation, exact resume (model, optimiser, scheduler, update count, data position,
+RNG), non-finite steps skipped and counted (abort after too many in a row), JSONL + TensorBoard logs
+and a progress bar.
+
+A task supplies the data and the per-batch computation (see :class:`Task`); the trainer owns
+everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..config import Config
+from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint
+from .schedules import lr_multiplier
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+@dataclass
+class StepOutput:
+    """What a task's ``step`` returns for one batch."""
+
+    loss: Tensor
+    """() scalar to minimise (mean over the batch's units)."""
+    metrics: dict[str, Tensor]
+    """() scalars to log, averaged over the log interval weighted by ``weight``."""
+    weight: Tensor
+    """() weight of this batch in the averages (e.g. masked frames)."""
+    seconds: float
+    """Seconds of audio (or signal) in the batch, for throughput."""
+
+
+class Task(Protocol):
+    """The data and computation of one kind of training run."""
+
+    def batches(self, epoch: int, start: int) -> Iterator[Any]:
+        """Batches of ``epoch`` from index ``start`` on (deterministic given the seed)."""
+
+    def batches_per_epoch(self) -> int:
+        """Number of batches per epoch on this rank."""
+
+    def step(self, model: nn.Module, batch: Any, device: torch.device) -> StepOutput | None:
+        """Loss of one batch, or None for an empty batch (every item failed to load)."""
+
+    def on_update(self, model: nn.Module, num_updates: int) -> None:
+        """Called before each update with the number of updates done (temperature annealing...)."""
+
+
+@dataclass
+class TrainerState:
+    """Counters saved with every checkpoint."""
+
+    num_updates: int = 0
+    epoch: int = 0
+    batches_done: int = 0
+    nonfinite_total: int = 0
+    nonfinite_in_a_row: int = 0
+    empty_batches: int = 0
+
+
+@dataclass
+class Distributed:
+    """Process-group facts (single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Distributed:
+    """Join the process group if launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str | None, ddp: Distributed) -> torch.device:
+    """``cuda`` (this rank's GPU) when available and not overridden, else ``cpu``."""
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(ddp.local_rank)
+        return torch.device("cuda", ddp.local_rank)
+    return torch.device(name)
+
+
+class _Logger:
+    """JSONL (+ TensorBoard when installed) logging; rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "train_log.jsonl"
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def log(self, record: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = int(record["update"])
+            for k, v in record.items():
+                if k != "update":
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Runs ``task`` on ``model`` for ``cfg.optim.max_updates`` updates, writing into ``run_dir``."""
+
+    def __init__(self, model: nn.Module, task: Task, cfg: Config, run_dir: str | Path, *,
+                 device: torch.device, ddp: Distributed | None = None, progress: bool = True) -> None:
+        self.cfg, self.task, self.device = cfg, task, device
+        self.ddp = ddp or Distributed()
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.model = model.to(device)
+        self.module = model  # unwrapped, for state dicts and task hooks
+        if self.ddp.world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=cfg.model.context.layer_drop > 0)
+        o = cfg.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                                           **({"fused": True} if fused else {"foreach": True}))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(o))
+        precision = cfg.train.precision
+        self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        self.state = TrainerState()
+        self.progress = progress and self.ddp.is_main
+        self.logger = _Logger(self.run_dir, self.ddp.is_main, cfg.train.tensorboard)
+
+    # ----------------------------------------------------------------------------------- resume
+
+    def resume(self) -> bool:
+        """Restore the newest complete checkpoint of the run directory; False if there is none."""
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return False
+        self.module.load_state_dict(load_state_dict(ckpt))
+        st = load_trainer_state(ckpt)
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.state = TrainerState(**st["trainer"])
+        torch.set_rng_state(st["rng_cpu"])
+        if self.device.type == "cuda" and "rng_cuda" in st:
+            torch.cuda.set_rng_state(st["rng_cuda"], self.device)
+        return True
+
+    def _trainer_state(self) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "trainer": dict(self.state.__dict__), "rng_cpu": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            st["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return st
+
+    def checkpoint(self) -> None:
+        if self.ddp.is_main:
+            save_checkpoint(self.run_dir, self.module, self.cfg, self._trainer_state(), self.state.num_updates,
+                            keep_last=self.cfg.train.keep_last)
+
+    # ------------------------------------------------------------------------------------ loop
+
+    def _batches(self) -> Iterator[Any]:
+        """Endless stream of batches from the saved data position; advances epoch/position counters."""
+        while True:
+            for batch in self.task.batches(self.state.epoch, self.state.batches_done):
+                self.state.batches_done += 1
+                yield batch
+            self.state.epoch += 1
+            self.state.batches_done = 0
+
+    def _all_finite(self, value: Tensor) -> bool:
+        ok = torch.isfinite(value).all().float()
+        if self.ddp.world_size > 1:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item() > 0)
+
+    def train(self) -> TrainerState:
+        """Train until ``max_updates``; returns the final counters."""
+        cfg = self.cfg
+        max_updates, accumulate = cfg.optim.max_updates, cfg.optim.accumulate
+        stream = self._batches()
+        sums: dict[str, Tensor | float] = {}
+        weight_sum: Tensor | float = 0.0
+        seconds, t0 = 0.0, time.perf_counter()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=max_updates, initial=self.state.num_updates, unit="upd", dynamic_ncols=True)
+        self.model.train()
+        while self.state.num_updates < max_updates:
+            self.task.on_update(self.module, self.state.num_updates)
+            outs: list[StepOutput] = []
+            losses = []
+            for micro in range(accumulate):
+                batch = next(stream)
+                sync = micro == accumulate - 1 or self.ddp.world_size == 1
+                ctx = nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
+                with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    out = self.task.step(self.model, batch, self.device)
+                    if out is None:
+                        self.state.empty_batches += 1
+                        continue
+                    (out.loss / accumulate).backward()
+                outs.append(out)
+                losses.append(out.loss.detach())
+            if not outs:
+                continue
+            loss_sum = torch.stack(losses).sum()
+            grad_norm = self._grad_norm()
+            if not self._all_finite(torch.stack([loss_sum, grad_norm])):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.state.nonfinite_total += 1
+                self.state.nonfinite_in_a_row += 1
+                self._report(f"non-finite loss/gradient at update {self.state.num_updates}: step skipped "
+                             f"({self.state.nonfinite_in_a_row} in a row, {self.state.nonfinite_total} in all)")
+                if self.state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
+                    raise TrainingDiverged(
+                        f"{self.state.nonfinite_in_a_row} non-finite steps in a row at update "
+                        f"{self.state.num_updates}; lower optim.lr or check the data (run dir {self.run_dir})")
+                continue
+            self.state.nonfinite_in_a_row = 0
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.num_updates += 1
+            for out in outs:  # accumulated on the device: no host sync until the log interval
+                w = out.weight.detach().float()
+                weight_sum = weight_sum + w
+                seconds += out.seconds
+                for k, v in out.metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float() * w
+                sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float() * w
+            n = self.state.num_updates
+            if bar is not None:
+                bar.update(1)
+            if n % cfg.train.log_every == 0 or n == max_updates:
+                record = self._log_record(sums, weight_sum, seconds, time.perf_counter() - t0, grad_norm)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
+                                    ppl=f"{record.get('code_perplexity', 0):.0f}",
+                                    audio_h_s=f"{record['audio_hours_per_s']:.4f}")
+                sums, weight_sum, seconds, t0 = {}, 0.0, 0.0, time.perf_counter()
+            if n % cfg.train.checkpoint_every == 0 or n == max_updates:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        self.logger.close()
+        return self.state
+
+    def _grad_norm(self) -> Tensor:
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        if not params:
+            return torch.zeros((), device=self.device)
+        clip = self.cfg.optim.clip_norm
+        return torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+
+    def _log_record(self, sums: dict[str, Tensor | float], weight: Tensor | float, seconds: float,
+                    elapsed: float, grad_norm: Tensor) -> dict[str, float]:
+        keys = sorted(sums)
+        t = torch.stack([torch.as_tensor(sums[k], device=self.device).double() for k in keys]
+                        + [torch.as_tensor(weight, device=self.device).double(),
+                           torch.tensor(seconds, dtype=torch.float64, device=self.device)])
+        if self.ddp.world_size > 1:  # sum across ranks (one sync per log interval)
+            dist.all_reduce(t)
+        values = t.tolist()
+        sums = dict(zip(keys, values[:-2]))
+        weight, seconds = values[-2], values[-1]
+        record = {"update": float(self.state.num_updates), "epoch": float(self.state.epoch)}
+        record.update({k: v / max(weight, 1e-9) for k, v in sums.items()})
+        record.update({
+            "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+            "audio_hours_per_s": seconds / 3600.0 / max(elapsed, 1e-9),
+            "nonfinite_total": float(self.state.nonfinite_total),
+        })
+        self.logger.log(record)
+        return record
+
+    def _report(self, message: str) -> None:
+        if self.ddp.is_main:
+            print(f"[wavssl] {message}", flush=True)
+            with open(self.run_dir / "events.log", "a") as f:
+                f.write(message + "\n")
