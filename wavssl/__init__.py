@@ -22,11 +22,12 @@ def load(run_dir: str | Path, map_location: Any = "cpu") -> "nn.Module":
     return _load(run_dir, map_location)
 
 
-def import_checkpoint(src: str | Path, run_dir: str | Path) -> Path:
-    """Convert a transformers or fairseq wav2vec2 checkpoint into a wavssl run directory."""
+def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Any = None) -> Path:
+    """Convert a transformers or fairseq wav2vec2 checkpoint into a wavssl run directory; fields the
+    source does not define (data, optimiser, training) come from ``base_config`` (default: BASE)."""
     from .train.importers import import_checkpoint as _import
 
-    return _import(src, run_dir)
+    return _import(src, run_dir, base_config=base_config)
 
 
 def pretrain(audio: str | Path, run_dir: str | Path, cfg: Any, **kwargs: Any) -> Any:

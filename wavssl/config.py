@@ -333,6 +333,7 @@ def tiny() -> Config:
                                     dropout_input=0.05, dropout_features=0.05)
     m.quantizer = dataclasses.replace(m.quantizer, entries=64, dim=64, temp_decay=0.995)
     m.masking = dataclasses.replace(m.masking, mask_prob=0.5, num_negatives=20)
+    m.loss.feature_penalty_weight = 0.1  # log-mel conv outputs start large; 10 collapses them to zero
     m.final_dim = 64
     _cpu_data(cfg, max_samples=48000, max_batch_samples=192000)
     _cpu_optim(cfg, lr=2e-3, warmup=50, max_updates=400)

@@ -145,16 +145,18 @@ class FbankEncoder(nn.Module):
         stages = {1: 0, 2: 1, 4: 2}[subsampling]
         layers: list[nn.Module] = [nn.Conv1d(n_mels, channels, 3, padding=1), nn.GELU()]
         for _ in range(stages):
-            layers += [nn.Conv1d(channels, channels, 3, stride=2), nn.GELU()]
+            layers += [nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.GELU()]
         self.subsample = nn.Sequential(*layers)
-        self.specs = ((win_length, hop_length), (3, 1)) + ((3, 2),) * stages
+        self.stages = stages
         self.feature_grad_mult = feature_grad_mult
         self.out_dim = channels
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """(B,) sample counts -> (B,) frame counts."""
-        lengths = conv_output_lengths(lengths, self.specs[:1])
-        return conv_output_lengths(lengths + 2, self.specs[1:])  # +2: the padded first conv
+        lengths = conv_output_lengths(lengths, ((self.win_length, self.hop_length),))
+        for _ in range(self.stages):  # kernel 3, stride 2, padding 1: ceil(n / 2)
+            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+        return lengths
 
     def log_mel(self, wav: Tensor) -> Tensor:
         """(B, T) waveform -> (B, n_mels, N) natural-log mel energies (10 ms hop)."""

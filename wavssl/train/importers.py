@@ -178,7 +178,8 @@ def _rename(src: Path, tensors: Mapping[str, Tensor], rules: _Rules, ctc_head: r
     """Source tensors under wavssl names (q/k/v fused). The CTC head is left out with a warning;
     any other tensor no rule places is an error."""
     out: dict[str, Tensor] = {}
-    head, unknown = [], []
+    head: list[str] = []
+    unknown: list[str] = []
     for key, value in tensors.items():
         if ctc_head.fullmatch(key):
             head.append(key)
@@ -199,7 +200,7 @@ def _rename(src: Path, tensors: Mapping[str, Tensor], rules: _Rules, ctc_head: r
     if head:
         warnings.warn(f"{src}: the CTC output layer ({', '.join(sorted(head))}) is not imported: wavssl CTC "
                       "recognizers are added later; only the encoder is imported.", CheckpointImportWarning,
-                      stacklevel=3)
+                      stacklevel=4)
     return _fuse_qkv(src, out)
 
 
@@ -355,7 +356,7 @@ def _transformers_config(path: Path, hf: Mapping[str, Any], start: Config) -> Co
     start.model = ModelConfig(
         frontend=dataclasses.replace(
             fe, kind="waveform", conv_layers=tuple((int(c), int(k), int(s)) for c, k, s in zip(dims, kernels, strides)),
-            norm_mode="default" if hf["feat_extract_norm"] == "group" else "layer_norm",
+            norm_mode="default" if _require(hf, "feat_extract_norm", path) == "group" else "layer_norm",
             conv_bias=bool(_require(hf, "conv_bias", path))),
         context=dataclasses.replace(
             cx, embed_dim=int(_require(hf, "hidden_size", path)),
@@ -407,7 +408,8 @@ def _load_pickle(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[-1][:200]
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        reason = f"it pickles {found[1]}" if found else "not a weights-only pickle"
         warnings.warn(f"{path}: cannot be read with torch.load(weights_only=True) ({reason}); reading it with full "
                       "pickle, which can execute arbitrary code stored in the file. Only import checkpoints you "
                       "trust.", CheckpointImportWarning, stacklevel=4)
@@ -463,6 +465,10 @@ def _literal(src: Path, key: str, value: Any) -> Any:
         raise CheckpointImportError(f"{src}: cannot parse {key}={value!r}: {e}") from e
 
 
+_MAX_CONV_REPEAT = 64
+"""Largest ``* n`` accepted in ``conv_feature_layers`` (real stacks have about 7 blocks)."""
+
+
 def _layer_list(node: ast.expr) -> list[Any]:
     """Evaluate a ``conv_feature_layers`` expression: list literals joined by ``+``, repeated by ``* int``."""
     if isinstance(node, ast.List):
@@ -472,8 +478,8 @@ def _layer_list(node: ast.expr) -> list[Any]:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
         items, count = (node.left, node.right) if isinstance(node.right, ast.Constant) else (node.right, node.left)
         times = ast.literal_eval(count)
-        if not isinstance(times, int):
-            raise ValueError(f"repeat count {ast.unparse(count)!r} is not an integer")
+        if not isinstance(times, int) or not 0 < times <= _MAX_CONV_REPEAT:
+            raise ValueError(f"repeat count {ast.unparse(count)!r} is not an integer in 1..{_MAX_CONV_REPEAT}")
         return _layer_list(items) * times
     raise ValueError(f"unsupported expression {ast.unparse(node)!r}")
 
@@ -509,7 +515,7 @@ def _check_fairseq(src: Path, m: Mapping[str, Any], finetuned: bool) -> None:
     if changed:
         warnings.warn(f"{src}: fairseq options {changed} have no wavssl equivalent; the weights import exactly, "
                       "but further pretraining uses wavssl's masking and negative sampling.",
-                      CheckpointImportWarning, stacklevel=4)
+                      CheckpointImportWarning, stacklevel=5)
 
 
 def _fairseq_config(src: Path, sections: tuple[dict[str, Any], ...], start: Config, finetuned: bool) -> Config:
@@ -531,7 +537,8 @@ def _fairseq_config(src: Path, sections: tuple[dict[str, Any], ...], start: Conf
     start.data.normalize = _opt(task, "normalize", start.data.normalize)
     start.model = ModelConfig(
         frontend=dataclasses.replace(
-            fe, kind="waveform", sample_rate=rate, conv_layers=_conv_layers(src, _require(m, "conv_feature_layers", src)),
+            fe, kind="waveform", sample_rate=rate,
+            conv_layers=_conv_layers(src, _require(m, "conv_feature_layers", src)),
             norm_mode=_require(m, "extractor_mode", src), conv_bias=bool(_require(m, "conv_bias", src)),
             feature_grad_mult=_opt(m, "feature_grad_mult", fe.feature_grad_mult)),
         context=dataclasses.replace(

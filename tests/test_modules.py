@@ -1,0 +1,159 @@
+"""Unit tests of the model's parts: masking, negatives, quantizer, loss, front ends, context."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from wavssl import config as C
+from wavssl.losses import contrastive_accuracy, contrastive_logits
+from wavssl.models import build_model
+from wavssl.modules.context import chunk_attention_mask
+from wavssl.modules.frontend import FbankEncoder, WaveformEncoder
+from wavssl.modules.masking import padding_mask, sample_negatives, span_mask
+from wavssl.modules.quantizer import GumbelQuantizer
+
+
+def test_span_mask_fairseq_rate_and_padding():
+    torch.manual_seed(0)
+    lengths = torch.tensor([500] * 32 + [300] * 32)
+    mask = span_mask(lengths, 500, 0.65, 10, min_masks=2, require_same_masks=False)
+    assert not (mask & padding_mask(lengths, 500)).any(), "padding frames must never be masked"
+    frac = (mask[:32].float().mean()).item()
+    # spans overlap: expected masked fraction ~ 1 - exp(-0.65) ~ 0.48
+    assert 0.44 < frac < 0.53, frac
+
+
+def test_span_mask_same_counts_and_min_masks():
+    torch.manual_seed(1)
+    lengths = torch.tensor([400, 250, 37, 120])
+    mask = span_mask(lengths, 400, 0.65, 10, min_masks=2, require_same_masks=True)
+    counts = mask.sum(1)
+    assert (counts == counts[0]).all()
+    assert counts[0] >= 10  # at least one span survives even in the 37-frame utterance
+    short = span_mask(torch.tensor([25]), 25, 0.0, 10, min_masks=2)
+    assert short.sum() >= 10  # min_masks applies with mask_prob 0
+
+
+def test_negatives_come_from_other_masked_frames_of_same_utterance():
+    torch.manual_seed(2)
+    lengths = torch.tensor([200, 150, 90])
+    mask = span_mask(lengths, 200, 0.65, 10, require_same_masks=False)
+    neg = sample_negatives(mask, 100)
+    counts = mask.sum(1)
+    row = torch.repeat_interleave(torch.arange(3), counts)
+    own = torch.arange(row.numel())
+    assert neg.shape == (row.numel(), 100)
+    assert not (neg == own[:, None]).any(), "a distractor is never the positive"
+    assert (row[neg] == row[:, None]).all(), "distractors stay within the utterance"
+    # roughly uniform over the other frames of the row
+    hist = torch.bincount(neg[row == 0].flatten(), minlength=int(counts[0]))[: int(counts[0])].float()
+    assert hist.min() > 0.5 * hist.mean()
+
+
+def test_quantizer_eval_argmax_train_onehot_and_annealing():
+    torch.manual_seed(3)
+    q = GumbelQuantizer(16, groups=2, entries=8, dim=12, max_temp=2.0, min_temp=0.5, temp_decay=0.999995)
+    x = torch.randn(50, 16)
+    q.eval()
+    a, b = q(x), q(x)
+    assert torch.equal(a.codes, b.codes) and a.quantized.shape == (50, 12)
+    expect = q.codevectors.view(2, 8, 6)[torch.arange(2)[None], a.codes].reshape(50, 12)
+    assert torch.allclose(a.quantized, expect)
+    assert 1.0 <= float(a.code_perplexity) <= 16.0
+    q.train()
+    out = q(x)
+    out.quantized.sum().backward()
+    assert q.weight_proj.weight.grad is not None, "straight-through estimator passes gradients"
+    q.set_num_updates(0)
+    assert q.temperature == 2.0
+    q.set_num_updates(100_000)
+    assert math.isclose(q.temperature, 2.0 * 0.999995**100_000)
+    q.set_num_updates(10_000_000)
+    assert q.temperature == 0.5
+
+
+def test_contrastive_logits_discard_identical_distractors():
+    c = torch.randn(4, 8)
+    y = c.clone()
+    negs = torch.randn(4, 3, 8)
+    negs[0, 1] = y[0]
+    logits = contrastive_logits(c, y, negs, 0.1)
+    assert logits.shape == (4, 4)
+    assert torch.isinf(logits[0, 2]) and logits[0, 2] < 0
+    assert torch.allclose(logits[:, 0], torch.full((4,), 10.0), atol=1e-4)
+    assert contrastive_accuracy(logits) == 1.0
+
+
+@pytest.mark.parametrize("norm_mode", ["default", "layer_norm"])
+def test_waveform_encoder_frames_and_lengths(norm_mode):
+    enc = WaveformEncoder(C.BASE_CONV_LAYERS[:1] + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2, norm_mode=norm_mode)
+    wav = torch.randn(2, 16000)
+    out = enc(wav, torch.tensor([16000, 8000]))
+    assert out.features.shape == (2, 49, 512)  # 20 ms frames at 16 kHz
+    assert out.lengths.tolist() == [49, 24]
+
+
+def test_fbank_lengths_match_computation():
+    for sub in (1, 2, 4):
+        enc = FbankEncoder(subsampling=sub, channels=32)
+        for n in (2000, 5555, 16000, 16001):
+            out = enc(torch.randn(1, n), torch.tensor([n]))
+            assert out.features.shape[1] == int(out.lengths[0]), (sub, n)
+    enc = FbankEncoder(subsampling=2, channels=32)
+    assert int(enc.output_lengths(torch.tensor([16000]))[0]) == 49  # 20 ms frames
+
+
+def test_fbank_matches_reference_log_mel():
+    enc = FbankEncoder(n_mels=40, channels=8)
+    wav = torch.randn(1, 4000)
+    ours = enc.log_mel(wav)[0]  # (40, N)
+    frames = wav[0].unfold(0, 400, 160) * torch.hann_window(400, periodic=True)
+    power = torch.fft.rfft(frames, n=512).abs() ** 2
+    ref = torch.log((power @ enc.mel).clamp(min=1e-6)).T
+    assert torch.allclose(ours, ref, atol=1e-3)
+
+
+def test_padding_does_not_change_valid_frames():
+    cfg = C.small().model
+    cfg.frontend.norm_mode = "layer_norm"
+    model = build_model(cfg).eval()
+    torch.manual_seed(4)
+    long, short = torch.randn(24000), torch.randn(14000)
+    batch = torch.zeros(2, 24000)
+    batch[0], batch[1, :14000] = long, short
+    with torch.no_grad():
+        both = model.encode(batch, torch.tensor([24000, 14000]))
+        alone = model.encode(short[None], torch.tensor([14000]))
+    n = int(alone.lengths[0])
+    assert both.padding_mask[1].sum() == both.padding_mask.shape[1] - n
+    assert torch.allclose(both.last_hidden_state[1, :n], alone.last_hidden_state[0], atol=1e-4)
+
+
+def test_chunk_attention_mask():
+    m = chunk_attention_mask(6, 2, left_chunks=1)
+    assert m[0].tolist() == [True, True, False, False, False, False]
+    assert m[5].tolist() == [False, False, True, True, True, True]
+    assert chunk_attention_mask(6, 2)[5].all()
+
+
+def test_base_preset_is_fairseq_base():
+    cfg = C.base()
+    model = build_model(cfg.model)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 95.04e6) < 0.05e6, n  # fairseq's BASE has 95.04M parameters
+    assert cfg.optim.lr == 5e-4 and cfg.optim.warmup_updates == 32000 and cfg.optim.max_updates == 400000
+    assert cfg.data.max_batch_samples == 1_400_000 and cfg.model.masking.num_negatives == 100
+
+
+def test_training_step_loss_terms_and_gradients():
+    torch.manual_seed(5)
+    model = build_model(C.tiny().model).train()
+    out = model(torch.randn(2, 16000), torch.tensor([16000, 12000]))
+    assert out.num_masked > 0 and torch.isfinite(out.loss)
+    expected = out.contrastive + 0.1 * out.diversity + C.tiny().model.loss.feature_penalty_weight * out.feature_penalty
+    assert torch.allclose(out.loss.detach(), expected, atol=1e-5)
+    out.loss.backward()
+    assert model.encoder.mask_emb.grad is not None and model.quantizer.codevectors.grad is not None
