@@ -85,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data.audio import AudioError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (C.ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (C.ConfigError, AudioError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"wavssl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

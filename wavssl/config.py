@@ -332,7 +332,7 @@ def tiny() -> Config:
                                     dropout=0.05, attention_dropout=0.05,
                                     dropout_input=0.05, dropout_features=0.05)
     m.quantizer = dataclasses.replace(m.quantizer, entries=64, dim=64, temp_decay=0.995)
-    m.masking = dataclasses.replace(m.masking, mask_prob=0.5, num_negatives=20)
+    m.masking = dataclasses.replace(m.masking, mask_prob=0.5, mask_length=5, num_negatives=20)
     m.loss.feature_penalty_weight = 0.1  # log-mel conv outputs start large; 10 collapses them to zero
     m.final_dim = 64
     _cpu_data(cfg, max_samples=48000, max_batch_samples=192000)

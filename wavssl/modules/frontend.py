@@ -99,13 +99,104 @@ class WaveformEncoder(nn.Module):
         return conv_output_lengths(lengths, self.specs)
 
     def forward(self, wav: Tensor, lengths: Tensor) -> Frames:
-        """wav: (B, T) float waveform; lengths: (B,) valid samples -> Frames (B, F, D)."""
-        x = wav.unsqueeze(1)
-        for block in self.blocks:
-            x = block(x)
+        """wav: (B, T) float waveform; lengths: (B,) valid samples -> Frames (B, F, D).
+
+        Runs channels-last: every activation is a contiguous (B, T, C) tensor, which saves the
+        transposes and lets oneDNN skip its layout reorders; the first block's GroupNorm is folded
+        into its convolution (see :func:`_conv_groupnorm`). Same parameters and results as running
+        ``self.blocks`` on (B, C, T) tensors, up to float rounding.
+        """
+        x = wav.unsqueeze(-1)  # (B, T, 1)
+        for i, block in enumerate(self.blocks):
+            conv, norm = block[0], block[1]
+            if i == 0 and isinstance(norm, nn.GroupNorm):
+                x = _conv_groupnorm(wav, conv, norm)
+            else:
+                x = _time_conv(x, conv.weight, conv.bias, conv.stride[0], self.training)
+                if isinstance(norm, nn.LayerNorm):
+                    x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            x = F.gelu(x)
         if self.training and self.feature_grad_mult != 1.0:
             x = scale_grad(x, self.feature_grad_mult)
-        return Frames(x.transpose(1, 2), self.output_lengths(lengths))
+        return Frames(x, self.output_lengths(lengths))
+
+
+def _nchw(x: Tensor) -> Tensor:
+    """Channels-last (B, T, C) -> the (B, C, 1, T) view that 2-D convolutions read as NHWC."""
+    return x.transpose(1, 2).unsqueeze(2)
+
+
+def _conv_cl(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+    """Unpadded strided conv over time: (B, T, C_in) -> contiguous (B, T_out, C_out)."""
+    y = F.conv2d(_nchw(x), weight.unsqueeze(2), bias, stride=(1, stride))
+    return y.squeeze(2).transpose(1, 2).contiguous()  # a no-op when the conv kept NHWC
+
+
+class _TimeConv(torch.autograd.Function):
+    """:func:`_conv_cl` with a hand-written backward for CPU training.
+
+    oneDNN (torch's CPU conv backend) runs the forward and the input gradient fastest on
+    channels-last data but the weight gradient fastest on channels-first data (its channels-last
+    weight gradient is several times slower), so the backward takes each product in its best layout.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        return _conv_cl(x, weight, bias, stride)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        s = ctx.stride
+        grad = grad.contiguous()
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        conv_backward = torch.ops.aten.convolution_backward
+        if need_x:
+            grad_x = conv_backward(_nchw(grad), _nchw(x), weight.unsqueeze(2), None, (1, s), (0, 0), (1, 1),
+                                   False, (0, 0), 1, (True, False, False))[0]
+            grad_x = grad_x.squeeze(2).transpose(1, 2).contiguous()
+        if need_w:
+            grad_w = conv_backward(grad.transpose(1, 2).contiguous(), x.transpose(1, 2).contiguous(), weight,
+                                   None, (s,), (0,), (1,), False, (0,), 1, (False, True, False))[1]
+        if need_b:
+            grad_b = grad.sum((0, 1))
+        return grad_x, grad_w, grad_b, None
+
+
+def _time_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, training: bool) -> Tensor:
+    """Strided conv block of the waveform encoder on channels-last (B, T, C) activations."""
+    if training and x.device.type == "cpu" and torch.is_grad_enabled():
+        return _TimeConv.apply(x, weight, bias, stride)
+    return _conv_cl(x, weight, bias, stride)
+
+
+def _conv_groupnorm(wav: Tensor, conv: nn.Conv1d, norm: nn.GroupNorm) -> Tensor:
+    """First block of the ``default`` front end, GroupNorm(conv(wav)) with one group per channel,
+    as one batched matmul: (B, T) waveform -> (B, T_out, C) channels-last.
+
+    The conv is linear in the k-sample windows of the waveform, so each channel's mean and variance
+    over time follow from the windows' mean m and covariance S (a k x k matrix per utterance):
+    mean_c = w_c.m + b_c and var_c = w_c' S w_c. The normalised output is then the conv with its
+    weight scaled by gamma_c / sqrt(var_c + eps) plus a per-utterance bias, computed in one pass
+    instead of writing the conv output and reading it twice more for the statistics and the norm.
+    """
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    windows = wav.unfold(1, kernel, stride)  # (B, T_out, k), a view
+    w = conv.weight.squeeze(1)  # (C, k)
+    stats = windows.double()  # the k x k statistics are cheap; float64 keeps the variance exact
+    mean = stats.mean(1)  # (B, k)
+    centred = stats - mean[:, None]
+    cov = centred.transpose(1, 2) @ centred / max(windows.shape[1], 1)  # (B, k, k), biased like GroupNorm
+    var = torch.einsum("ck,bkl,cl->bc", w.double(), cov, w.double()).to(w.dtype)  # (B, C)
+    scale = norm.weight * torch.rsqrt(var + norm.eps)  # (B, C)
+    channel_mean = torch.einsum("ck,bk->bc", w, mean.to(w.dtype))  # of the conv output, less its bias
+    # out = scale * (w.x + b - (channel_mean + b)) + beta; b cancels (and gets GroupNorm's zero gradient)
+    offset = -channel_mean if conv.bias is None else conv.bias - (channel_mean + conv.bias)
+    shift = norm.bias + scale * offset
+    return torch.baddbmm(shift.unsqueeze(1), windows, (w * scale.unsqueeze(-1)).transpose(1, 2))
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0,

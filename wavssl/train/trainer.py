@@ -146,6 +146,8 @@ class Trainer:
     def __init__(self, model: nn.Module, task: Task, cfg: Config, run_dir: str | Path, *,
                  device: torch.device, ddp: Distributed | None = None, progress: bool = True) -> None:
         self.cfg, self.task, self.device = cfg, task, device
+        if device.type == "cpu":  # denormals (tiny activations) slow CPU math by orders of magnitude
+            torch.set_flush_denormal(True)
         self.ddp = ddp or Distributed()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
