@@ -157,3 +157,26 @@ def test_training_step_loss_terms_and_gradients():
     assert torch.allclose(out.loss.detach(), expected, atol=1e-5)
     out.loss.backward()
     assert model.encoder.mask_emb.grad is not None and model.quantizer.codevectors.grad is not None
+
+
+def test_encoder_exports_with_dynamic_batch_and_time():
+    """DESIGN constraint: the eval path has no data-dependent Python control flow (torch.export works)."""
+    model = build_model(C.tiny().model).eval()
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.model.encode(wav, lengths)
+            return out.last_hidden_state, out.lengths
+
+    batch, time = torch.export.Dim("B", min=1, max=64), torch.export.Dim("T", min=16000, max=16000 * 60)
+    program = torch.export.export(Wrapper(), (torch.randn(2, 32000), torch.tensor([32000, 20000])),
+                                  dynamic_shapes=({0: batch, 1: time}, {0: batch}))
+    wav, lengths = torch.randn(3, 40000), torch.tensor([40000, 30000, 17000])
+    got, got_len = program.module()(wav, lengths)
+    want = model.encode(wav, lengths)
+    assert torch.equal(got_len, want.lengths)
+    assert torch.allclose(got, want.last_hidden_state, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
     else:
         cfg = C.resolve(a.preset, a.config, a.assignments)
     state = pretrain(a.audio, a.out, cfg.validate(), resume=a.resume, device=a.device, progress=not a.no_progress)
-    print(f"[wavssl] done: {state.num_updates} updates, {state.nonfinite_total} non-finite steps skipped -> {a.out}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"[wavssl] done: {state.num_updates} updates, {state.nonfinite_total} non-finite steps skipped -> {a.out}")
     return 0
 
 

@@ -109,4 +109,8 @@ def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: boo
         n_params = sum(p.numel() for p in model.parameters())
         print(f"[wavssl] pretraining {n_params / 1e6:.2f}M parameters on {len(task.dataset)} files "
               f"({task.total_seconds / 3600:.2f} h, {len(task.skipped)} skipped) -> {run_dir}", flush=True)
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        if ddp.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
