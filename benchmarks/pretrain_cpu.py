@@ -13,7 +13,7 @@ hits both alike; the figure reported is the median over steps of audio seconds t
 
     python benchmarks/pretrain_cpu.py                       # small5m config, 4 x 4 s, 2 threads
     python benchmarks/pretrain_cpu.py --config small --steps 6
-    python benchmarks/pretrain_cpu.py --profile             # also print a per-phase profile
+    python benchmarks/pretrain_cpu.py --profile             # + per-phase breakdown, top ops
 
 Appends one JSON line to ``benchmarks/results/pretrain_cpu.jsonl``.
 """
@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -184,7 +185,8 @@ class WavsslRunner(Runner):
 
     def loss(self, wav: torch.Tensor) -> torch.Tensor:
         self.model.set_num_updates(self.num_updates)
-        return self.model(wav).loss
+        lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)  # as the trainer passes them
+        return self.model(wav, lengths).loss
 
 
 class HFRunner(Runner):
@@ -222,23 +224,75 @@ def build_runners(m: ModelConfig, optim_impl: str, seed: int) -> list[Runner]:
 # ------------------------------------------------------------------------------------------ profile
 
 
-def profile(runners: list[Runner], wav: torch.Tensor, steps: int = 2, rows: int = 18) -> dict[str, list]:
+def components(r: Runner) -> dict[str, torch.nn.Module]:
+    """The modules whose forward time the phase breakdown reports, per model."""
+    if isinstance(r, WavsslRunner):
+        enc = r.model.encoder
+        return {"frontend": enc.frontend, "context": enc.context, "quantizer": r.model.quantizer}
+    w2v = r.model.wav2vec2
+    return {"frontend": w2v.feature_extractor, "context": w2v.encoder, "quantizer": r.model.quantizer}
+
+
+def phase_breakdown(runners: list[Runner], wav: torch.Tensor, steps: int = 3) -> dict[str, dict[str, float]]:
+    """Median ms per step of each forward component (forward hooks), the rest of the forward
+    (masking, projections, loss), the backward and the optimizer step; models interleaved."""
+    times: dict[str, dict[str, list[float]]] = {r.name: {} for r in runners}
+    for r in runners:
+        for name, mod in components(r).items():
+            def pre(_m, _i, r=r, name=name):
+                times[r.name].setdefault("_start", []).append(time.perf_counter())
+
+            def post(_m, _i, _o, r=r, name=name):
+                times[r.name].setdefault(f"fwd {name}", []).append(time.perf_counter() - times[r.name]["_start"].pop())
+
+            handles = [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+            r.__dict__.setdefault("_hooks", []).extend(handles)
+    for i in range(steps):
+        for r in (runners if i % 2 == 0 else runners[::-1]):
+            r.optimizer.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            loss = r.loss(wav)
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            r.optimizer.step()
+            t3 = time.perf_counter()
+            r.num_updates += 1
+            t = times[r.name]
+            parts = sum(t[f"fwd {n}"][-1] for n in components(r))
+            for key, value in (("fwd rest (masking, projections, loss)", t1 - t0 - parts), ("backward", t2 - t1),
+                               ("optimizer", t3 - t2), ("total", t3 - t0)):
+                t.setdefault(key, []).append(value)
+    for r in runners:
+        for h in r.__dict__.pop("_hooks"):
+            h.remove()
+    out = {r.name: {k: round(1e3 * statistics.median(v), 1) for k, v in times[r.name].items() if not k.startswith("_")}
+           for r in runners}
+    keys = list(out[runners[0].name])
+    print(f"\n{'phase, ms/step (median of ' + str(steps) + ')':<40}" + "".join(f"{r.name:>14}" for r in runners))
+    for k in keys:
+        print(f"{k:<40}" + "".join(f"{out[r.name][k]:>14.0f}" for r in runners))
+    return out
+
+
+def top_ops(runners: list[Runner], wav: torch.Tensor, steps: int = 2, rows: int = 15) -> dict[str, list]:
     """torch.profiler over ``steps`` updates of each model; prints the top ops by self CPU time."""
     from torch.profiler import ProfilerActivity, profile as tprofile
 
     tables: dict[str, list] = {}
     for r in runners:
-        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+        with tprofile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             for _ in range(steps):
                 r.step(wav)
-        avg = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        avg = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in avg) or 1
-        print(f"\n--- {r.name}: top ops by self CPU time ({steps} steps, total {total / 1e6 / steps:.2f} s/step)")
+        print(f"\n--- {r.name}: top ops by self CPU time (profiled, {total / 1e3 / steps:.0f} ms/step)")
         rows_out = []
         for e in avg[:rows]:
-            share = e.self_cpu_time_total / total
-            print(f"  {e.key:<48} {e.self_cpu_time_total / 1e6 / steps:7.3f} s/step  {100 * share:5.1f}%  x{e.count // steps}")
-            rows_out.append([e.key, round(e.self_cpu_time_total / 1e6 / steps, 4), round(share, 4)])
+            ms, share = e.self_cpu_time_total / 1e3 / steps, e.self_cpu_time_total / total
+            shapes = ", ".join(str(tuple(x)) for x in e.input_shapes if isinstance(x, list) and x)[:60]
+            print(f"  {e.key:<34} {ms:7.1f} ms {100 * share:5.1f}%  {shapes}")
+            rows_out.append([e.key, shapes, round(ms, 2), round(share, 4)])
         tables[r.name] = rows_out
     return tables
 
@@ -247,10 +301,13 @@ def profile(runners: list[Runner], wav: torch.Tensor, steps: int = 2, rows: int 
 
 
 def git_commit() -> str | None:
+    """Short HEAD hash, with ``+dirty`` when the library has uncommitted changes."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() or None
+        head = git("rev-parse", "--short", "HEAD")
+        return (head + ("+dirty" if git("status", "--porcelain", "--", "wavssl") else "")) or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -263,6 +320,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    """1-minute load average (-1 where unknown)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -279,13 +344,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=4, help="utterances per batch")
     ap.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    ap.add_argument("--optim", choices=["default", "foreach", "fused"], default="default",
-                    help="AdamW implementation, the same for both models")
+    ap.add_argument("--optim", choices=["fused", "foreach", "default"], default="fused",
+                    help="torch AdamW implementation, the same for both models (fused: the fastest on CPU)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--profile", action="store_true", help="also profile 2 steps of each model")
+    ap.add_argument("--profile", action="store_true",
+                    help="afterwards, a per-phase breakdown and the top ops of each model")
     ap.add_argument("--no-write", action="store_true", help="do not append to the results file")
     args = ap.parse_args(argv)
 
+    load_start = load_average()  # before this process adds its own load
     torch.set_num_threads(args.threads)
     import transformers
 
@@ -305,9 +372,13 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.warmup):
             r.step(wav)
     times: dict[str, list[float]] = {r.name: [] for r in runners}
+    faults: dict[str, list[int]] = {r.name: [] for r in runners}
     for i in range(args.steps):
         for r in (runners if i % 2 == 0 else runners[::-1]):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             times[r.name].append(timed(lambda r=r: r.step(wav)))
+            faults[r.name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    load_end = load_average()
 
     med = {k: statistics.median(v) for k, v in times.items()}
     speed = {k: audio_seconds / v for k, v in med.items()}
@@ -316,6 +387,12 @@ def main(argv: list[str] | None = None) -> dict:
     for r in runners:
         print(f"{r.name:<14}{r.num_params:>12,}{med[r.name]:>15.3f}{speed[r.name]:>11.2f}{r.last_loss:>9.3f}")
     print(f"ratio wavssl / transformers: {ratio:.2f}x")
+    for r in runners:
+        if not math.isfinite(r.last_loss):
+            print(f"warning: {r.name}'s loss is not finite after {r.num_updates} updates")
+    busy = load_start >= (os.cpu_count() or 1)
+    print(f"load average {load_start} at start, {load_end} at end (this run adds ~{args.threads}), "
+          f"{os.cpu_count()} CPUs" + ("  -- the machine was busy: expect noisy timings" if busy else ""))
 
     record = {
         "benchmark": "pretrain_cpu",
@@ -334,7 +411,11 @@ def main(argv: list[str] | None = None) -> dict:
         "median_step_s": {k: round(v, 4) for k, v in med.items()},
         "audio_s_per_s": {k: round(v, 3) for k, v in speed.items()},
         "ratio": round(ratio, 3),
+        "final_loss": {r.name: (round(r.last_loss, 4) if math.isfinite(r.last_loss) else str(r.last_loss))
+                       for r in runners},
         "step_times_s": {k: [round(t, 4) for t in v] for k, v in times.items()},
+        "page_faults_per_step": {k: int(statistics.median(v)) for k, v in faults.items()},
+        "load_average": {"start": load_start, "end": load_end},
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
@@ -342,7 +423,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
     }
     if args.profile:
-        record["profile_top_ops"] = profile(runners, wav)
+        record["profile_phases_ms"] = phase_breakdown(runners, wav)
+        record["profile_top_ops"] = top_ops(runners, wav)
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         with RESULTS.open("a") as f:

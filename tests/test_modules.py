@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from wavssl import config as C
+from wavssl import losses
 from wavssl.losses import contrastive_accuracy, contrastive_logits
 from wavssl.models import build_model
 from wavssl.modules.context import chunk_attention_mask
@@ -75,16 +76,64 @@ def test_quantizer_eval_argmax_train_onehot_and_annealing():
     assert q.temperature == 0.5
 
 
+def _reference_logits(c, y, neg, temp):
+    candidates = torch.cat([y.unsqueeze(1), y[neg]], dim=1)
+    logits = torch.nn.functional.cosine_similarity(c.unsqueeze(1), candidates, dim=-1) / temp
+    same = (y[neg] == y.unsqueeze(1)).all(-1)
+    logits[:, 1:] = logits[:, 1:].masked_fill(same, float("-inf"))
+    return logits
+
+
 def test_contrastive_logits_discard_identical_distractors():
-    c = torch.randn(4, 8)
-    y = c.clone()
-    negs = torch.randn(4, 3, 8)
-    negs[0, 1] = y[0]
-    logits = contrastive_logits(c, y, negs, 0.1)
+    y = torch.randn(4, 8)
+    y[3] = y[1]  # a codevector collision: rows 1 and 3 have the same target
+    c = y.clone()
+    neg = torch.tensor([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
+    logits = contrastive_logits(c, y, neg, 0.1)
     assert logits.shape == (4, 4)
-    assert torch.isinf(logits[0, 2]) and logits[0, 2] < 0
+    assert torch.isinf(logits[1, 3]) and logits[1, 3] < 0 and torch.isinf(logits[3, 2])
     assert torch.allclose(logits[:, 0], torch.full((4,), 10.0), atol=1e-4)
     assert contrastive_accuracy(logits) == 1.0
+
+
+@pytest.mark.parametrize("block", [0, 25])
+def test_contrastive_logits_match_direct_cosine(block, monkeypatch):
+    torch.manual_seed(6)
+    mask = torch.zeros(4, 60, dtype=torch.bool)
+    mask[:, 5:30] = True  # 25 masked frames per row
+    c, y = torch.randn(100, 16, requires_grad=True), torch.randn(100, 16, requires_grad=True)
+    neg = sample_negatives(mask, 10)
+    ref = _reference_logits(c, y, neg, 0.1)
+    got = contrastive_logits(c, y, neg, 0.1, block=block)
+    assert torch.allclose(got, ref, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.logsumexp(1).sum(), (c, y))
+    g_got = torch.autograd.grad(got.logsumexp(1).sum(), (c, y))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_ref, g_got))
+    monkeypatch.setattr(losses, "FULL_SIMILARITY_MAX_ROWS", 10)  # the gather path for large N
+    assert torch.allclose(contrastive_logits(c, y, neg, 0.1), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_mode,bias", [("default", False), ("default", True), ("layer_norm", True)])
+def test_waveform_cpu_training_path_equals_reference_blocks(norm_mode, bias):
+    """The channels-last CPU training path computes the same function and gradients as the blocks."""
+    torch.manual_seed(7)
+    enc = WaveformEncoder(((32, 10, 5), (32, 3, 2), (32, 2, 2)), norm_mode=norm_mode, conv_bias=bias)
+    wav = torch.randn(2, 4000)
+    lengths = torch.tensor([4000, 4000])
+    enc.train()
+    fast = enc(wav, lengths).features
+    g_fast = torch.autograd.grad(fast.pow(2).sum(), list(enc.parameters()), allow_unused=True)
+    ref = wav.unsqueeze(1)
+    for block in enc.blocks:
+        ref = block(ref)
+    ref = ref.transpose(1, 2)
+    g_ref = torch.autograd.grad(ref.pow(2).sum(), list(enc.parameters()), allow_unused=True)
+    assert torch.allclose(fast, ref, atol=1e-4, rtol=1e-4)
+    for a, b in zip(g_fast, g_ref):
+        if b is None or a is None:
+            assert a is None or not a.any()
+            continue
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), (a - b).abs().max()
 
 
 @pytest.mark.parametrize("norm_mode", ["default", "layer_norm"])

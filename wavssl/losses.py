@@ -33,20 +33,47 @@ class ContrastiveLoss:
     """Gumbel temperature in force."""
 
 
-def contrastive_logits(context: Tensor, targets: Tensor, negatives: Tensor, logit_temp: float) -> Tensor:
-    """Cosine-similarity logits of the positive (column 0) and K distractors.
+FULL_SIMILARITY_MAX_ROWS = 4096
+"""Above this many masked frames, :func:`contrastive_logits` without ``block`` gathers
+the distractors instead of computing the (N, N) similarity matrix."""
+
+
+def contrastive_logits(context: Tensor, targets: Tensor, negatives: Tensor, logit_temp: float, *,
+                                    block: int = 0) -> Tensor:
+    """Cosine-similarity logits of the positive (column 0) and K distractors given as row indices
+    into ``targets``.
+
+    Equal to ``cos(context, [targets; targets[negatives]]) / logit_temp`` up to float rounding,
+    without building the (N, K, D) distractor tensor (nor its gradient): the cosine
+    similarities of every context vector with the targets it can be compared with come from one
+    matrix product of the L2-normalised vectors, and the K distractor logits are gathered from it.
 
     Args:
         context: (N, D) context vectors at masked frames.
         targets: (N, D) their true quantised targets.
-        negatives: (N, K, D) distractor targets.
+        negatives: (N, K) long, row indices into ``targets`` (:func:`~wavssl.modules.masking.sample_negatives`).
+        block: if > 0, rows come in consecutive blocks of ``block`` (one per utterance, equal masked
+            counts) and every row's distractors lie in its own block; only the (N / block) diagonal
+            (block, block) similarity blocks are computed. 0 for no such structure.
     Returns:
         (N, 1 + K) logits / logit_temp; distractors equal to the positive get -inf.
     """
-    candidates = torch.cat([targets.unsqueeze(1), negatives], dim=1).float()  # (N, 1+K, D)
-    logits = F.cosine_similarity(context.float().unsqueeze(1), candidates, dim=-1) / logit_temp
-    same = (negatives == targets.unsqueeze(1)).all(-1)  # (N, K)
-    return torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
+    n = context.shape[0]
+    c = F.normalize(context.float(), dim=-1, eps=1e-8)  # what cosine_similarity divides by
+    t = F.normalize(targets.float(), dim=-1, eps=1e-8)
+    positive = (c * t).sum(-1, keepdim=True)
+    if block > 0:
+        sim = torch.bmm(c.view(n // block, block, -1), t.view(n // block, block, -1).transpose(1, 2))
+        first = torch.div(torch.arange(n, device=c.device), block, rounding_mode="floor") * block
+        negative = sim.view(n, block).gather(1, negatives - first[:, None])
+    elif n <= FULL_SIMILARITY_MAX_ROWS:
+        negative = (c @ t.T).gather(1, negatives)
+    else:
+        negative = torch.einsum("nd,nkd->nk", c, t[negatives])
+    # distractors bit-identical to the positive (a codevector collision) are discarded: ids of the distinct targets
+    ids = torch.unique(targets.detach(), dim=0, return_inverse=True)[1]
+    same = ids[negatives] == ids[:, None]
+    return torch.cat([positive, negative.masked_fill(same, float("-inf"))], dim=1) / logit_temp
 
 
 def contrastive_accuracy(logits: Tensor) -> Tensor:

@@ -140,14 +140,22 @@ class SSLModel(nn.Module):
         context = self.final_proj(ctx.last_hidden_state[mask])  # (N, final_dim)
         q = self.quantizer(self.dropout_features(fr.normed)[mask])
         targets = self.project_q(q.quantized)  # (N, final_dim)
-        negatives = targets[sample_negatives(mask, mk.num_negatives)]  # (N, K, final_dim)
-        logits = contrastive_logits(context, targets, negatives, ls.logit_temp)
+        negatives = sample_negatives(mask, mk.num_negatives)  # (N, K) rows of targets
+        logits = contrastive_logits(context, targets, negatives, ls.logit_temp,
+                                                 block=_equal_row_count(mask))
         return wav2vec2_loss(
             logits, prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
             num_codes=self.quantizer.groups * self.quantizer.entries, feature_penalty=feature_penalty,
             diversity_weight=ls.diversity_weight, feature_penalty_weight=ls.feature_penalty_weight,
             temperature=self.quantizer.temperature,
         )
+
+
+def _equal_row_count(mask: Tensor) -> int:
+    """Masked frames per row when every row has the same non-zero count (``require_same_masks``), else 0."""
+    counts = mask.sum(1)
+    m = int(counts.max()) if counts.numel() else 0
+    return m if m > 0 and bool((counts == m).all()) else 0
 
 
 def build_model(cfg: ModelConfig) -> SSLModel:

@@ -43,6 +43,12 @@ class PositionalConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, F, E) -> positional embedding (B, F, E)."""
+        if self.training and x.device.type == "cpu":
+            # Same conv on the channels-last (B, F, E) layout, read as NHWC: oneDNN's grouped conv
+            # forward + backward is about twice as fast there, and nothing is transposed.
+            y = F.pad(x, (0, 0, self.left, self.lookahead)).transpose(1, 2).unsqueeze(2)  # (B, E, 1, F')
+            y = F.conv2d(y, self.conv.weight.unsqueeze(2), self.conv.bias, groups=self.conv.groups)
+            return F.gelu(y.squeeze(2).transpose(1, 2))
         y = F.pad(x.transpose(1, 2), (self.left, self.lookahead))
         return F.gelu(self.conv(y)).transpose(1, 2)
 

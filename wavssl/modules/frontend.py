@@ -99,12 +99,26 @@ class WaveformEncoder(nn.Module):
         return conv_output_lengths(lengths, self.specs)
 
     def forward(self, wav: Tensor, lengths: Tensor) -> Frames:
-        """wav: (B, T) float waveform; lengths: (B,) valid samples -> Frames (B, F, D).
+        """wav: (B, T) float waveform; lengths: (B,) valid samples -> Frames (B, F, D)."""
+        if self.training and wav.device.type == "cpu":
+            x = self._forward_channels_last(wav)
+            if self.feature_grad_mult != 1.0:
+                x = scale_grad(x, self.feature_grad_mult)
+            return Frames(x, self.output_lengths(lengths))
+        x = wav.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x)
+        if self.training and self.feature_grad_mult != 1.0:
+            x = scale_grad(x, self.feature_grad_mult)
+        return Frames(x.transpose(1, 2), self.output_lengths(lengths))
 
-        Runs channels-last: every activation is a contiguous (B, T, C) tensor, which saves the
-        transposes and lets oneDNN skip its layout reorders; the first block's GroupNorm is folded
-        into its convolution (see :func:`_conv_groupnorm`). Same parameters and results as running
-        ``self.blocks`` on (B, C, T) tensors, up to float rounding.
+    def _forward_channels_last(self, wav: Tensor) -> Tensor:
+        """The blocks on channels-last (B, T, C) activations: (B, T) -> (B, F, D) contiguous.
+
+        The CPU training path (~1.5x faster forward + backward, see :class:`_TimeConv`): no
+        transposes, no oneDNN layout reorders, and the first block's GroupNorm folded into its conv
+        (:func:`_conv_groupnorm`). Same parameters and function as the blocks, up to float rounding
+        (~1e-6 relative); eval (inference, export) and GPUs run the reference (B, C, T) blocks.
         """
         x = wav.unsqueeze(-1)  # (B, T, 1)
         for i, block in enumerate(self.blocks):
@@ -112,13 +126,11 @@ class WaveformEncoder(nn.Module):
             if i == 0 and isinstance(norm, nn.GroupNorm):
                 x = _conv_groupnorm(wav, conv, norm)
             else:
-                x = _time_conv(x, conv.weight, conv.bias, conv.stride[0], self.training)
+                x = _time_conv(x, conv.weight, conv.bias, conv.stride[0])
                 if isinstance(norm, nn.LayerNorm):
                     x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
             x = F.gelu(x)
-        if self.training and self.feature_grad_mult != 1.0:
-            x = scale_grad(x, self.feature_grad_mult)
-        return Frames(x, self.output_lengths(lengths))
+        return x
 
 
 def _nchw(x: Tensor) -> Tensor:
@@ -136,8 +148,10 @@ class _TimeConv(torch.autograd.Function):
     """:func:`_conv_cl` with a hand-written backward for CPU training.
 
     oneDNN (torch's CPU conv backend) runs the forward and the input gradient fastest on
-    channels-last data but the weight gradient fastest on channels-first data (its channels-last
-    weight gradient is several times slower), so the backward takes each product in its best layout.
+    channels-last data, but its weight gradient wants channels-first data (channels-last is several
+    times slower) and transposing both operands costs as much as the product itself; so the weight
+    gradient is taken as k batched matmuls, one per tap, on strided views of the channels-last input
+    (:func:`_conv_weight_grad`), with no copies.
     """
 
     @staticmethod
@@ -153,22 +167,36 @@ class _TimeConv(torch.autograd.Function):
         grad = grad.contiguous()
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
-        conv_backward = torch.ops.aten.convolution_backward
         if need_x:
-            grad_x = conv_backward(_nchw(grad), _nchw(x), weight.unsqueeze(2), None, (1, s), (0, 0), (1, 1),
-                                   False, (0, 0), 1, (True, False, False))[0]
+            grad_x = torch.ops.aten.convolution_backward(
+                _nchw(grad), _nchw(x), weight.unsqueeze(2), None, (1, s), (0, 0), (1, 1), False, (0, 0), 1,
+                (True, False, False))[0]
             grad_x = grad_x.squeeze(2).transpose(1, 2).contiguous()
         if need_w:
-            grad_w = conv_backward(grad.transpose(1, 2).contiguous(), x.transpose(1, 2).contiguous(), weight,
-                                   None, (s,), (0,), (1,), False, (0,), 1, (False, True, False))[1]
+            grad_w = _conv_weight_grad(x, grad, weight.shape[2], s)
         if need_b:
             grad_b = grad.sum((0, 1))
         return grad_x, grad_w, grad_b, None
 
 
-def _time_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, training: bool) -> Tensor:
-    """Strided conv block of the waveform encoder on channels-last (B, T, C) activations."""
-    if training and x.device.type == "cpu" and torch.is_grad_enabled():
+def _conv_weight_grad(x: Tensor, grad: Tensor, kernel: int, stride: int) -> Tensor:
+    """Weight gradient of an unpadded strided conv over time, channels-last.
+
+    x: (B, T, C_in) conv input; grad: (B, T_out, C_out) output gradient -> (C_out, C_in, kernel).
+    Tap j of the kernel sees frames j, j + stride, ...: a strided view of ``x``, so each tap is one
+    batched matmul summed over the batch.
+    """
+    n = grad.shape[1]
+    grad_t = grad.transpose(1, 2)  # (B, C_out, T_out)
+    if x.shape[2] == 1:  # one input channel: all taps at once from the (small) window matrix
+        return torch.bmm(grad_t, x.squeeze(2).unfold(1, kernel, stride)[:, :n]).sum(0).unsqueeze(1)
+    span = stride * (n - 1) + 1
+    return torch.stack([torch.bmm(grad_t, x[:, j: j + span: stride]).sum(0) for j in range(kernel)], dim=-1)
+
+
+def _time_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+    """Strided conv of the waveform encoder on channels-last (B, T, C) CPU activations."""
+    if torch.is_grad_enabled():
         return _TimeConv.apply(x, weight, bias, stride)
     return _conv_cl(x, weight, bias, stride)
 
@@ -181,7 +209,8 @@ def _conv_groupnorm(wav: Tensor, conv: nn.Conv1d, norm: nn.GroupNorm) -> Tensor:
     over time follow from the windows' mean m and covariance S (a k x k matrix per utterance):
     mean_c = w_c.m + b_c and var_c = w_c' S w_c. The normalised output is then the conv with its
     weight scaled by gamma_c / sqrt(var_c + eps) plus a per-utterance bias, computed in one pass
-    instead of writing the conv output and reading it twice more for the statistics and the norm.
+    instead of writing the conv output and reading it twice more for the statistics and the norm
+    (and twice more in the backward).
     """
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     windows = wav.unfold(1, kernel, stride)  # (B, T_out, k), a view
@@ -196,7 +225,10 @@ def _conv_groupnorm(wav: Tensor, conv: nn.Conv1d, norm: nn.GroupNorm) -> Tensor:
     # out = scale * (w.x + b - (channel_mean + b)) + beta; b cancels (and gets GroupNorm's zero gradient)
     offset = -channel_mean if conv.bias is None else conv.bias - (channel_mean + conv.bias)
     shift = norm.bias + scale * offset
-    return torch.baddbmm(shift.unsqueeze(1), windows, (w * scale.unsqueeze(-1)).transpose(1, 2))
+    # the shift rides in the matmul as a constant-1 input column, so the output is written once
+    ones = windows.new_ones(windows.shape[:2] + (1,))
+    weight = torch.cat([(w * scale.unsqueeze(-1)).transpose(1, 2), shift.unsqueeze(1)], dim=1)  # (B, k + 1, C)
+    return torch.bmm(torch.cat([windows, ones], dim=-1), weight)
 
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0,

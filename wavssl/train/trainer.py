@@ -159,9 +159,8 @@ class Trainer:
                 find_unused_parameters=cfg.model.context.layer_drop > 0)
         o = cfg.optim
         params = [p for p in model.parameters() if p.requires_grad]
-        fused = device.type == "cuda"
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                                           **({"fused": True} if fused else {"foreach": True}))
+                                           fused=True)  # fused kernels on CPU and CUDA alike
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_multiplier(o))
         precision = cfg.train.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
