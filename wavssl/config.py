@@ -214,6 +214,9 @@ class TrainConfig:
     """Updates between log lines."""
     checkpoint_every: int = 5000
     """Updates between checkpoints."""
+    checkpoint_every_seconds: float = 0.0
+    """Also checkpoint when this much wall time has passed since the last one (0 = off); bounds the
+    work lost to a preemption however slow the updates are."""
     keep_last: int = 3
     """Update checkpoints kept besides ``last``."""
     max_nonfinite: int = 20

@@ -12,9 +12,10 @@ where ``c_k`` is the raw count at the highest order and the continuation count (
 distinct tokens seen just before ``h w``) at lower orders, ``C_k(h) = sum_w c_k(h, w)``,
 ``N_k(h)`` the number of distinct ``w`` after ``h``, and ``P_0`` is uniform over the vocabulary. A
 history never seen at order ``k`` uses ``P_{k-1}`` unchanged. ``D_k = n1 / (n1 + 2 n2)`` from the
-number of k-grams with count 1 and 2, clipped to [0.1, 0.9]. The vocabulary is the training tokens
-plus ``</s>`` and ``<unk>`` (``<unk>`` gets only the uniform share; unseen tokens are scored as
-``<unk>``), so for any history the probabilities over the vocabulary sum to 1.
+number of k-grams with count 1 and 2, clipped to [0.1, 0.9] (0.5 when there are none). The
+vocabulary is the training tokens plus ``</s>`` and ``<unk>`` (``<unk>`` gets only the uniform
+share; unseen tokens are scored as ``<unk>``), so for any history the probabilities over the
+vocabulary sum to 1.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ LEVELS = ("char", "word")
 
 _FORMAT = "wavssl-ngram-lm"
 _MIN_DISCOUNT, _MAX_DISCOUNT = 0.1, 0.9
+_FALLBACK_DISCOUNT = 0.5
 
 NGramCounts = dict[tuple[str, ...], dict[str, int]]
 """Counts of one order: history (k - 1 tokens) -> next token -> count."""
@@ -55,10 +57,11 @@ def tokenize(line: str, level: str) -> list[str]:
 
 
 def _discount(counts: NGramCounts) -> float:
-    """Kneser-Ney discount ``n1 / (n1 + 2 n2)`` of one order, clipped to [0.1, 0.9]."""
+    """Kneser-Ney discount ``n1 / (n1 + 2 n2)`` of one order, clipped to [0.1, 0.9]; 0.5 when no
+    n-gram has count 1 or 2."""
     histogram = Counter(c for table in counts.values() for c in table.values() if c <= 2)
     n1, n2 = histogram[1], histogram[2]
-    estimate = n1 / (n1 + 2 * n2) if n1 + n2 else _MAX_DISCOUNT
+    estimate = n1 / (n1 + 2 * n2) if n1 + n2 else _FALLBACK_DISCOUNT
     return min(max(estimate, _MIN_DISCOUNT), _MAX_DISCOUNT)
 
 
