@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lm import NGramLM
+from .lm import EOS, NGramLM
 from .vocab import Vocabulary
 
 Span = tuple[int, int]
@@ -52,11 +52,11 @@ class Hypothesis:
     """Word timestamps, in order."""
 
 
-def _check_log_probs(log_probs: np.ndarray, vocab: Vocabulary, name: str = "log_probs") -> np.ndarray:
+def _check_log_probs(log_probs: np.ndarray, vocab: Vocabulary) -> np.ndarray:
     """``log_probs`` as float64 ``(T, V)``; raises ``ValueError`` on a bad shape."""
     array = np.asarray(log_probs, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] != len(vocab):
-        raise ValueError(f"{name} must have shape (T, {len(vocab)}) for this vocabulary, got {array.shape}")
+        raise ValueError(f"log_probs must have shape (T, {len(vocab)}) for this vocabulary, got {array.shape}")
     return array
 
 
@@ -103,7 +103,7 @@ def greedy_decode(log_probs: np.ndarray, vocab: Vocabulary, *, frame_shift: floa
     run_ends = np.r_[run_starts[1:] - 1, num_frames - 1]
     emitted = best[run_starts] != vocab.blank_id
     token_ids = [int(i) for i in best[run_starts][emitted]]
-    spans = [(int(s), int(e)) for s, e in zip(run_starts[emitted], run_ends[emitted])]
+    spans = [(int(s), int(e)) for s, e in zip(run_starts[emitted], run_ends[emitted], strict=True)]
     return Hypothesis(vocab.decode(token_ids), token_ids, score, word_times(token_ids, spans, vocab, frame_shift))
 
 
@@ -181,7 +181,7 @@ class _LMState:
 def _advance(history: tuple[str, ...], token: str, lm: NGramLM) -> tuple[str, ...]:
     """``history + (token,)`` trimmed to the ``order - 1`` tokens the LM looks at."""
     keep = lm.order - 1
-    return (history + (token,))[-keep:] if keep else ()
+    return (*history, token)[-keep:] if keep else ()
 
 
 def _extend_lm(state: _LMState, token_id: int, vocab: Vocabulary, lm: NGramLM | None) -> _LMState:
@@ -218,7 +218,7 @@ def _finish_lm(state: _LMState, lm: NGramLM | None) -> tuple[float, int]:
     if lm.level == "word" and state.partial:
         score += lm.score(history, state.partial)
         history = _advance(history, state.partial, lm)
-    return score + lm.score(history, "</s>"), words
+    return score + lm.score(history, EOS), words
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -233,7 +233,7 @@ def _logaddexp(a: float, b: float) -> float:
 class _Beam:
     """Probability mass of one prefix at one frame, split by whether it ends in a blank."""
 
-    __slots__ = ("blank", "nonblank", "best", "spans", "lm")
+    __slots__ = ("best", "blank", "lm", "nonblank", "spans")
 
     def __init__(self, lm: _LMState) -> None:
         self.blank = _NEG_INF
@@ -265,21 +265,81 @@ Prefix = tuple[int, ...]
 """Emitted token ids of a beam entry."""
 
 
-def _entry(
+def _stay(beams: dict[Prefix, _Beam], row: list[float], t: int, blank: int) -> dict[Prefix, _Beam]:
+    """Next-frame entries of the prefixes already in the beam.
+
+    A prefix stays by a blank, by repeating its last token, or by its last token being emitted now
+    after its parent (when the parent is in the beam too; the parent's blank-ending mass only, if
+    the token repeats the parent's last token).
+    """
+    following: dict[Prefix, _Beam] = {}
+    for prefix, state in beams.items():
+        entry = following[prefix] = _Beam(state.lm)
+        entry.add(state.acoustic + row[blank], True, state.spans)
+        if not prefix:
+            continue
+        last = prefix[-1]
+        entry.add(state.nonblank + row[last], False, (*state.spans[:-1], (state.spans[-1][0], t)))
+        parent = beams.get(prefix[:-1])
+        if parent is not None:
+            source = parent.blank if len(prefix) > 1 and prefix[-2] == last else parent.acoustic
+            if source != _NEG_INF:
+                entry.add(source + row[last], False, (*parent.spans, (t, t)))
+    return following
+
+
+def _add_extensions(
     following: dict[Prefix, _Beam],
-    previous: dict[Prefix, _Beam],
-    prefix: Prefix,
-    parent: _Beam,
+    beams: dict[Prefix, _Beam],
+    frame: np.ndarray,
+    candidates: np.ndarray,
+    t: int,
     vocab: Vocabulary,
     lm: NGramLM | None,
-) -> _Beam:
-    """The next frame's entry for ``prefix`` (created from ``parent`` on first use)."""
-    found = following.get(prefix)
-    if found is None:
-        known = previous.get(prefix)
-        lm_state = known.lm if known is not None else _extend_lm(parent.lm, prefix[-1], vocab, lm)
-        found = following[prefix] = _Beam(lm_state)
-    return found
+    beam: int,
+    lm_weight: float,
+    word_bonus: float,
+) -> None:
+    """Add to ``following`` the new prefixes (one candidate token longer than a beam prefix) that can
+    reach the top ``beam``.
+
+    The acoustic score of every extension, ``(B, C)`` for B prefixes and C candidate tokens, is
+    computed at once. Its fused score is bounded above by leaving out the LM increment (a
+    log-probability, <= 0); extensions are created best bound first until the bound falls below the
+    ``beam``-th best fused score, so the LM is only queried for extensions that may survive.
+    """
+    entries = list(beams.items())
+    states = [state for _, state in entries]
+    lasts = np.array([prefix[-1] if prefix else -1 for prefix, _ in entries])
+    totals = np.array([state.acoustic for state in states])
+    blanks = np.array([state.blank for state in states])
+    source = np.where(candidates[None, :] == lasts[:, None], blanks[:, None], totals[:, None])
+    acoustic = source + frame[candidates][None, :]
+    base = np.array([lm_weight * state.lm.score + word_bonus * state.lm.words for state in states])
+    completes = np.array([bool(state.lm.partial) for state in states])
+    adds_word = completes[:, None] & (candidates == vocab.delimiter_id)[None, :]
+    bound = acoustic + base[:, None] + word_bonus * adds_word
+    column = {c: j for j, c in enumerate(candidates.tolist())}
+    row_of = {prefix: i for i, (prefix, _) in enumerate(entries)}
+    for prefix in beams:  # already merged by _stay
+        if prefix and prefix[:-1] in row_of and prefix[-1] in column:
+            bound[row_of[prefix[:-1]], column[prefix[-1]]] = _NEG_INF
+    kept = heapq.nlargest(beam, (entry.fused(lm_weight, word_bonus) for entry in following.values()))
+    heapq.heapify(kept)
+    for flat in np.argsort(-bound, axis=None, kind="stable").tolist():
+        b, j = divmod(flat, len(candidates))
+        upper = float(bound[b, j])
+        if upper == _NEG_INF or (len(kept) == beam and upper <= kept[0]):
+            break
+        prefix, parent = entries[b]
+        token = int(candidates[j])
+        entry = following[(*prefix, token)] = _Beam(_extend_lm(parent.lm, token, vocab, lm))
+        entry.add(float(acoustic[b, j]), False, (*parent.spans, (t, t)))
+        score = entry.fused(lm_weight, word_bonus)
+        if len(kept) < beam:
+            heapq.heappush(kept, score)
+        elif score > kept[0]:
+            heapq.heapreplace(kept, score)
 
 
 def beam_search(
@@ -307,7 +367,8 @@ def beam_search(
         vocab: the model's vocabulary (blank id 0).
         beam: prefixes kept per frame; also the most tokens tried per frame and the n-best size.
         lm: optional character- or word-level n-gram LM.
-        lm_weight: weight of the LM log-probability.
+        lm_weight: weight of the LM log-probability (>= 0: extensions are pruned on an LM-free
+            upper bound of their score before the LM is queried).
         word_bonus: added per word (counters the LM's bias towards fewer words).
         frame_shift: seconds between frames, for word times.
         prune_logp: tokens with a frame log-probability below this are not tried at that frame.
@@ -319,33 +380,20 @@ def beam_search(
     _check_frame_shift(frame_shift)
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if lm_weight < 0:
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     lp = _check_log_probs(log_probs, vocab)
     start = _Beam(_LMState())
     start.add(0.0, True, ())
     beams: dict[Prefix, _Beam] = {(): start}
     nonblank_ids = np.arange(1, len(vocab))
-    blank = vocab.blank_id
 
     for t, frame in enumerate(lp):
-        allowed = nonblank_ids[frame[1:] >= prune_logp]
-        if allowed.size > beam:
-            allowed = allowed[np.argpartition(-frame[allowed], beam - 1)[:beam]]
-        candidates = allowed.tolist()
-        row = frame.tolist()
-        following: dict[Prefix, _Beam] = {}
-        for prefix, state in beams.items():
-            total = state.acoustic
-            _entry(following, beams, prefix, state, vocab, lm).add(total + row[blank], True, state.spans)
-            if prefix:
-                repeat_spans = state.spans[:-1] + ((state.spans[-1][0], t),)
-                _entry(following, beams, prefix, state, vocab, lm).add(
-                    state.nonblank + row[prefix[-1]], False, repeat_spans
-                )
-            for c in candidates:
-                source = state.blank if prefix and c == prefix[-1] else total
-                if source != _NEG_INF:
-                    extended = _entry(following, beams, prefix + (c,), state, vocab, lm)
-                    extended.add(source + row[c], False, state.spans + ((t, t),))
+        candidates = nonblank_ids[frame[1:] >= prune_logp]
+        if candidates.size > beam:
+            candidates = candidates[np.argpartition(-frame[candidates], beam - 1)[:beam]]
+        following = _stay(beams, frame.tolist(), t, vocab.blank_id)
+        _add_extensions(following, beams, frame, candidates, t, vocab, lm, beam, lm_weight, word_bonus)
         beams = dict(heapq.nlargest(beam, following.items(), key=lambda item: item[1].fused(lm_weight, word_bonus)))
 
     hypotheses: dict[str, Hypothesis] = {}

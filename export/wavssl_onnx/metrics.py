@@ -109,9 +109,7 @@ def _chars(text: str) -> list[str]:
     return list(" ".join(text.split()))
 
 
-def _error_rate(
-    refs: Sequence[str], hyps: Sequence[str], units: Callable[[str], list[str]]
-) -> ErrorRate:
+def _error_rate(refs: Sequence[str], hyps: Sequence[str], units: Callable[[str], list[str]]) -> ErrorRate:
     """Corpus-level error rate of ``hyps`` against ``refs`` with ``units`` splitting each text."""
     for name, texts in (("refs", refs), ("hyps", hyps)):
         if isinstance(texts, str):
@@ -119,7 +117,7 @@ def _error_rate(
     if len(refs) != len(hyps):
         raise ValueError(f"refs and hyps must have the same length, got {len(refs)} and {len(hyps)}")
     substitutions = deletions = insertions = ref_units = 0
-    for ref, hyp in zip(refs, hyps):
+    for ref, hyp in zip(refs, hyps, strict=True):
         ref_seq = units(ref)
         counts = edit_ops(ref_seq, units(hyp))
         substitutions += counts.substitutions

@@ -63,9 +63,7 @@ SUPPORTED_LANGUAGES: tuple[str, ...] = tuple(sorted(code for code in _LANGUAGES 
 def _language(language: str | None) -> _Language:
     """The normalisation rules of ``language``; raises ``ValueError`` for an unknown code."""
     if language not in _LANGUAGES:
-        raise ValueError(
-            f"language {language!r} is not supported; use one of {', '.join(SUPPORTED_LANGUAGES)} or None"
-        )
+        raise ValueError(f"language {language!r} is not supported; use one of {', '.join(SUPPORTED_LANGUAGES)} or None")
     return _LANGUAGES[language]
 
 

@@ -139,7 +139,12 @@ class Vocabulary:
 
     def to_dict(self) -> dict[str, object]:
         """The ``vocab.json`` content."""
-        return {"tokens": list(self.tokens), "blank": self.blank, "unk": self.unk, "word_delimiter": self.word_delimiter}
+        return {
+            "tokens": list(self.tokens),
+            "blank": self.blank,
+            "unk": self.unk,
+            "word_delimiter": self.word_delimiter,
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> Vocabulary:
@@ -199,4 +204,3 @@ def _vocab_path(path: str | os.PathLike[str]) -> Path:
     """``path`` itself, or ``path/vocab.json`` when ``path`` is a directory."""
     p = Path(path)
     return p / VOCAB_FILE if p.is_dir() else p
-

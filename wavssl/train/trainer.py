@@ -12,6 +12,8 @@ everything else.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import math
 import os
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..config import Config
+from ..config import Config, to_dict
 from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint
 from .schedules import lr_multiplier
 
@@ -95,8 +98,26 @@ def init_distributed(device_kind: str) -> Distributed:
     if world <= 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        store = _attempt_store()
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _attempt_store() -> dist.Store | None:
+    """Under torchrun with restarts (elastic), a store whose keys are private to this restart attempt,
+    so restarted workers never read the addresses of the workers they replace; None otherwise."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return None
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    host = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                         is_master=not agent_store and os.environ.get("RANK") == "0",
+                         timeout=datetime.timedelta(minutes=10))
+    return dist.PrefixStore(f"wavssl/attempt_{attempt}", host)
 
 
 def resolve_device(name: str | None, ddp: Distributed) -> torch.device:
@@ -140,6 +161,34 @@ class _Logger:
             self.tb.close()
 
 
+class RankMismatch(RuntimeError):
+    """Ranks of a distributed run were started with different configs or data."""
+
+
+def check_ranks_agree(cfg: Config, task: Task) -> None:
+    """Raise RankMismatch on every rank if any rank's config or data differs from rank 0's.
+
+    Compares a digest of the full config and the task's ``fingerprint()`` (data files and sizes)
+    when it has one, else its number of batches per epoch.
+    """
+    fingerprint = getattr(task, "fingerprint", None)
+    data = fingerprint() if callable(fingerprint) else str(task.batches_per_epoch())
+    mine = {"config": hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16],
+            "data": hashlib.sha256(data.encode()).hexdigest()[:16]}
+    every: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    for rank, theirs in enumerate(every):
+        for key in ("config", "data"):
+            if theirs[key] != every[0][key]:
+                raise RankMismatch(f"rank {rank} disagrees with rank 0 on the {key} ({theirs[key]} vs {every[0][key]}): "
+                                   "start every rank with the same command, config and data (shared filesystem)")
+
+
+def batch_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed that is a pure function of (seed, epoch, batch position)."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
 class Trainer:
     """Runs ``task`` on ``model`` for ``cfg.optim.max_updates`` updates, writing into ``run_dir``."""
 
@@ -154,6 +203,7 @@ class Trainer:
         self.model = model.to(device)
         self.module = model  # unwrapped, for state dicts and task hooks
         if self.ddp.world_size > 1:
+            check_ranks_agree(cfg, task)
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.model.context.layer_drop > 0)
@@ -165,6 +215,7 @@ class Trainer:
         precision = cfg.train.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
         self.state = TrainerState()
+        self._last_checkpoint = time.monotonic()
         self.progress = progress and self.ddp.is_main
         self.logger = _Logger(self.run_dir, self.ddp.is_main, cfg.train.tensorboard)
 
@@ -180,21 +231,14 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.state = TrainerState(**st["trainer"])
-        torch.set_rng_state(st["rng_cpu"])
-        if self.device.type == "cuda" and "rng_cuda" in st:
-            torch.cuda.set_rng_state(st["rng_cuda"], self.device)
         return True
 
     def _trainer_state(self) -> dict[str, Any]:
-        st: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "trainer": dict(self.state.__dict__), "rng_cpu": torch.get_rng_state(),
-        }
-        if self.device.type == "cuda":
-            st["rng_cuda"] = torch.cuda.get_rng_state(self.device)
-        return st
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "trainer": dict(self.state.__dict__)}
 
     def checkpoint(self) -> None:
+        self._last_checkpoint = time.monotonic()
         if self.ddp.is_main:
             save_checkpoint(self.run_dir, self.module, self.cfg, self._trainer_state(), self.state.num_updates,
                             keep_last=self.cfg.train.keep_last)
@@ -202,9 +246,17 @@ class Trainer:
     # ------------------------------------------------------------------------------------ loop
 
     def _batches(self) -> Iterator[Any]:
-        """Endless stream of batches from the saved data position; advances epoch/position counters."""
+        """Endless stream of batches from the saved data position; advances epoch/position counters.
+
+        Before yielding a batch, the torch RNG (masks, distractors, Gumbel noise, dropout) is seeded
+        from (seed, epoch, global batch position): random draws depend on where a batch sits in the
+        data order, not on history. So a resumed run continues exactly, and N ranks x 1 batch draw
+        the same numbers as 1 rank accumulating N batches.
+        """
         while True:
             for batch in self.task.batches(self.state.epoch, self.state.batches_done):
+                position = self.state.batches_done * self.ddp.world_size + self.ddp.rank
+                torch.manual_seed(batch_seed(self.cfg.train.seed, self.state.epoch, position))
                 self.state.batches_done += 1
                 yield batch
             self.state.epoch += 1
@@ -283,7 +335,9 @@ class Trainer:
                                     ppl=f"{record.get('code_perplexity', 0):.0f}",
                                     audio_h_s=f"{record['audio_hours_per_s']:.4f}")
                 sums, weight_sum, seconds, t0 = {}, 0.0, 0.0, time.perf_counter()
-            if n % cfg.train.checkpoint_every == 0 or n == max_updates:
+            wall = cfg.train.checkpoint_every_seconds
+            if (n % cfg.train.checkpoint_every == 0 or n == max_updates
+                    or (wall > 0 and time.monotonic() - self._last_checkpoint >= wall)):
                 self.checkpoint()
         if bar is not None:
             bar.close()
