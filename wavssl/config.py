@@ -1,7 +1,9 @@
 """Typed configuration: dataclasses, presets, TOML/JSON load and save, overrides, validation.
 
 Every field carries a docstring (the string literal under it). Presets are plain functions:
-``base()`` is fairseq's wav2vec 2.0 BASE; ``large()``, ``small()`` and ``tiny()`` derive from it.
+``base()`` is fairseq's wav2vec 2.0 BASE; ``large()``, ``small()`` and ``tiny()`` derive from it, and
+so do the sensor presets ``sensor_tiny()`` and ``sensor_small()`` (registered as ``sensor-tiny`` and
+``sensor-small``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 ConvSpec = tuple[int, int, int]
-"""One conv block of the waveform front end: (channels, kernel, stride)."""
+"""One conv block of a front end: (channels, kernel, stride)."""
 
 BASE_CONV_LAYERS: tuple[ConvSpec, ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+
+FRONTEND_KINDS = ("waveform", "fbank", "sensor")
+SENSOR_NORMS = ("global", "instance", "none")
+POOLINGS = ("mean", "attention", "stats")
 
 
 class ConfigError(ValueError):
@@ -28,14 +34,17 @@ class ConfigError(ValueError):
 @dataclass(kw_only=True)
 class FrontendConfig:
     kind: str = "waveform"
-    """Front end turning the raw signal into frames: ``waveform`` (wav2vec2 conv stack) or ``fbank``."""
+    """Front end turning the raw signal into frames: ``waveform`` (wav2vec2 conv stack), ``fbank``
+    (log-mel + conv subsampling) or ``sensor`` (multichannel time series, see the ``sensor_*`` fields)."""
     sample_rate: int = 16000
-    """Input sample rate in Hz; audio is resampled to it."""
+    """Input sample rate in Hz. Audio is resampled to it; sensor CSV files with a time column are
+    interpolated onto a grid at this rate, and other sensor series are taken to be at it."""
     conv_layers: tuple[ConvSpec, ...] = BASE_CONV_LAYERS
     """Waveform conv stack, (channels, kernel, stride) per block; the default gives 20 ms frames at 16 kHz."""
     norm_mode: str = "default"
     """``default``: GroupNorm over time on the first block (utterance-wide); ``layer_norm``: per-frame
-    LayerNorm in every block (needed for streaming)."""
+    LayerNorm in every block (needed for streaming); ``none``: no normalisation in the conv blocks
+    (keeps signal amplitude in the frames; sensor front ends)."""
     conv_bias: bool = False
     """Bias in the waveform conv blocks."""
     feature_grad_mult: float = 0.1
@@ -52,10 +61,28 @@ class FrontendConfig:
     """fbank: frame-rate reduction of the conv subsampling: 2 gives 20 ms frames, 4 gives 40 ms."""
     fbank_channels: int = 256
     """fbank: channels of the conv subsampling, i.e. the frame feature size."""
+    in_channels: int = 1
+    """sensor: number of input channels C (e.g. 3 for a 3-axis accelerometer); checkpoints refuse
+    data with another count."""
+    sensor_conv_layers: tuple[ConvSpec, ...] = ((64, 3, 1), (64, 3, 2))
+    """sensor: unpadded conv blocks, (channels, kernel, stride) each; the product of the strides is
+    the frame shift in samples (1 keeps every time step, for very short series). A series needs at
+    least the stack's receptive field in samples to give one frame."""
+    sensor_norm: str = "global"
+    """sensor: per-channel normalisation before the convolutions, robust to scale and offset
+    (median and inter-quartile range, falling back to the standard deviation): ``global`` uses
+    statistics fitted once on the pretraining series and stored with the model (keeps each series'
+    level, which often carries the class); ``instance`` normalises every series by its own
+    statistics (invariant to per-recording gain and offset); ``none`` leaves values as they are."""
+    channel_dropout: float = 0.0
+    """sensor: in training, probability of blanking a whole input channel of a series (robustness to
+    a missing or dead sensor)."""
 
     @property
     def frame_dim(self) -> int:
         """Size D of the frames this front end emits."""
+        if self.kind == "sensor":
+            return self.sensor_conv_layers[-1][0]
         return self.conv_layers[-1][0] if self.kind == "waveform" else self.fbank_channels
 
 
@@ -176,6 +203,13 @@ class DataConfig:
     """Per-utterance zero mean / unit variance (layer_norm-mode models use it)."""
     num_workers: int = 2
     """Data loader worker processes."""
+    window: int = 0
+    """sensor: recordings longer than this many samples are cut into windows of this length
+    (0 keeps whole series)."""
+    hop: int = 0
+    """sensor: step between window starts in samples (0 = ``window``, i.e. no overlap)."""
+    batch_size: int = 32
+    """sensor: series (or windows) per pretraining batch."""
 
 
 @dataclass(kw_only=True)
@@ -226,9 +260,40 @@ class TrainConfig:
 
 
 @dataclass(kw_only=True)
+class ClassifyConfig:
+    pooling: str = "mean"
+    """How frames become one vector per series: ``mean`` over valid frames, ``attention`` (a learned
+    score weights every frame) or ``stats`` (mean and standard deviation, x-vector style)."""
+    layer: int = -1
+    """Which context layer's output is pooled (-1 = the last; 0 = the projected front-end frames)."""
+    linear_probe: bool = False
+    """Freeze the whole encoder and train only the pooling and the linear head."""
+    freeze_updates: int = 0
+    """With full fine-tuning, keep the encoder frozen for the first this many updates (head first)."""
+    head_dropout: float = 0.1
+    """Dropout on the pooled vector before the linear head."""
+    mask_prob: float = 0.0
+    """Fine-tuning augmentation: about this fraction of frames is replaced by the mask embedding, in
+    spans of ``model.masking.mask_length`` (0 = off)."""
+    use_duration: bool = True
+    """Give the head log(number of valid frames) besides the pooled vector: pooling is blind to how
+    long a series is, which often tells classes apart (gestures, utterances); constant for windows."""
+    lr: float = 1e-3
+    """Peak learning rate of fine-tuning (becomes ``optim.lr`` of the classifier run)."""
+    max_updates: int = 300
+    """Fine-tuning updates (becomes ``optim.max_updates``)."""
+    warmup_updates: int = 30
+    """Linear warm-up of fine-tuning (becomes ``optim.warmup_updates``)."""
+    batch_size: int = 64
+    """Labelled series per batch (the whole training set when it is smaller)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the cross-entropy."""
+
+
+@dataclass(kw_only=True)
 class Config:
     task: str = "pretrain"
-    """What the run trains: ``pretrain``."""
+    """What the run trains: ``pretrain`` (self-supervised) or ``classify`` (sequence classifier)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -237,19 +302,27 @@ class Config:
     """Optimiser and schedule."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training loop."""
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    """Classifier fine-tuning (used when ``task = "classify"``)."""
 
     def validate(self) -> "Config":
         """Check cross-field constraints; raise ConfigError naming the field. Returns self."""
         m = self.model
-        fe, cx, q, mk = m.frontend, m.context, m.quantizer, m.masking
+        fe, cx, q, mk, cl = m.frontend, m.context, m.quantizer, m.masking, self.classify
         checks: list[tuple[bool, str]] = [
             (self.task in TASKS, f"task: {self.task!r} is not one of {sorted(TASKS)}"),
-            (fe.kind in ("waveform", "fbank"), f"model.frontend.kind: {fe.kind!r} is not waveform or fbank"),
-            (fe.norm_mode in ("default", "layer_norm"), f"model.frontend.norm_mode: {fe.norm_mode!r}"),
+            (fe.kind in FRONTEND_KINDS, f"model.frontend.kind: {fe.kind!r} is not one of {FRONTEND_KINDS}"),
+            (fe.norm_mode in ("default", "layer_norm", "none"), f"model.frontend.norm_mode: {fe.norm_mode!r}"),
             (len(fe.conv_layers) > 0, "model.frontend.conv_layers: empty"),
             (fe.n_fft >= fe.win_length, "model.frontend.n_fft must be >= win_length"),
             (fe.subsampling in (1, 2, 4), "model.frontend.subsampling must be 1, 2 or 4"),
             (fe.feature_grad_mult >= 0, "model.frontend.feature_grad_mult must be >= 0"),
+            (fe.in_channels >= 1, "model.frontend.in_channels must be >= 1"),
+            (len(fe.sensor_conv_layers) > 0, "model.frontend.sensor_conv_layers: empty"),
+            (all(c >= 1 and k >= 1 and s >= 1 for c, k, s in fe.sensor_conv_layers),
+             "model.frontend.sensor_conv_layers: channels, kernel and stride must be >= 1"),
+            (fe.sensor_norm in SENSOR_NORMS, f"model.frontend.sensor_norm: {fe.sensor_norm!r} is not one of {SENSOR_NORMS}"),
+            (0 <= fe.channel_dropout < 1, "model.frontend.channel_dropout must be in [0, 1)"),
             (cx.embed_dim % cx.num_heads == 0, "model.context.embed_dim must be divisible by num_heads"),
             (cx.embed_dim % cx.pos_conv_groups == 0, "model.context.embed_dim must be divisible by pos_conv_groups"),
             (cx.pos_conv_lookahead < cx.pos_conv_kernel, "model.context.pos_conv_lookahead must be < pos_conv_kernel"),
@@ -270,6 +343,16 @@ class Config:
             (self.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
             (self.train.precision in ("auto", "bf16", "fp32"), f"train.precision: {self.train.precision!r}"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+            (self.data.window >= 0 and self.data.hop >= 0, "data.window and data.hop must be >= 0"),
+            (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
+            (cl.pooling in POOLINGS, f"classify.pooling: {cl.pooling!r} is not one of {POOLINGS}"),
+            (-1 <= cl.layer <= cx.num_layers, f"classify.layer must be in [-1, {cx.num_layers}]"),
+            (0 <= cl.head_dropout < 1, "classify.head_dropout must be in [0, 1)"),
+            (0 <= cl.mask_prob < 1, "classify.mask_prob must be in [0, 1)"),
+            (cl.lr > 0 and cl.max_updates > 0, "classify: lr and max_updates must be > 0"),
+            (0 <= cl.warmup_updates and 0 <= cl.freeze_updates, "classify: warmup_updates and freeze_updates must be >= 0"),
+            (cl.batch_size >= 1, "classify.batch_size must be >= 1"),
+            (0 <= cl.label_smoothing < 1, "classify.label_smoothing must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -277,7 +360,7 @@ class Config:
         return self
 
 
-TASKS = frozenset({"pretrain"})
+TASKS = frozenset({"pretrain", "classify"})
 
 
 # ----------------------------------------------------------------------------------------- presets
@@ -345,6 +428,45 @@ def tiny() -> Config:
     return cfg
 
 
+def sensor_tiny() -> Config:
+    """A ~0.1M-parameter sensor model (time series of any channel count, here 1 until the data says
+    otherwise): stride-1 conv front end that keeps every time step, 2 x 64 Transformer, short spans
+    and few distractors for series of tens of steps; pretrains in about a minute on a 2-core CPU."""
+    cfg = base()
+    m = cfg.model
+    m.frontend = dataclasses.replace(m.frontend, kind="sensor", sample_rate=100, in_channels=1,
+                                     sensor_conv_layers=((64, 1, 1), (64, 3, 1)), sensor_norm="global",
+                                     channel_dropout=0.0, norm_mode="layer_norm", conv_bias=True,
+                                     feature_grad_mult=1.0)
+    m.context = dataclasses.replace(m.context, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=256,
+                                    pos_conv_kernel=8, pos_conv_groups=4, layer_drop=0.0, dropout=0.1,
+                                    attention_dropout=0.0, dropout_input=0.1, dropout_features=0.1)
+    m.quantizer = dataclasses.replace(m.quantizer, groups=2, entries=32, dim=32, temp_decay=0.998)
+    m.masking = dataclasses.replace(m.masking, mask_prob=0.4, mask_length=2, min_masks=1, require_same_masks=False,
+                                    num_negatives=10)
+    m.loss.feature_penalty_weight = 0.1
+    m.final_dim = 32
+    cfg.data = dataclasses.replace(cfg.data, sample_rate=100, batch_size=32, num_workers=0)
+    _cpu_optim(cfg, lr=2e-3, warmup=100, max_updates=1000)
+    cfg.train.log_every = 50
+    cfg.train.checkpoint_every = 500
+    cfg.classify = ClassifyConfig()
+    return cfg
+
+
+def sensor_small() -> Config:
+    """A ~0.5M-parameter sensor model: ``sensor_tiny`` at 128 wide and 3 layers deep."""
+    cfg = sensor_tiny()
+    m = cfg.model
+    m.frontend.sensor_conv_layers = ((128, 1, 1), (128, 3, 1))
+    m.context = dataclasses.replace(m.context, embed_dim=128, num_layers=3, num_heads=4, ffn_dim=512,
+                                    pos_conv_groups=8)
+    m.quantizer = dataclasses.replace(m.quantizer, entries=64, dim=64)
+    m.final_dim = 64
+    _cpu_optim(cfg, lr=1e-3, warmup=100, max_updates=2000)
+    return cfg
+
+
 def _cpu_data(cfg: Config, *, max_samples: int, max_batch_samples: int) -> None:
     cfg.data.min_samples = 8000
     cfg.data.max_samples = max_samples
@@ -359,11 +481,13 @@ def _cpu_optim(cfg: Config, *, lr: float, warmup: int, max_updates: int) -> None
     cfg.optim.clip_norm = 10.0
 
 
-PRESETS: dict[str, Callable[[], Config]] = {"base": base, "large": large, "small": small, "tiny": tiny}
+PRESETS: dict[str, Callable[[], Config]] = {
+    "base": base, "large": large, "small": small, "tiny": tiny, "sensor-tiny": sensor_tiny, "sensor-small": sensor_small,
+}
 
 
 def preset(name: str) -> Config:
-    """The named preset (``base``, ``large``, ``small``, ``tiny``)."""
+    """The named preset (``base``, ``large``, ``small``, ``tiny``, ``sensor-tiny``, ``sensor-small``)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()

@@ -1,7 +1,9 @@
-"""Models assembled from the modules: the shared speech encoder and the SSL (pretraining) model.
+"""Models assembled from the modules: the shared encoder, the SSL (pretraining) model and the
+sequence classifier.
 
 ``Encoder`` = front end -> LayerNorm -> projection -> (mask embedding) -> context Transformer.
-It is the same class in pretraining and fine-tuning; task heads sit on top of it.
+It is the same class in pretraining and fine-tuning, for speech and for sensor series (only the front
+end differs); task heads sit on top of it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .config import ContextConfig, MaskingConfig, ModelConfig
+from .config import ClassifyConfig, ContextConfig, MaskingConfig, ModelConfig
 from .losses import ContrastiveLoss, contrastive_logits, wav2vec2_loss
 from .modules.context import ContextEncoder, ContextOutput
 from .modules.frontend import build_frontend
@@ -72,7 +74,7 @@ class Encoder(nn.Module):
         return x, self.context(x, fr.padding_mask)
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        """wav: (B, T); lengths: (B,) valid samples (None = all) -> EncoderOutput."""
+        """wav: (B, T) [or (B, C, T) sensor series]; lengths: (B,) valid samples (None = all) -> EncoderOutput."""
         fr = self.frames(wav, lengths)
         _, ctx = self.contextualise(fr)
         return EncoderOutput(fr.normed, ctx.layer_outputs, ctx.last_hidden_state, fr.padding_mask, fr.lengths)
@@ -119,14 +121,14 @@ class SSLModel(nn.Module):
         self.quantizer.set_num_updates(num_updates)
 
     def encode(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        """Frame features and every layer's output, no masking. wav: (B, T); lengths: (B,)."""
+        """Frame features and every layer's output, no masking. wav: (B, T) or sensor (B, C, T); lengths: (B,)."""
         return self.encoder(wav, lengths)
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> ContrastiveLoss:
         """The pretraining objective on a batch.
 
         Args:
-            wav: (B, T) waveforms. lengths: (B,) valid samples (None = all).
+            wav: (B, T) waveforms or (B, C, T) sensor series. lengths: (B,) valid samples (None = all).
             mask: optional (B, F) bool span mask; sampled with the config's masking when None.
         """
         mk, ls = self.cfg.masking, self.cfg.loss
@@ -161,3 +163,158 @@ def _equal_row_count(mask: Tensor) -> int:
 def build_model(cfg: ModelConfig) -> SSLModel:
     """The pretraining model a ModelConfig describes."""
     return SSLModel(cfg)
+
+
+# ------------------------------------------------------------------------------------ classifier
+
+
+@dataclass
+class ClassifierOutput:
+    """What :class:`SequenceClassifier` returns."""
+
+    logits: Tensor
+    """(B, K) unnormalised class scores."""
+    pooled: Tensor
+    """(B, P) the pooled vector: E features (2E for ``stats`` pooling), plus the log-duration with
+    ``use_duration``; the head standardises it and reads it."""
+
+
+def masked_mean(x: Tensor, padding_mask: Tensor) -> Tensor:
+    """Mean over valid frames: x (B, F, E), padding_mask (B, F) True at padding -> (B, E)."""
+    keep = (~padding_mask).unsqueeze(-1).to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+class AttentionPool(nn.Module):
+    """Softmax-weighted mean over valid frames; a learned linear score per frame."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """x (B, F, E), padding_mask (B, F) -> (B, E)."""
+        scores = self.score(x).squeeze(-1).float().masked_fill(padding_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0).to(x.dtype)  # all-padding rows -> 0
+        return torch.einsum("bf,bfe->be", weights, x)
+
+
+class MeanPool(nn.Module):
+    """:func:`masked_mean` as a module (no parameters)."""
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """x (B, F, E), padding_mask (B, F) -> (B, E)."""
+        return masked_mean(x, padding_mask)
+
+
+class StatsPool(nn.Module):
+    """Mean and standard deviation over valid frames, concatenated (x-vector statistics pooling)."""
+
+    def forward(self, x: Tensor, padding_mask: Tensor) -> Tensor:
+        """x (B, F, E), padding_mask (B, F) -> (B, 2E)."""
+        mean = masked_mean(x, padding_mask)
+        var = masked_mean((x - mean.unsqueeze(1)) ** 2, padding_mask)
+        return torch.cat([mean, torch.sqrt(var + 1e-6)], dim=1)
+
+
+POOLS: dict[str, type[nn.Module]] = {"mean": MeanPool, "attention": AttentionPool, "stats": StatsPool}
+
+
+class SequenceClassifier(nn.Module):
+    """The shared :class:`Encoder` + pooling over valid frames + dropout + linear head.
+
+    Args:
+        encoder: the encoder (freshly built, or taken from a pretrained :class:`SSLModel`).
+        embed_dim: its width E. num_classes: K.
+        pooling: ``mean``, ``attention`` or ``stats`` (mean and standard deviation).
+        layer: context layer whose output is pooled: -1 the last, 0 the projected front-end frames,
+            i in 1..L the output of layer i.
+        dropout: on the pooled vector.
+        use_duration: append log(valid frames) to the pooled vector (pooling alone is blind to how
+            long a series is, which often tells classes apart).
+        mask_prob, mask_length: in training (encoder not frozen), replace spans of ``mask_length``
+            frames covering about ``mask_prob`` of the frames by the (pretrained) mask embedding, as
+            wav2vec 2.0 fine-tuning does; 0 disables.
+
+    The pooled vector is standardised feature by feature (batch norm without affine parameters:
+    batch statistics in training, running ones in eval) before dropout and the linear head, so
+    the head sees unit-scale features whichever layer and pooling feed it.
+
+    With the encoder frozen (:meth:`set_encoder_frozen`; linear probing) it runs in eval mode under
+    ``no_grad`` whatever the classifier's mode, so its features are deterministic and can be cached:
+    :meth:`represent` gives them, :meth:`head` classifies them; ``forward`` chains the two.
+    """
+
+    def __init__(self, encoder: Encoder, embed_dim: int, num_classes: int, *, pooling: str = "mean",
+                 layer: int = -1, dropout: float = 0.1, use_duration: bool = False, mask_prob: float = 0.0,
+                 mask_length: int = 1) -> None:
+        super().__init__()
+        if pooling not in POOLS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLS)}")
+        self.encoder = encoder
+        self.pool: nn.Module = AttentionPool(embed_dim) if pooling == "attention" else POOLS[pooling]()
+        width = embed_dim * (2 if pooling == "stats" else 1) + int(use_duration)
+        self.norm = nn.BatchNorm1d(width, affine=False)
+        self.dropout = nn.Dropout(dropout)
+        self.use_duration = use_duration
+        self.classifier = nn.Linear(width, num_classes)
+        self.layer = layer
+        self.mask_prob, self.mask_length = mask_prob, mask_length
+        self.num_classes = num_classes
+        self.class_names = [str(i) for i in range(num_classes)]
+        """Name of every output class (set from ``labels.json`` when loaded from a run)."""
+        self.encoder_frozen = False
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        """Freeze (eval mode, no gradient) or unfreeze the encoder."""
+        self.encoder_frozen = frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "SequenceClassifier":
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def represent(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x: (B, T) or (B, C, T); lengths: (B,) -> frame states (B, F, E) of the chosen layer and the
+        (B, F) padding mask."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            fr = self.encoder.frames(x, lengths)
+            mask = None
+            if self.training and not self.encoder_frozen and self.mask_prob > 0:
+                mask = span_mask(fr.lengths, fr.normed.shape[1], self.mask_prob, self.mask_length,
+                                 require_same_masks=False)
+            projected, ctx = self.encoder.contextualise(fr, mask)
+            if self.layer == -1:
+                states = ctx.last_hidden_state
+            elif self.layer == 0:
+                states = projected
+            else:
+                states = ctx.layer_outputs[self.layer - 1]
+        return states, fr.padding_mask
+
+    def head(self, states: Tensor, padding_mask: Tensor) -> ClassifierOutput:
+        """Pool (B, F, E) states over valid frames and classify -> ClassifierOutput."""
+        pooled = self.pool(states, padding_mask)
+        if self.use_duration:
+            frames = (~padding_mask).sum(1, keepdim=True).clamp(min=1).to(pooled.dtype)
+            pooled = torch.cat([pooled, torch.log(frames)], dim=1)
+        return ClassifierOutput(self.classifier(self.dropout(self.norm(pooled))), pooled)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> ClassifierOutput:
+        """x: (B, C, T) sensor series or (B, T) audio; lengths: (B,) valid samples -> ClassifierOutput."""
+        return self.head(*self.represent(x, lengths))
+
+
+def build_classifier(cfg: ModelConfig, classify: ClassifyConfig, num_classes: int,
+                     encoder: Encoder | None = None) -> SequenceClassifier:
+    """A SequenceClassifier on ``encoder`` (a fresh one from ``cfg`` when None); frozen for a linear probe."""
+    model = SequenceClassifier(encoder if encoder is not None else build_encoder(cfg), cfg.context.embed_dim,
+                               num_classes, pooling=classify.pooling, layer=classify.layer,
+                               dropout=classify.head_dropout, use_duration=classify.use_duration,
+                               mask_prob=classify.mask_prob, mask_length=cfg.masking.mask_length)
+    if classify.linear_probe:
+        model.encoder.requires_grad_(False)
+        model.set_encoder_frozen(True)
+    return model

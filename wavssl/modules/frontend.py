@@ -1,4 +1,4 @@
-"""Front ends: raw signal -> frames.
+"""Front ends: raw signal -> frames (waveform conv stack, log-mel fbank, multichannel sensor series).
 
 Every front end maps ``(x, lengths)`` to :class:`Frames` and exposes ``output_lengths`` (a pure
 function of input lengths), so padding masks can be computed without running the network.
@@ -65,6 +65,40 @@ def conv_output_lengths(lengths: Tensor, specs: tuple[tuple[int, int], ...]) -> 
     return lengths.clamp(min=0)
 
 
+def conv_blocks(in_channels: int, conv_layers: tuple[ConvSpec, ...], *, norm_mode: str = "default",
+                conv_bias: bool = False) -> nn.ModuleList:
+    """Unpadded conv blocks (conv -> [norm] -> GELU) over (B, C, T) inputs, Kaiming-initialised.
+
+    ``norm_mode="default"``: GroupNorm with one group per channel (statistics over time) on the first
+    block only; ``"layer_norm"``: per-frame LayerNorm over channels in every block.
+    """
+    blocks: list[nn.Module] = []
+    in_ch = in_channels
+    for i, (ch, kernel, stride) in enumerate(conv_layers):
+        layers: list[nn.Module] = [nn.Conv1d(in_ch, ch, kernel, stride=stride, bias=conv_bias)]
+        if norm_mode == "layer_norm":
+            layers.append(_ChannelLayerNorm(ch))
+        elif norm_mode == "default" and i == 0:
+            layers.append(nn.GroupNorm(ch, ch))
+        layers.append(nn.GELU())
+        blocks.append(nn.Sequential(*layers))
+        in_ch = ch
+    out = nn.ModuleList(blocks)
+    for m in out.modules():
+        if isinstance(m, nn.Conv1d):
+            nn.init.kaiming_normal_(m.weight)
+    return out
+
+
+def receptive_field(specs: tuple[tuple[int, int], ...]) -> int:
+    """Input samples one output frame of a stack of unpadded convolutions sees; specs: (kernel, stride) per layer."""
+    field, jump = 1, 1
+    for kernel, stride in specs:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
 class WaveformEncoder(nn.Module):
     """wav2vec2 conv feature encoder: 7 strided conv blocks with GELU (20 ms frames at 16 kHz).
 
@@ -75,24 +109,10 @@ class WaveformEncoder(nn.Module):
     def __init__(self, conv_layers: tuple[ConvSpec, ...], *, norm_mode: str = "default",
                  conv_bias: bool = False, feature_grad_mult: float = 1.0) -> None:
         super().__init__()
-        blocks: list[nn.Module] = []
-        in_ch = 1
-        for i, (ch, kernel, stride) in enumerate(conv_layers):
-            layers: list[nn.Module] = [nn.Conv1d(in_ch, ch, kernel, stride=stride, bias=conv_bias)]
-            if norm_mode == "layer_norm":
-                layers.append(_ChannelLayerNorm(ch))
-            elif norm_mode == "default" and i == 0:
-                layers.append(nn.GroupNorm(ch, ch))
-            layers.append(nn.GELU())
-            blocks.append(nn.Sequential(*layers))
-            in_ch = ch
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = conv_blocks(1, conv_layers, norm_mode=norm_mode, conv_bias=conv_bias)
         self.specs = tuple((k, s) for _, k, s in conv_layers)
         self.feature_grad_mult = feature_grad_mult
-        self.out_dim = in_ch
-        for m in self.modules():
-            if isinstance(m, nn.Conv1d):
-                nn.init.kaiming_normal_(m.weight)
+        self.out_dim = conv_layers[-1][0]
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """(B,) sample counts -> (B,) frame counts."""
@@ -295,6 +315,147 @@ class FbankEncoder(nn.Module):
         return Frames(x.transpose(1, 2), self.output_lengths(lengths))
 
 
+def robust_center_scale(x: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row robust location and scale along the last axis, over observed entries only.
+
+    The centre is the median; the scale is the inter-quartile range / 1.349 (the standard deviation
+    of a normal), falling back to the standard deviation when the IQR is zero (quantised or mostly
+    flat signals) and to 1 when that is zero too (a constant row, which then normalises to 0). A
+    row with no observed entry gets centre 0 and scale 1.
+
+    Args:
+        x: (..., T) values (may hold NaN where not observed).
+        observed: (..., T) bool, True where ``x`` is a real sample.
+    Returns:
+        centre, scale: (...) each, finite.
+    """
+    v = torch.where(observed, x.float(), torch.nan)
+    q = torch.nanquantile(v, torch.tensor([0.25, 0.5, 0.75], device=x.device), dim=-1)  # (3, ...)
+    centre = torch.nan_to_num(q[1], nan=0.0)
+    iqr = torch.nan_to_num(q[2] - q[0], nan=0.0) / 1.349
+    count = observed.sum(-1).clamp(min=1)
+    dev = torch.where(observed, v - centre.unsqueeze(-1), 0.0)
+    std = torch.sqrt((dev * dev).sum(-1) / count)
+    tiny = 1e-6 * centre.abs() + 1e-12
+    scale = torch.where(iqr > tiny, iqr, torch.where(std > tiny, std, torch.ones_like(std)))
+    return centre, scale
+
+
+def interpolate_gaps(x: Tensor, observed: Tensor) -> Tensor:
+    """Fill unobserved entries by linear interpolation along the last axis.
+
+    Each gap is bridged linearly between the nearest observed samples before and after it; before
+    the first (after the last) observed sample the value is held at that sample; a row with no
+    observed sample becomes 0. Vectorised (cumulative max/min of indices), no loops.
+
+    Args:
+        x: (..., T) values; unobserved entries may be anything, NaN included.
+        observed: (..., T) bool.
+    Returns:
+        (..., T) finite wherever ``x`` is finite at the observed entries.
+    """
+    t_len = x.shape[-1]
+    t = torch.arange(t_len, device=x.device)
+    x0 = torch.where(observed, x, 0.0)
+    prev = torch.where(observed, t, -1).cummax(-1).values
+    nxt = torch.where(observed, t, t_len).flip(-1).cummin(-1).values.flip(-1)
+    has_prev, has_next = prev >= 0, nxt < t_len
+    xp = x0.gather(-1, prev.clamp(min=0))
+    xn = x0.gather(-1, nxt.clamp(max=t_len - 1))
+    w = (t - prev).float() / (nxt - prev).clamp(min=1).float()
+    bridged = xp + w * (xn - xp)
+    edge = torch.where(has_prev, xp, torch.where(has_next, xn, torch.zeros_like(x0)))
+    return torch.where(observed, x0, torch.where(has_prev & has_next, bridged, edge))
+
+
+class SensorEncoder(nn.Module):
+    """Multichannel sensor series (accelerometer, gyroscope, physiological signals) -> frames.
+
+    On a batch ``x`` (B, C, T) with ``lengths`` (B,):
+
+    1. **Missing values.** NaN or infinite samples (and the batch padding beyond each length) are
+       unobserved: they are masked out of every statistic, then imputed (step 3). They never reach
+       the network, so they never propagate.
+    2. **Per-channel normalisation**, robust to scale and offset (:func:`robust_center_scale`):
+       ``global`` subtracts per-channel medians and divides by per-channel robust scales fitted on
+       the pretraining data (:meth:`fit_normalization`; stored as buffers, so they travel with the
+       checkpoint); ``instance`` uses each series' own statistics; ``none`` skips this. A constant
+       channel normalises to zeros.
+    3. **Imputation** of unobserved samples inside a series by linear interpolation in time
+       (:func:`interpolate_gaps`), i.e. in normalised units; padding is set to 0.
+    4. **Channel dropout** (training only): whole channels of a series are zeroed with probability
+       ``channel_dropout``.
+    5. **Unpadded conv blocks** (conv -> per-frame LayerNorm -> GELU by default); the product of
+       the strides is the frame shift. A series needs at least :attr:`receptive_field` samples to
+       give one frame (data loading checks this and names the offending series).
+    """
+
+    def __init__(self, in_channels: int, conv_layers: tuple[ConvSpec, ...], *, norm: str = "global",
+                 channel_dropout: float = 0.0, norm_mode: str = "layer_norm", conv_bias: bool = True,
+                 feature_grad_mult: float = 1.0) -> None:
+        super().__init__()
+        if norm not in ("global", "instance", "none"):
+            raise ValueError(f"unknown sensor normalisation {norm!r}")
+        self.in_channels, self.norm, self.channel_dropout = in_channels, norm, channel_dropout
+        self.blocks = conv_blocks(in_channels, conv_layers, norm_mode=norm_mode, conv_bias=conv_bias)
+        self.specs = tuple((k, s) for _, k, s in conv_layers)
+        self.feature_grad_mult = feature_grad_mult
+        self.out_dim = conv_layers[-1][0]
+        self.register_buffer("center", torch.zeros(in_channels))
+        self.register_buffer("scale", torch.ones(in_channels))
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples seen by one output frame (the shortest usable series)."""
+        return receptive_field(self.specs)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """(B,) samples -> (B,) frames."""
+        return conv_output_lengths(lengths, self.specs)
+
+    @torch.no_grad()
+    def fit_normalization(self, series: list[Tensor]) -> None:
+        """Fit the ``global`` statistics on a list of (C, T) series (NaN = missing); per channel,
+        the robust centre and scale of all their samples pooled together."""
+        values = torch.cat([s.float().reshape(self.in_channels, -1) for s in series], dim=1)  # (C, N)
+        limit = (1 << 24) // self.in_channels  # torch.nanquantile's input size limit
+        if values.shape[1] > limit:
+            values = values[:, torch.linspace(0, values.shape[1] - 1, limit).long()]
+        centre, scale = robust_center_scale(values, torch.isfinite(values))
+        self.center.copy_(centre)
+        self.scale.copy_(scale)
+
+    def normalize(self, x: Tensor, observed: Tensor) -> Tensor:
+        """(B, C, T) -> (B, C, T) per-channel normalised values (unobserved entries unspecified)."""
+        if self.norm == "global":
+            return (x - self.center[:, None]) / self.scale[:, None]
+        if self.norm == "instance":
+            centre, scale = robust_center_scale(x, observed)
+            return (x - centre.unsqueeze(-1)) / scale.unsqueeze(-1)
+        return x
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Frames:
+        """x: (B, C, T) float, NaN where missing ((B, T) when C = 1); lengths: (B,) valid samples
+        -> Frames (B, F, D)."""
+        if x.dim() == 2 and self.in_channels == 1:
+            x = x.unsqueeze(1)
+        if x.dim() != 3 or x.shape[1] != self.in_channels:
+            raise ValueError(f"sensor front end expects (batch, {self.in_channels} channels, time), "
+                             f"got shape {tuple(x.shape)}")
+        x = x.float()
+        valid = (torch.arange(x.shape[-1], device=x.device) < lengths[:, None]).unsqueeze(1)  # (B, 1, T)
+        observed = torch.isfinite(x) & valid
+        x = interpolate_gaps(self.normalize(x, observed), observed).masked_fill(~valid, 0.0)
+        if self.training and self.channel_dropout > 0:
+            dropped = torch.rand(x.shape[0], x.shape[1], 1, device=x.device) < self.channel_dropout
+            x = x.masked_fill(dropped, 0.0)
+        for block in self.blocks:
+            x = block(x)
+        if self.training and self.feature_grad_mult != 1.0:
+            x = scale_grad(x, self.feature_grad_mult)
+        return Frames(x.transpose(1, 2), self.output_lengths(lengths))
+
+
 def build_frontend(cfg) -> nn.Module:  # cfg: FrontendConfig
     """The front end a FrontendConfig describes."""
     if cfg.kind == "waveform":
@@ -304,4 +465,8 @@ def build_frontend(cfg) -> nn.Module:  # cfg: FrontendConfig
         return FbankEncoder(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_length=cfg.win_length,
                             hop_length=cfg.hop_length, n_fft=cfg.n_fft, subsampling=cfg.subsampling,
                             channels=cfg.fbank_channels, feature_grad_mult=cfg.feature_grad_mult)
+    if cfg.kind == "sensor":
+        return SensorEncoder(cfg.in_channels, cfg.sensor_conv_layers, norm=cfg.sensor_norm,
+                             channel_dropout=cfg.channel_dropout, norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias,
+                             feature_grad_mult=cfg.feature_grad_mult)
     raise ValueError(f"unknown front end kind {cfg.kind!r}")

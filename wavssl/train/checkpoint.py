@@ -121,11 +121,20 @@ def load_config(directory: str | Path) -> Config:
 
 
 def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The model stored in a run or checkpoint directory, in eval mode."""
-    from ..models import build_model
+    """The model stored in a run or checkpoint directory, in eval mode: an ``SSLModel`` for a
+    pretraining run, a ``SequenceClassifier`` (classes from ``labels.json``) for a classifier run."""
+    from ..models import build_classifier, build_model
 
     cfg = load_config(run_dir)
-    model = build_model(cfg.model)
+    model: nn.Module
+    if cfg.task == "classify":
+        from .classify import read_labels_file
+
+        names = read_labels_file(run_dir)
+        model = build_classifier(cfg.model, cfg.classify, len(names))
+        model.class_names = names
+    else:
+        model = build_model(cfg.model)
     missing, unexpected = model.load_state_dict(load_state_dict(run_dir), strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{run_dir}: weights do not match config.json "

@@ -1,16 +1,26 @@
-"""Tasks the Trainer runs: each supplies batches and the per-batch loss."""
+"""Tasks the Trainer runs: each supplies batches and the per-batch loss.
+
+Pretraining on audio (:class:`PretrainTask`) and on sensor series (:class:`SensorPretrainTask`);
+the classifier task lives in :mod:`wavssl.train.classify`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..config import Config
 from ..data.audio import AudioBatch, BucketBatchSampler, CropDataset, ScanResult, make_loader, scan_audio, write_skipped
+from ..data.sensor import SensorBatch, SeriesSet, batch_order, check_series, collate, load_series, window
+from ..modules.frontend import receptive_field
 from .trainer import StepOutput, TrainerState
+
+_LOSS_METRICS = ("contrastive", "diversity", "feature_penalty", "accuracy", "prob_perplexity", "code_perplexity")
 
 
 class PretrainTask:
@@ -67,13 +77,87 @@ class PretrainTask:
         wav = batch.waveforms.to(device, non_blocking=True)
         lengths = batch.lengths.to(device, non_blocking=True)
         out = model(wav, lengths)
-        metrics = {k: getattr(out, k) for k in ("contrastive", "diversity", "feature_penalty", "accuracy",
-                                                "prob_perplexity", "code_perplexity")}
+        metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
         seconds = float(batch.lengths.sum()) / self.cfg.data.sample_rate
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
+
+
+def sensor_receptive_field(cfg: Config) -> int:
+    """Shortest series (in samples) the configured sensor front end turns into one frame."""
+    return receptive_field(tuple((k, s) for _, k, s in cfg.model.frontend.sensor_conv_layers))
+
+
+def load_sensor_data(path: str | Path, cfg: Config, *, labels: str | Path | None = None) -> SeriesSet:
+    """Series at ``path`` (see :func:`wavssl.data.sensor.load_series`), cut into ``data.window`` windows."""
+    data = load_series(path, labels=labels, sample_rate=cfg.model.frontend.sample_rate)
+    return window(data, cfg.data.window, cfg.data.hop)
+
+
+class SensorPretrainTask:
+    """wav2vec 2.0 pretraining on in-memory, unlabelled sensor series (or windows of them).
+
+    Batches of ``data.batch_size`` series, padded to their longest, are a pure function of
+    (seed, epoch, position) (:func:`~wavssl.data.sensor.batch_order`), so a resumed run continues
+    with exactly the batches it would have seen. Under ``torchrun`` rank r takes batches r, r + W, ...
+    """
+
+    def __init__(self, data: SeriesSet, cfg: Config, *, rank: int = 0, world_size: int = 1) -> None:
+        if len(data) == 0:
+            raise ValueError("no usable sensor series")
+        self.data, self.cfg, self.rank, self.world_size = data, cfg, rank, world_size
+        self.lengths = data.lengths
+        self.total_seconds = float(self.lengths.sum()) / cfg.model.frontend.sample_rate
+
+    def fingerprint(self) -> str:
+        """Where the series came from and their sizes (ranks of a distributed run must agree)."""
+        return "\n".join(f"{src}\t{s.shape}" for src, s in zip(self.data.sources, self.data.series))
+
+    def _order(self, epoch: int) -> list[np.ndarray]:
+        order = batch_order(self.lengths, self.cfg.data.batch_size, seed=self.cfg.train.seed, epoch=epoch)
+        per_rank = max(len(order) // self.world_size, 1)
+        return order[self.rank:: self.world_size][:per_rank]
+
+    def batches_per_epoch(self) -> int:
+        return len(self._order(0))
+
+    def batches(self, epoch: int, start: int) -> Iterator[SensorBatch]:
+        for idx in self._order(epoch)[start:]:
+            yield collate([self.data.series[i] for i in idx])
+
+    def step(self, model: nn.Module, batch: SensorBatch, device: torch.device) -> StepOutput | None:
+        out = model(batch.series.to(device), batch.lengths.to(device))
+        metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
+        seconds = float(batch.lengths.sum()) / self.cfg.model.frontend.sample_rate
+        return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
+
+    def on_update(self, model: nn.Module, num_updates: int) -> None:
+        model.set_num_updates(num_updates)  # type: ignore[operator]
+
+
+def _sensor_pretraining(path: str | Path, cfg: Config, run_dir: Path, *, resumed: bool,
+                        is_main: bool) -> tuple[Config, SeriesSet]:
+    """Load the series; a fresh run adopts their channel count, a resumed run must match it.
+    Series shorter than the receptive field are skipped and listed in ``RUN/skipped_files.tsv``."""
+    data = load_sensor_data(path, cfg)
+    if resumed:
+        check_series(data, channels=cfg.model.frontend.in_channels, min_length=1, expected_by=f"the run {run_dir}")
+    elif data.channels != cfg.model.frontend.in_channels:
+        frontend = dataclasses.replace(cfg.model.frontend, in_channels=data.channels)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frontend=frontend))
+    need = sensor_receptive_field(cfg)
+    short = [i for i, n in enumerate(data.lengths) if n < need]
+    if is_main:
+        write_skipped(run_dir / "skipped_files.tsv",
+                      [(data.sources[i], f"{data.lengths[i]} steps, fewer than the receptive field of {need}")
+                       for i in short])
+    keep = [i for i in range(len(data)) if data.lengths[i] >= need]
+    if not keep:
+        raise ValueError(f"{path}: no series has the front end's receptive field of {need} samples "
+                         f"(model.frontend.sensor_conv_layers); see {run_dir / 'skipped_files.tsv'}")
+    return cfg, data.subset(keep)
 
 
 class RunDirError(RuntimeError):
@@ -82,7 +166,11 @@ class RunDirError(RuntimeError):
 
 def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: bool = False,
              device: str | None = None, progress: bool = True) -> TrainerState:
-    """Pretrain an SSL model on the audio at ``audio`` into ``run_dir`` (library form of ``wavssl pretrain``).
+    """Pretrain an SSL model on the data at ``audio`` into ``run_dir`` (library form of ``wavssl pretrain``).
+
+    The modality follows the front end: audio (a folder or TSV manifest) for ``waveform``/``fbank``,
+    sensor series (a file or folder, see :mod:`wavssl.data.sensor`) for ``sensor``. A fresh sensor
+    run takes its channel count from the data and fits the ``global`` normalisation on it.
 
     Launched by ``torchrun``, every rank calls this; rank 0 writes the run directory. With
     ``resume=True`` training continues from the newest complete checkpoint (and starts fresh if
@@ -98,17 +186,28 @@ def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: boo
     cfg.validate()
     ddp = init_distributed("cuda" if (device in (None, "auto", "cuda") and torch.cuda.is_available()) else "cpu")
     dev = resolve_device(device, ddp)
+    task: PretrainTask | SensorPretrainTask
+    if cfg.model.frontend.kind == "sensor":
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = resume and latest_checkpoint(run_dir) is not None
+        cfg, series = _sensor_pretraining(audio, cfg, run_dir, resumed=resumed, is_main=ddp.is_main)
+        task = SensorPretrainTask(series, cfg, rank=ddp.rank, world_size=ddp.world_size)
+        what = (f"{len(series)} series ({series.channels} channels, {int(series.lengths.sum())} steps, "
+                f"{series.num_missing} missing values)")
+    else:
+        task = PretrainTask.from_path(audio, cfg, run_dir, rank=ddp.rank, world_size=ddp.world_size,
+                                      pin_memory=dev.type == "cuda")
+        what = f"{len(task.dataset)} files ({task.total_seconds / 3600:.2f} h, {len(task.skipped)} skipped)"
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    task = PretrainTask.from_path(audio, cfg, run_dir, rank=ddp.rank, world_size=ddp.world_size,
-                                  pin_memory=dev.type == "cuda")
+    if isinstance(task, SensorPretrainTask) and cfg.model.frontend.sensor_norm == "global":
+        model.encoder.frontend.fit_normalization([torch.from_numpy(s) for s in task.data.series])
     trainer = Trainer(model, task, cfg, run_dir, device=dev, ddp=ddp, progress=progress)
     if resume and trainer.resume() and ddp.is_main:
         print(f"[wavssl] resumed {run_dir} at update {trainer.state.num_updates}", flush=True)
     elif ddp.is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"[wavssl] pretraining {n_params / 1e6:.2f}M parameters on {len(task.dataset)} files "
-              f"({task.total_seconds / 3600:.2f} h, {len(task.skipped)} skipped) -> {run_dir}", flush=True)
+        print(f"[wavssl] pretraining {n_params / 1e6:.2f}M parameters on {what} -> {run_dir}", flush=True)
     try:
         return trainer.train()
     finally:

@@ -1,0 +1,199 @@
+"""Sensor data: readers (npy, npz, CSV, .ts), labels, windowing, batching, few-label draws, metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wavssl.data.sensor import (
+    SensorDataError,
+    batch_order,
+    check_series,
+    collate,
+    draw_per_class,
+    label_names,
+    load_series,
+    window,
+)
+from wavssl.train.classify import classification_metrics
+
+# A small .ts file as aeon/sktime write it: comments, header, 2 dimensions, unequal lengths, a
+# missing value ('?'), class labels last.
+TS_TEXT = """# Two-dimensional toy problem
+#   written by hand in the aeon .ts format
+@problemName Toy
+@timeStamps false
+@missing true
+@univariate false
+@dimensions 2
+@equalLength false
+@classLabel true walk run
+@data
+1.0,2.0,3.0,4.0:10.0,20.0,30.0,40.0:walk
+5.5,?,7.5:0.5,0.25,0.125:run
+1,2,3,4,5,6:6,5,4,3,2:walk
+"""
+
+
+def test_ts_reader_labels_missing_and_unequal_dimensions(tmp_path: Path) -> None:
+    path = tmp_path / "toy_TRAIN.ts"
+    path.write_text(TS_TEXT)
+    data = load_series(path)
+    assert len(data) == 3 and data.channels == 2
+    assert data.labels == ["walk", "run", "walk"]
+    np.testing.assert_allclose(data.series[0], [[1, 2, 3, 4], [10, 20, 30, 40]])
+    assert math.isnan(data.series[1][0, 1]) and data.series[1][0, 2] == 7.5
+    # dimensions of unequal length within a series: the shorter one is padded with NaN (missing)
+    assert data.series[2].shape == (2, 6) and math.isnan(data.series[2][1, 5])
+    assert data.num_missing == 2
+    assert data.sources[1].endswith("toy_TRAIN.ts[1]")
+
+
+def test_ts_reader_timestamps_and_errors(tmp_path: Path) -> None:
+    stamped = tmp_path / "stamped.ts"
+    stamped.write_text("@problemName S\n@timeStamps true\n@univariate true\n@classLabel true 1 2\n@data\n"
+                       "(2007-01-01 00:00:00,241.5),(2007-01-01 00:01:00,240.0):1\n")
+    data = load_series(stamped)
+    np.testing.assert_allclose(data.series[0], [[241.5, 240.0]])
+    bad = tmp_path / "bad.ts"
+    bad.write_text(TS_TEXT.replace("5.5,?,7.5:0.5", "5.5,x,7.5:0.5"))
+    with pytest.raises(SensorDataError, match=r"bad.ts: line 12: 'x' is not a number"):
+        load_series(bad)
+    undeclared = tmp_path / "undeclared.ts"
+    undeclared.write_text(TS_TEXT.replace(":run\n", ":swim\n"))
+    with pytest.raises(SensorDataError, match="'swim' is not declared"):
+        load_series(undeclared)
+    with pytest.raises(SensorDataError, match="no @data line"):
+        (tmp_path / "empty.ts").write_text("@problemName X\n")
+        load_series(tmp_path / "empty.ts")
+
+
+def test_numpy_readers_and_labels_tables(tmp_path: Path) -> None:
+    x = np.random.default_rng(0).normal(size=(4, 3, 20)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "y.csv").write_text("label\na\nb\na\nb\n")
+    data = load_series(tmp_path / "x.npy", labels=tmp_path / "y.csv")
+    assert len(data) == 4 and data.channels == 3 and data.labels == ["a", "b", "a", "b"]
+    np.testing.assert_array_equal(data.series[2], x[2])
+    (tmp_path / "short.csv").write_text("label\na\n")
+    with pytest.raises(SensorDataError, match="1 labels for 4 series"):
+        load_series(tmp_path / "x.npy", labels=tmp_path / "short.csv")
+
+    # a list of (C, T_i) arrays of different lengths, plus an X/y archive
+    np.savez(tmp_path / "list.npz", np.ones((2, 5)), np.zeros((2, 9)), np.arange(12.0).reshape(2, 6))
+    listed = load_series(tmp_path / "list.npz")
+    assert [s.shape for s in listed.series] == [(2, 5), (2, 9), (2, 6)] and listed.labels is None
+    np.savez(tmp_path / "xy.npz", X=x, y=np.array([3, 1, 2, 10]))
+    xy = load_series(tmp_path / "xy.npz")
+    assert xy.labels == ["3", "1", "2", "10"] and label_names(xy.labels) == ["1", "2", "3", "10"]
+
+    # one long (C, T) recording in a .npy, and a refused pickled object array
+    np.save(tmp_path / "long.npy", np.zeros((3, 1000), dtype=np.float32))
+    assert load_series(tmp_path / "long.npy").series[0].shape == (3, 1000)
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = np.zeros((1, 3)), np.zeros((1, 4))
+    np.save(tmp_path / "ragged.npy", ragged, allow_pickle=True)
+    with pytest.raises(SensorDataError, match="np.savez"):
+        load_series(tmp_path / "ragged.npy")
+
+
+def test_csv_folder_with_time_column_and_labels_tsv(tmp_path: Path) -> None:
+    root = tmp_path / "csv"
+    root.mkdir()
+    # 2 channels at irregular times, resampled onto a 10 Hz grid; an empty cell is missing
+    (root / "rec1.csv").write_text("time,ax,ay\n0.0,0,10\n0.05,,\n0.1,1,11\n0.3,3,13\n")
+    (root / "rec2.csv").write_text("1,2\n3,4\n5,nan\n")  # no header: every column is a channel
+    (root / "labels.tsv").write_text("file\tlabel\nrec1.csv\tsit\nrec2\tstand\n")
+    data = load_series(root, sample_rate=10)
+    assert data.labels == ["sit", "stand"]
+    np.testing.assert_allclose(data.series[0], [[0, 1, 2, 3], [10, 11, 12, 13]], atol=1e-6)
+    assert data.series[1].shape == (2, 3) and math.isnan(data.series[1][1, 2])
+
+    (root / "labels.tsv").write_text("file\tlabel\nrec1.csv\tsit\n")
+    with pytest.raises(SensorDataError, match="no label for .*rec2.csv"):
+        load_series(root)
+    (root / "rec3.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(SensorDataError, match="rec3.csv: 3 channels, but .*rec1.csv has 2"):
+        load_series(root, labels=None)
+    (root / "rec3.csv").write_text("a,b\n1,x\n")
+    with pytest.raises(SensorDataError, match=r"rec3.csv: line 2, column 2: 'x' is not a number"):
+        load_series(root)
+
+
+def test_windowing_covers_the_tail_and_keeps_labels() -> None:
+    from wavssl.data.sensor import SeriesSet
+
+    long = np.arange(2 * 25, dtype=np.float32).reshape(2, 25)
+    data = SeriesSet([long, np.ones((2, 6), np.float32)], ["a", "b"], ["long", "short"], [0, 1])
+    w = window(data, 10, 5)
+    starts = [int(s.split("@")[1]) for s in w.sources if "@" in s]
+    assert starts == [0, 5, 10, 15]  # 15 = 25 - 10: the last window is aligned to the end
+    assert all(s.shape == (2, 10) for s in w.series[:4]) and w.series[4].shape == (2, 6)
+    np.testing.assert_array_equal(w.series[3], long[:, 15:])
+    assert w.labels == ["a"] * 4 + ["b"] and w.groups == [0, 0, 0, 0, 1]
+    assert window(data, 0) is data
+
+
+def test_checks_batches_and_draws() -> None:
+    from wavssl.data.sensor import SeriesSet
+
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=(3, n)).astype(np.float32) for n in rng.integers(4, 30, size=40)]
+    labels = [str(i % 4) for i in range(40)]
+    data = SeriesSet(series, labels, [f"f[{i}]" for i in range(40)], list(range(40)))
+    with pytest.raises(SensorDataError, match="has 3 channel.*the checkpoint runs/x expects 6"):
+        check_series(data, channels=6, min_length=1, expected_by="the checkpoint runs/x")
+    with pytest.raises(SensorDataError, match=r"receptive field of 6 samples.*f\[\d+\] \(\d steps\)"):
+        check_series(data, channels=3, min_length=6, expected_by="the config")
+    check_series(data, channels=3, min_length=4, expected_by="the config")
+
+    order = batch_order(data.lengths, 8, seed=3, epoch=1)
+    assert sorted(np.concatenate(order).tolist()) == list(range(40))
+    assert all(np.array_equal(a, b) for a, b in zip(order, batch_order(data.lengths, 8, seed=3, epoch=1)))
+    assert not all(np.array_equal(a, b) for a, b in zip(order, batch_order(data.lengths, 8, seed=3, epoch=2)))
+
+    batch = collate([data.series[i] for i in order[0]], [0] * len(order[0]))
+    assert batch.series.shape[:2] == (8, 3) and batch.series.shape[2] == int(batch.lengths.max())
+
+    picked = draw_per_class(data, 2, seed=5)
+    assert sorted(np.bincount([int(labels[i]) for i in picked]).tolist()) == [2, 2, 2, 2]
+    assert np.array_equal(picked, draw_per_class(data, 2, seed=5))
+    assert len(draw_per_class(data, 0, seed=5)) == 40 and len(draw_per_class(data, 50, seed=5)) == 40
+
+
+def test_classification_metrics_accuracy_and_macro_f1() -> None:
+    truth = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 1, 0])
+    m = classification_metrics(truth, pred, ["a", "b", "c"])
+    assert m.accuracy == pytest.approx(4 / 6)
+    f1 = {"a": 2 * 2 / (3 + 3), "b": 2 * 2 / (2 + 3), "c": 0.0}
+    assert m.per_class_f1 == pytest.approx(f1)
+    assert m.macro_f1 == pytest.approx(sum(f1.values()) / 3)
+    assert m.confusion == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sensors"
+
+
+def test_recipe_configs_resolve_and_fit_the_shortest_series() -> None:
+    from wavssl import config as C
+    from wavssl.train.tasks import sensor_receptive_field
+
+    shortest = {"JapaneseVowels": 7, "PickupGestureWiimoteZ": 29, "BasicMotions": 100}
+    for name, length in shortest.items():
+        cfg = C.resolve("sensor-tiny", RECIPE / "configs" / f"{name}.toml")
+        assert cfg.model.frontend.kind == "sensor"
+        assert sensor_receptive_field(cfg) <= length, name
+
+
+def test_ts_reader_matches_aeon_on_its_bundled_files() -> None:
+    datasets = pytest.importorskip("aeon.datasets")
+    root = Path(datasets.__file__).parent / "data" / "JapaneseVowels"
+    ours = load_series(root / "JapaneseVowels_TEST.ts")
+    X, y = datasets.load_from_ts_file(str(root / "JapaneseVowels_TEST.ts"))
+    assert ours.labels == [str(v) for v in y] and len(ours) == len(X) == 370
+    for a, b in zip(ours.series, X):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -1,0 +1,515 @@
+"""Sensor time series: loading, labels, windowing, checks, batching and few-label draws.
+
+A data set is a :class:`SeriesSet`: a list of ``(C, T_i)`` float32 arrays (NaN marks a missing
+sample; the sensor front end masks and imputes it), optional class labels, and where each series
+came from (for error messages). Readers:
+
+- ``.npy``: ``(N, C, T)`` is N series; ``(C, T)`` is one recording; ``(T,)`` one univariate one.
+  Object (pickled) arrays are refused: store a list of ``(C, T_i)`` arrays with
+  ``np.savez(path, *arrays)`` instead.
+- ``.npz``: with an ``X`` array, that array as above (labels from a ``y`` or ``labels`` array if
+  present); otherwise every array, in ``arr_0, arr_1, ...`` order, is one ``(C, T)`` or ``(T,)``
+  recording.
+- ``.csv``: one recording per file, columns = channels, one row per time step; an optional header
+  row, and an optional time column (named ``time``, ``timestamp``, ``t``, ``seconds`` or ``time_s``,
+  numeric seconds): the channels are then linearly interpolated onto a uniform grid at the sample
+  rate. Empty cells and ``nan``/``NA``/``null`` are missing.
+- ``.ts``: the text format aeon and sktime write (``@`` header lines, ``@data``, ``:`` between
+  dimensions, ``,`` between values, ``?`` for missing, optional ``(time,value)`` tuples whose
+  times are ignored, and the class label as the last field when ``@classLabel true``). Dimensions
+  of unequal length within one series are padded at the end with NaN (missing).
+- a folder: every ``.npy``/``.npz``/``.csv``/``.ts`` file under it, in sorted order; a
+  ``labels.tsv`` or ``labels.csv`` at its top level is taken as the labels table.
+
+Labels come from the ``.ts`` class column, an ``.npz`` ``y`` array, or a CSV/TSV table: with a
+``file`` (or ``path``, ``name``, ``filename``) column, rows are matched to recordings by file name
+(with or without extension); otherwise rows are the labels of the series in order. The label
+column is ``label`` (or ``class``, ``y``, ``target``), or the only/last column without a header.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SERIES_EXTENSIONS: frozenset[str] = frozenset({".npy", ".npz", ".csv", ".ts"})
+"""File suffixes read as series."""
+
+LABEL_FILES = ("labels.tsv", "labels.csv")
+"""Labels tables picked up automatically at the top of a data folder."""
+
+_TIME_COLUMNS = frozenset({"time", "timestamp", "t", "seconds", "time_s"})
+_LABEL_COLUMNS = ("label", "class", "y", "target")
+_FILE_COLUMNS = ("file", "path", "name", "filename")
+_MISSING = frozenset({"", "?", "nan", "na", "n/a", "null", "none"})
+
+
+class SensorDataError(ValueError):
+    """Sensor data cannot be used as given; the message names the file (and series) and the problem."""
+
+
+@dataclass
+class SeriesSet:
+    """An in-memory set of multichannel series."""
+
+    series: list[np.ndarray]
+    """(C, T_i) float32 arrays; NaN = missing sample."""
+    labels: list[str] | None
+    """Class label of every series, or None when unlabelled."""
+    sources: list[str]
+    """Where each series came from (``file``, ``file[i]`` or ``file[i]@start``), for messages."""
+    groups: list[int]
+    """Recording index of every series: windows cut from one recording share it."""
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    @property
+    def channels(self) -> int:
+        """Channel count C (0 for an empty set)."""
+        return int(self.series[0].shape[0]) if self.series else 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) time steps of every series."""
+        return np.array([s.shape[1] for s in self.series], dtype=np.int64)
+
+    @property
+    def num_missing(self) -> int:
+        """Number of missing (non-finite) samples over all series."""
+        return int(sum((~np.isfinite(s)).sum() for s in self.series))
+
+    def subset(self, indices: np.ndarray | list[int]) -> "SeriesSet":
+        """The series at ``indices``, in that order."""
+        idx = [int(i) for i in indices]
+        return SeriesSet([self.series[i] for i in idx], None if self.labels is None else [self.labels[i] for i in idx],
+                         [self.sources[i] for i in idx], [self.groups[i] for i in idx])
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+
+def _as_series(a: np.ndarray, where: str) -> np.ndarray:
+    """A (C, T) or (T,) numeric array as (C, T) float32."""
+    if a.dtype.kind not in "biuf":
+        raise SensorDataError(f"{where}: expected numbers, got an array of dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] == 0:
+        raise SensorDataError(f"{where}: expected a (channels, time) or (time,) array, got shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _split_array(a: np.ndarray, where: str) -> list[np.ndarray]:
+    """(N, C, T) -> N series; (C, T) or (T,) -> one."""
+    if a.ndim == 3:
+        return [_as_series(x, f"{where}[{i}]") for i, x in enumerate(a)]
+    return [_as_series(a, where)]
+
+
+def _load_numpy(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise SensorDataError(f"{path}: cannot read ({e}); a list of series of different lengths must be saved "
+                              f"with np.savez(path, *arrays), not as a pickled object array") from e
+    except OSError as e:
+        raise SensorDataError(f"{path}: cannot read: {e}") from e
+    if isinstance(data, np.ndarray):
+        return _split_array(data, str(path)), None
+    with data:
+        keys = list(data.keys())
+        if "X" in keys or "x" in keys:
+            key = "X" if "X" in keys else "x"
+            series = _split_array(data[key], f"{path}:{key}")
+            label_key = next((k for k in ("y", "labels") if k in keys), None)
+            labels = None if label_key is None else [str(v) for v in data[label_key].reshape(-1)]
+            if labels is not None and len(labels) != len(series):
+                raise SensorDataError(f"{path}: {len(labels)} labels in {label_key!r} for {len(series)} series")
+            return series, labels
+
+        def order(k: str) -> tuple[int, str]:
+            m = re.fullmatch(r"arr_(\d+)", k)
+            return (int(m.group(1)), "") if m else (1 << 30, k)
+
+        return [_as_series(data[k], f"{path}:{k}") for k in sorted(keys, key=order)], None
+
+
+def _parse_float(cell: str, where: str) -> float:
+    text = cell.strip()
+    if text.lower() in _MISSING:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise SensorDataError(f"{where}: {cell!r} is not a number") from None
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        _parse_float(cell, "")
+        return True
+    except SensorDataError:
+        return False
+
+
+def _load_csv(path: Path, sample_rate: float) -> np.ndarray:
+    """One recording: columns = channels (+ optional time column) -> (C, T)."""
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",") if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SensorDataError(f"{path}: cannot read CSV: {e}") from e
+    if not rows:
+        raise SensorDataError(f"{path}: empty file")
+    header: list[str] | None = None
+    if not all(_is_number(c) for c in rows[0]):
+        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
+    if not rows:
+        raise SensorDataError(f"{path}: a header but no data rows")
+    width = len(header) if header is not None else len(rows[0])
+    for n, r in enumerate(rows, start=2 if header else 1):
+        if len(r) != width:
+            raise SensorDataError(f"{path}: line {n} has {len(r)} columns, expected {width}")
+    values = np.array([[_parse_float(c, f"{path}: line {n}, column {j + 1}") for j, c in enumerate(r)]
+                       for n, r in enumerate(rows, start=2 if header else 1)], dtype=np.float64)
+    time_col = next((j for j, name in enumerate(header or []) if name in _TIME_COLUMNS), None)
+    if time_col is None:
+        return _as_series(values.T, str(path))
+    times = values[:, time_col]
+    channels = np.delete(values, time_col, axis=1).T  # (C, T)
+    if channels.shape[0] == 0:
+        raise SensorDataError(f"{path}: only a time column, no channels")
+    if not np.isfinite(times).all() or (np.diff(times) <= 0).any():
+        raise SensorDataError(f"{path}: the time column {header[time_col]!r} must hold increasing seconds")  # type: ignore[index]
+    grid = times[0] + np.arange(int(np.floor((times[-1] - times[0]) * sample_rate)) + 1) / sample_rate
+    out = np.full((channels.shape[0], grid.shape[0]), np.nan)
+    for c, ch in enumerate(channels):
+        seen = np.isfinite(ch)
+        if seen.any():  # gaps are bridged by the interpolation; a channel never observed stays missing
+            out[c] = np.interp(grid, times[seen], ch[seen])
+    return _as_series(out, str(path))
+
+
+_TUPLE = re.compile(r"\(([^()]*),([^(),]*)\)")
+
+
+def _split_fields(line: str) -> list[str]:
+    """Split a .ts data line at ``:`` outside parentheses (timestamps may contain colons)."""
+    fields, depth, start = [], 0, 0
+    for i, ch in enumerate(line):
+        depth += (ch == "(") - (ch == ")")
+        if ch == ":" and depth == 0:
+            fields.append(line[start:i])
+            start = i + 1
+    fields.append(line[start:])
+    return fields
+
+
+def _load_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
+    """Series and labels of a .ts file (aeon / sktime text format)."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SensorDataError(f"{path}: cannot read: {e}") from e
+    meta: dict[str, str] = {}
+    start = None
+    for n, raw in enumerate(lines):
+        line = raw.strip()
+        if not line or line[0] in "#%":
+            continue
+        if line.startswith("@"):
+            key, _, value = line[1:].partition(" ")
+            if key.lower() == "data":
+                start = n + 1
+                break
+            meta[key.lower()] = value.strip()
+            continue
+        raise SensorDataError(f"{path}: line {n + 1}: data before the @data line")
+    if start is None:
+        raise SensorDataError(f"{path}: no @data line (not a .ts file?)")
+    class_spec = meta.get("classlabel", "false").split()
+    has_class = bool(class_spec) and class_spec[0].lower() == "true"
+    has_target = meta.get("targetlabel", "false").split()[:1] == ["true"]
+    declared = set(class_spec[1:]) if has_class else set()
+    timestamps = meta.get("timestamps", "false").lower() == "true"
+    dims_expected = int(meta["dimensions"]) if meta.get("dimensions", "").isdigit() else None
+    series, labels = [], []
+    for n in range(start, len(lines)):
+        line = lines[n].strip()
+        if not line or line[0] in "#%":
+            continue
+        where = f"{path}: line {n + 1}"
+        fields = _split_fields(line) if timestamps else line.split(":")
+        if has_class or has_target:
+            label, fields = fields[-1].strip(), fields[:-1]
+            if has_class and declared and label not in declared:
+                raise SensorDataError(f"{where}: class {label!r} is not declared in @classLabel")
+            labels.append(label)
+        if dims_expected is not None and len(fields) != dims_expected:
+            raise SensorDataError(f"{where}: {len(fields)} dimensions, @dimensions says {dims_expected}")
+        dims = []
+        for field in fields:
+            if timestamps:
+                cells = [m.group(2) for m in _TUPLE.finditer(field)]
+            else:
+                cells = field.split(",")
+            dims.append(np.array([_parse_float(c, where) for c in cells], dtype=np.float32))
+        longest = max(len(d) for d in dims)
+        if longest == 0:
+            raise SensorDataError(f"{where}: an empty series")
+        arr = np.full((len(dims), longest), np.nan, dtype=np.float32)
+        for c, d in enumerate(dims):
+            arr[c, : len(d)] = d
+        series.append(arr)
+    if not series:
+        raise SensorDataError(f"{path}: no series after @data")
+    channels = {s.shape[0] for s in series}
+    if len(channels) > 1:
+        raise SensorDataError(f"{path}: series have different numbers of dimensions {sorted(channels)}")
+    return series, (labels if has_class else None)
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+
+@dataclass
+class LabelTable:
+    """A labels CSV/TSV."""
+
+    labels: list[str]
+    """One label per row."""
+    files: list[str] | None
+    """File name of every row, when the table has a file column."""
+
+
+def read_labels(path: str | Path) -> LabelTable:
+    """Read a labels table (tab-separated for ``.tsv``, else comma-separated); see the module docstring."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = [[c.strip() for c in r] for r in csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+                    if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SensorDataError(f"{path}: cannot read labels: {e}") from e
+    if not rows:
+        raise SensorDataError(f"{path}: no labels")
+    names = [c.lower() for c in rows[0]]
+    label_col = next((names.index(c) for c in _LABEL_COLUMNS if c in names), None)
+    file_col = next((names.index(c) for c in _FILE_COLUMNS if c in names), None)
+    if label_col is not None:
+        rows = rows[1:]
+    elif len(rows[0]) == 1:
+        label_col = 0
+    elif len(rows[0]) == 2:
+        file_col, label_col = 0, 1
+    else:
+        raise SensorDataError(f"{path}: cannot tell the label column; add a header with a 'label' column")
+    for n, r in enumerate(rows):
+        if len(r) <= max(label_col, file_col or 0):
+            raise SensorDataError(f"{path}: row {n + 1} has {len(r)} columns")
+    return LabelTable([r[label_col] for r in rows], None if file_col is None else [r[file_col] for r in rows])
+
+
+def _apply_labels(table: LabelTable, files: list[Path], counts: list[int], root: Path, where: Path) -> list[str]:
+    """Labels of every series given the table, the file of each recording group and its series count."""
+    total = sum(counts)
+    if table.files is None:
+        if len(table.labels) != total:
+            raise SensorDataError(f"{where}: {len(table.labels)} labels for {total} series (rows are matched in order)")
+        return list(table.labels)
+    by_name: dict[str, str] = {}
+    for name, label in zip(table.files, table.labels):
+        by_name[name] = label
+    out = []
+    for file, count in zip(files, counts):
+        keys = [str(file.relative_to(root)) if file != root else file.name, file.name, file.stem]
+        label = next((by_name[k] for k in keys if k in by_name), None)
+        if label is None:
+            raise SensorDataError(f"{where}: no label for {file} (looked up {keys[1]!r} and {keys[2]!r})")
+        out.extend([label] * count)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_series(path: str | Path, *, labels: str | Path | None = None, sample_rate: float = 100.0) -> SeriesSet:
+    """Read a file or a folder of series (see the module docstring), with optional labels.
+
+    Args:
+        path: ``.npy``/``.npz``/``.csv``/``.ts`` file, or a folder of them.
+        labels: CSV/TSV labels table; overrides labels stored in the files. For a folder, a
+            ``labels.tsv``/``labels.csv`` inside it is used when this is None.
+        sample_rate: Hz, the grid CSV files with a time column are interpolated onto.
+    Raises:
+        SensorDataError: naming the file and the problem (unreadable, inconsistent channels, ...).
+    """
+    root = Path(path)
+    if root.is_dir():
+        auto = [root / n for n in LABEL_FILES if (root / n).is_file()]
+        if labels is None and auto:
+            labels = auto[0]
+        skip = {p.resolve() for p in auto} | ({Path(labels).resolve()} if labels is not None else set())
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SERIES_EXTENSIONS
+                       and p.resolve() not in skip)
+        if not files:
+            raise SensorDataError(f"{root}: no {'/'.join(sorted(SERIES_EXTENSIONS))} files in this folder")
+    elif root.is_file():
+        if root.suffix.lower() not in SERIES_EXTENSIONS:
+            raise SensorDataError(f"{root}: unsupported file type (use {', '.join(sorted(SERIES_EXTENSIONS))})")
+        files = [root]
+    else:
+        raise SensorDataError(f"{root}: no such file or folder")
+    series: list[np.ndarray] = []
+    sources: list[str] = []
+    file_labels: list[str | None] = []
+    counts: list[int] = []
+    for file in files:
+        suffix = file.suffix.lower()
+        found: list[str] | None
+        if suffix in (".npy", ".npz"):
+            items, found = _load_numpy(file)
+        elif suffix == ".ts":
+            items, found = _load_ts(file)
+        else:
+            items, found = [_load_csv(file, sample_rate)], None
+        series.extend(items)
+        sources.extend([str(file)] if len(items) == 1 else [f"{file}[{i}]" for i in range(len(items))])
+        file_labels.extend(found if found is not None else [None] * len(items))
+        counts.append(len(items))
+    for s, src in zip(series, sources):
+        if s.shape[0] != series[0].shape[0]:
+            raise SensorDataError(f"{src}: {s.shape[0]} channels, but {sources[0]} has {series[0].shape[0]}")
+    if labels is not None:
+        label_list: list[str] | None = _apply_labels(read_labels(labels), files, counts,
+                                                     root if root.is_dir() else root.parent, Path(labels))
+    elif all(lab is not None for lab in file_labels):
+        label_list = [str(lab) for lab in file_labels]
+    else:
+        label_list = None
+    return SeriesSet(series, label_list, sources, list(range(len(series))))
+
+
+def window(data: SeriesSet, length: int, hop: int = 0) -> SeriesSet:
+    """Cut series longer than ``length`` into windows of ``length`` samples every ``hop`` (default
+    ``length``); a last window is aligned to the end so the tail is covered. Shorter series stay
+    whole. Windows keep their recording's label and group. ``length = 0`` returns ``data``."""
+    if length <= 0:
+        return data
+    hop = hop or length
+    out = SeriesSet([], None if data.labels is None else [], [], [])
+    for i, s in enumerate(data.series):
+        t = s.shape[1]
+        starts = list(range(0, t - length + 1, hop)) if t > length else [0]
+        if t > length and starts[-1] + length < t:
+            starts.append(t - length)
+        for st in starts:
+            out.series.append(s[:, st: st + length] if t > length else s)
+            out.sources.append(f"{data.sources[i]}@{st}" if t > length else data.sources[i])
+            out.groups.append(data.groups[i])
+            if out.labels is not None and data.labels is not None:
+                out.labels.append(data.labels[i])
+    return out
+
+
+def check_series(data: SeriesSet, *, channels: int, min_length: int, expected_by: str) -> None:
+    """Raise SensorDataError unless every series has ``channels`` channels and ``min_length`` steps.
+
+    ``expected_by`` names what sets the requirement (e.g. ``"the checkpoint runs/x"``) so the
+    message says where the expected channel count comes from.
+    """
+    if not data.series:
+        raise SensorDataError("no series to use")
+    if data.channels != channels:
+        raise SensorDataError(f"{data.sources[0]}: the data has {data.channels} channel(s), but {expected_by} "
+                              f"expects {channels} (model.frontend.in_channels)")
+    short = [i for i, n in enumerate(data.lengths) if n < min_length]
+    if short:
+        listed = ", ".join(f"{data.sources[i]} ({data.series[i].shape[1]} steps)" for i in short[:5])
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        raise SensorDataError(
+            f"{len(short)} series shorter than the front end's receptive field of {min_length} samples "
+            f"(model.frontend.sensor_conv_layers): {listed}{more}. Drop or pad them, or use smaller "
+            f"kernels/strides")
+
+
+def _finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def label_names(labels: list[str]) -> list[str]:
+    """Sorted distinct labels; numerically when they all are numbers (so ``2`` comes before ``10``)."""
+    distinct = set(labels)
+    if all(_finite_number(x) for x in distinct):
+        return sorted(distinct, key=lambda x: (float(x), x))
+    return sorted(distinct)
+
+
+# ------------------------------------------------------------------------------------------ batching
+
+
+@dataclass
+class SensorBatch:
+    """A padded batch of series."""
+
+    series: Tensor
+    """(B, C, T) float32, NaN where missing, 0 beyond each length."""
+    lengths: Tensor
+    """(B,) valid time steps."""
+    targets: Tensor | None
+    """(B,) class indices, or None when unlabelled."""
+
+
+def collate(series: list[np.ndarray], targets: list[int] | None = None) -> SensorBatch:
+    """Pad ``(C, T_i)`` arrays at the end into one batch."""
+    lengths = [s.shape[1] for s in series]
+    out = np.zeros((len(series), series[0].shape[0], max(lengths)), dtype=np.float32)
+    for i, s in enumerate(series):
+        out[i, :, : s.shape[1]] = s
+    return SensorBatch(torch.from_numpy(out), torch.tensor(lengths, dtype=torch.long),
+                       None if targets is None else torch.tensor(targets, dtype=torch.long))
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
+    """Batches of indices for one epoch, a pure function of (seed, epoch).
+
+    Items are shuffled, sorted by length within chunks of 8 batches (less padding), cut into
+    batches, and the batches shuffled. ``batch_size`` larger than the set gives one batch.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 8
+    batches: list[np.ndarray] = []
+    for s in range(0, len(order), chunk):
+        part = order[s: s + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i: i + batch_size] for i in range(0, len(part), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def draw_per_class(data: SeriesSet, k: int, seed: int) -> np.ndarray:
+    """Indices of all series of ``k`` recordings per class drawn at random (all recordings of a class
+    when it has ``k`` or fewer, or when ``k = 0``). Deterministic given ``seed``."""
+    if data.labels is None:
+        raise SensorDataError("drawing examples per class needs labels")
+    rng = np.random.default_rng(seed)
+    group_label: dict[int, str] = {}
+    for g, lab in zip(data.groups, data.labels):
+        group_label.setdefault(g, lab)
+    chosen: set[int] = set()
+    for name in label_names(list(group_label.values())):
+        members = np.array(sorted(g for g, lab in group_label.items() if lab == name))
+        take = members if k <= 0 or k >= len(members) else rng.choice(members, k, replace=False)
+        chosen.update(int(g) for g in take)
+    return np.array([i for i, g in enumerate(data.groups) if g in chosen], dtype=np.int64)
