@@ -42,10 +42,10 @@ def test_two_rank_ddp_matches_one_process_with_same_global_batch(speech_dir: Pat
     """
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     subprocess.run(_torchrun("pretrain", str(speech_dir), "--out", str(ddp), "--no-progress",
-                             *_sets("optim.max_updates=6", *NO_DROPOUT)), check=True, env=_env(), timeout=300)
+                             *_sets("optim.max_updates=6", *NO_DROPOUT)), check=True, env=_env(), timeout=900)
     subprocess.run([sys.executable, "-m", "wavssl", "pretrain", str(speech_dir), "--out", str(single), "--no-progress",
                     *_sets("optim.max_updates=6", "optim.accumulate=2", *NO_DROPOUT)],
-                   check=True, env=_env(), timeout=300)
+                   check=True, env=_env(), timeout=900)
     a, b = _losses(ddp), _losses(single)
     assert len(a) == len(b) == 6
     for x, y in zip(a, b):
@@ -70,7 +70,7 @@ def test_wall_time_checkpoint_and_elastic_restart_resume(speech_dir: Path, tmp_p
     workers = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
     assert workers, "torchrun has no worker processes"
     os.kill(int(workers[-1]), signal.SIGKILL)
-    out, _ = agent.communicate(timeout=300)
+    out, _ = agent.communicate(timeout=900)
     assert agent.returncode == 0, out
     assert "resumed" in out, out
     state = load_trainer_state(list_checkpoints(run)[-1])["trainer"]

@@ -72,11 +72,12 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .train.checkpoint import load, load_config
     from .train.classify import score
     from .train.tasks import load_sensor_data
+    from .train.trainer import Distributed, resolve_device
 
     cfg = load_config(a.run)
     if cfg.task != "classify":
         raise ValueError(f"{a.run}: a {cfg.task!r} run; evaluate a classifier run (wavssl finetune --task classify)")
-    model = load(a.run, a.device if a.device != "auto" else "cpu")
+    model = load(a.run, resolve_device(a.device, Distributed()))
     data = load_sensor_data(a.data, cfg, labels=a.labels)
     check_series(data, channels=cfg.model.frontend.in_channels, min_length=model.encoder.frontend.receptive_field,
                  expected_by=f"the checkpoint {a.run}")
