@@ -17,16 +17,21 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one field, e.g. --set optim.max_updates=1000 (repeatable)")
 
 
+def _overridden(cfg: C.Config, toml: Path | None, assignments: list[str]) -> C.Config:
+    """``cfg`` with a TOML override file and then ``--set`` assignments applied."""
+    if toml:
+        cfg = C.merge(cfg, C.load_toml(toml))
+    if assignments:
+        cfg = C.merge(cfg, C.parse_set(assignments))
+    return cfg
+
+
 def _cmd_pretrain(a: argparse.Namespace) -> int:
     from .train.checkpoint import latest_checkpoint, load_config
     from .train.tasks import pretrain
 
     if a.resume and latest_checkpoint(a.out) is not None:
-        cfg = load_config(a.out)  # a run continues with its own config; --set may still extend it
-        if a.config:
-            cfg = C.merge(cfg, C.load_toml(a.config))
-        if a.assignments:
-            cfg = C.merge(cfg, C.parse_set(a.assignments))
+        cfg = _overridden(load_config(a.out), a.config, a.assignments)  # a run continues with its own config
     else:
         cfg = C.resolve(a.preset, a.config, a.assignments)
     state = pretrain(a.data, a.out, cfg.validate(), resume=a.resume, device=a.device, progress=not a.no_progress)
@@ -36,21 +41,40 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(a: argparse.Namespace) -> int:
-    from .data.sensor import draw_per_class
     from .train.checkpoint import load_config
-    from .train.classify import finetune
-    from .train.tasks import load_sensor_data
 
     cfg = load_config(a.run)
     if cfg.task != "pretrain":
         raise ValueError(f"{a.run}: a {cfg.task!r} run; fine-tune from a pretraining run")
-    if cfg.model.frontend.kind != "sensor":
-        raise ValueError(f"{a.run}: --task {a.task} needs a sensor model (this run's front end is "
-                         f"{cfg.model.frontend.kind!r})")
-    if a.config:
-        cfg = C.merge(cfg, C.load_toml(a.config))
+    task = a.task or ("classify" if cfg.model.frontend.kind == "sensor" else "ctc")
+    if (task == "classify") != (cfg.model.frontend.kind == "sensor"):
+        raise ValueError(f"{a.run}: --task {task} needs a {'sensor' if task == 'classify' else 'speech'} model "
+                         f"(this run's front end is {cfg.model.frontend.kind!r})")
+    return (_finetune_classifier if task == "classify" else _finetune_recognizer)(a, cfg)
+
+
+def _finetune_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
+    from .train.asr import finetune
+
+    cfg = _overridden(cfg, a.config, a.assignments + [f"train.seed={a.seed}"]).validate()
+    result = finetune(None if a.scratch else a.run, a.train, a.out, cfg=cfg, valid=a.valid, resume=a.resume,
+                      device=a.device, progress=not a.no_progress)
+    st = result.state
+    best = f", best valid {cfg.ctc.best_metric.upper()} {st.best_score:.4f} at update {st.best_update}" \
+        if st.best_update >= 0 else ""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"[wavssl] done: {st.num_updates} updates on {result.train_utterances} utterances "
+              f"({result.train_seconds / 60:.1f} min){best} -> {a.out}")
+    return 0
+
+
+def _finetune_classifier(a: argparse.Namespace, cfg: C.Config) -> int:
+    from .data.sensor import draw_per_class
+    from .train.classify import finetune
+    from .train.tasks import load_sensor_data
+
     sets = list(a.assignments) + [f"train.seed={a.seed}"] + (["classify.linear_probe=true"] if a.linear_probe else [])
-    cfg = C.merge(cfg, C.parse_set(sets)).validate()
+    cfg = _overridden(cfg, a.config, sets).validate()
     train = load_sensor_data(a.train, cfg, labels=a.train_labels)
     if a.k_per_class > 0:
         train = train.subset(draw_per_class(train, a.k_per_class, a.seed))
@@ -64,6 +88,27 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
     return 0
 
 
+def _lm(a: argparse.Namespace) -> object:
+    """The n-gram LM of ``--lm`` (a text file to estimate from, or a saved ``.json`` model), or None."""
+    if a.lm is None:
+        return None
+    from wavssl_onnx import NGramLM, normalize_text
+
+    if a.lm.suffix == ".json":
+        return NGramLM.load(a.lm)
+    lines = [normalize_text(line, a.language or None) for line in a.lm.read_text(encoding="utf-8").splitlines()]
+    return NGramLM.from_lines([x for x in lines if x], order=a.lm_order, level=a.lm_level)
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
+    p.add_argument("--lm", type=Path, help="n-gram LM: a text file (one sentence per line) or a saved LM .json")
+    p.add_argument("--lm-order", type=int, default=4, help="n-gram order when estimating --lm from text")
+    p.add_argument("--lm-level", choices=["char", "word"], default="char", help="LM units when estimating from text")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM log-probability")
+    p.add_argument("--word-bonus", type=float, default=0.0, help="score added per word")
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -75,8 +120,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .train.trainer import Distributed, resolve_device
 
     cfg = load_config(a.run)
+    if cfg.task == "ctc":
+        return _evaluate_recognizer(a, cfg)
     if cfg.task != "classify":
-        raise ValueError(f"{a.run}: a {cfg.task!r} run; evaluate a classifier run (wavssl finetune --task classify)")
+        raise ValueError(f"{a.run}: a {cfg.task!r} run; evaluate a fine-tuned recognizer or classifier run")
     model = load(a.run, resolve_device(a.device, Distributed()))
     data = load_sensor_data(a.data, cfg, labels=a.labels)
     check_series(data, channels=cfg.model.frontend.in_channels, min_length=model.encoder.frontend.receptive_field,
@@ -87,6 +134,61 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     else:
         print(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ({metrics.count} recordings)")
     return 0
+
+
+def _evaluate_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
+    import json
+
+    from .data.text import read_transcribed
+    from .train.asr import evaluate
+    from .train.checkpoint import load
+    from .train.trainer import Distributed, resolve_device
+
+    a.language = a.language if a.language is not None else cfg.ctc.language
+    model = load(a.run, resolve_device(a.device, Distributed()))
+    data = read_transcribed(a.data, sample_rate=model.sample_rate, language=a.language)
+    ev = evaluate(model, data, beam=a.beam, lm=_lm(a), lm_weight=a.lm_weight, word_bonus=a.word_bonus)
+    for where, reason in ev.skipped:
+        print(f"wavssl evaluate: skipped {where}: {reason}", file=sys.stderr)
+    if a.hypotheses:
+        a.hypotheses.write_text("path\treference\thypothesis\n" + "".join(
+            f"{p}\t{r}\t{h}\n" for p, r, h in zip(ev.paths, ev.references, ev.hypotheses)), encoding="utf-8")
+    if a.json:
+        print(json.dumps({"run": str(a.run), "data": str(a.data), **ev.summary()}))
+    else:
+        print(f"WER {100 * ev.wer.rate:.2f}%  CER {100 * ev.cer.rate:.2f}%  ({len(ev.references)} utterances, "
+              f"{ev.wer.ref_units} words, {len(ev.skipped)} skipped)")
+    return 0
+
+
+def _cmd_transcribe(a: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from .data.audio import AudioError
+    from .train.asr import transcribe
+    from .train.checkpoint import load, load_config
+    from .train.trainer import Distributed, resolve_device
+
+    cfg = load_config(a.run)
+    if cfg.task != "ctc":
+        raise ValueError(f"{a.run}: a {cfg.task!r} run; transcribe with a fine-tuned recognizer (wavssl finetune)")
+    a.language = cfg.ctc.language
+    model = load(a.run, resolve_device(a.device, Distributed()))
+    lm, failures = _lm(a), 0
+    for path in a.audio:  # one file at a time: a bad file is reported and the others still come out
+        try:
+            hyp = transcribe(model, [path], beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)[0]
+        except AudioError as e:
+            failures += 1
+            print(f"wavssl transcribe: error: {e}", file=sys.stderr)
+            continue
+        if a.json:
+            print(json.dumps({"path": str(path), "text": hyp.text,
+                              "words": [dataclasses.asdict(w) for w in hyp.words]}, ensure_ascii=False))
+        else:
+            print(f"{path}\t{hyp.text}")
+    return 1 if failures else 0
 
 
 def _cmd_import(a: argparse.Namespace) -> int:
@@ -124,19 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a pretrained run for a task (classify: sensor series)")
+    p = sub.add_parser("finetune", help="fine-tune a pretrained run: a CTC recognizer (speech) or a classifier (sensor)")
     p.add_argument("run", type=Path, help="pretraining run directory")
-    p.add_argument("--task", required=True, choices=["classify"], help="what to fine-tune for")
+    p.add_argument("--task", choices=["ctc", "classify"],
+                   help="what to fine-tune for (default: ctc for speech models, classify for sensor models)")
     p.add_argument("--train", type=Path, required=True,
-                   help="labelled series: a .ts file with class labels, .npy/.npz (+ --train-labels), or a folder of "
+                   help="ctc: a manifest .tsv (header with path and text columns) or a folder of audio + .txt pairs; "
+                        "classify: a .ts file with class labels, .npy/.npz (+ --train-labels), or a folder of "
                         "CSV files (+ labels.tsv inside or --train-labels)")
     p.add_argument("--train-labels", type=Path, help="labels CSV/TSV for --train")
-    p.add_argument("--valid", type=Path, help="labelled series scored at the end")
+    p.add_argument("--valid", type=Path, help="ctc: transcribed set scored every ctc.valid_every updates (best "
+                   "checkpoint kept); classify: labelled series scored at the end")
+    p.add_argument("--resume", action="store_true", help="ctc: continue the newest checkpoint in --out")
     p.add_argument("--valid-labels", type=Path, help="labels CSV/TSV for --valid")
-    p.add_argument("--out", type=Path, required=True, help="classifier run directory")
+    p.add_argument("--out", type=Path, required=True, help="recognizer or classifier run directory")
     p.add_argument("--k-per-class", type=int, default=0, metavar="K",
                    help="train on K random recordings per class of --train (0: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draw, the head's initialisation and batches")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draw (classify), the head's initialisation "
+                   "and batches")
     p.add_argument("--linear-probe", action="store_true", help="freeze the encoder; train only pooling + head")
     p.add_argument("--scratch", action="store_true", help="train the run's architecture from random initialisation")
     p.add_argument("--config", type=Path, help="TOML file of overrides (e.g. a [classify] table)")
@@ -146,13 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="score a fine-tuned classifier on labelled data: accuracy and macro-F1")
-    p.add_argument("run", type=Path, help="classifier run directory")
-    p.add_argument("data", type=Path, help="labelled series (same forms as finetune --train)")
-    p.add_argument("--labels", type=Path, help="labels CSV/TSV for DATA")
+    p = sub.add_parser("evaluate", help="score a fine-tuned run: WER and CER (recognizer) or accuracy and macro-F1 "
+                       "(classifier)")
+    p.add_argument("run", type=Path, help="recognizer or classifier run directory")
+    p.add_argument("data", type=Path, help="transcribed set (manifest .tsv or folder of audio + .txt) or labelled "
+                   "series (same forms as finetune --train)")
+    p.add_argument("--labels", type=Path, help="classifier: labels CSV/TSV for DATA")
+    p.add_argument("--language", help="recognizer: transcript normalisation (default: the run's ctc.language)")
+    p.add_argument("--hypotheses", type=Path, help="recognizer: write path, reference and hypothesis per utterance")
+    _decode_args(p)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("transcribe", help="print the transcript of audio files with a fine-tuned recognizer")
+    p.add_argument("run", type=Path, help="recognizer run directory")
+    p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads; resampled)")
+    _decode_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per file with word times")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("import-checkpoint", help="convert a transformers or fairseq wav2vec2 checkpoint")
     p.add_argument("src", type=Path, help="transformers model directory or fairseq .pt file")

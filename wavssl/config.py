@@ -291,9 +291,49 @@ class ClassifyConfig:
 
 
 @dataclass(kw_only=True)
+class CTCConfig:
+    """CTC fine-tuning of a speech recognizer, after fairseq's low-resource (10 min / 1 h) recipe."""
+
+    language: str = ""
+    """Transcript normalisation (``wavssl_onnx.normalize_text``): ``ru``, ``cs``, ``en``, ``es``, ``fr``,
+    ``it``, or "" to keep the letters of every script."""
+    lr: float = 5e-5
+    """Peak learning rate (becomes ``optim.lr``)."""
+    max_updates: int = 13000
+    """Fine-tuning updates (becomes ``optim.max_updates``); tri-stage schedule: 10% warm-up, 40% hold,
+    50% exponential decay to 5% of the peak."""
+    freeze_updates: int = 10000
+    """The Transformer stays frozen for the first this many updates: only the output layer learns."""
+    freeze_feature_encoder: bool = True
+    """Keep the front end (conv feature encoder) frozen for the whole run."""
+    mask_prob: float = 0.65
+    """Time masking: span starts chosen with this probability (x ``mask_length``), frames replaced by
+    the pretrained mask embedding."""
+    mask_length: int = 10
+    """Time-mask span in frames."""
+    channel_prob: float = 0.25
+    """Channel masking: span starts over the projected feature channels (zeroed)."""
+    channel_length: int = 64
+    """Channel-mask span in channels."""
+    layer_drop: float = 0.1
+    """Probability of skipping each Transformer layer in training (replaces ``model.context.layer_drop``)."""
+    final_dropout: float = 0.0
+    """Dropout before the output layer."""
+    max_batch_samples: int = 3_200_000
+    """Batch budget in samples (utterances are padded, never cropped)."""
+    max_samples: int = 480_000
+    """Utterances longer than this (30 s at 16 kHz) are skipped and listed."""
+    valid_every: int = 500
+    """Updates between validations (greedy decoding of the validation set); 0 validates only at the end."""
+    best_metric: str = "wer"
+    """``wer`` or ``cer``: the validation score that selects the best checkpoint (lower is better)."""
+
+
+@dataclass(kw_only=True)
 class Config:
     task: str = "pretrain"
-    """What the run trains: ``pretrain`` (self-supervised) or ``classify`` (sequence classifier)."""
+    """What the run trains: ``pretrain`` (self-supervised), ``ctc`` (speech recognizer) or ``classify``
+    (sequence classifier)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The model."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -304,6 +344,8 @@ class Config:
     """Training loop."""
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     """Classifier fine-tuning (used when ``task = "classify"``)."""
+    ctc: CTCConfig = field(default_factory=CTCConfig)
+    """Recognizer fine-tuning (used when ``task = "ctc"``)."""
 
     def validate(self) -> "Config":
         """Check cross-field constraints; raise ConfigError naming the field. Returns self."""
@@ -353,6 +395,16 @@ class Config:
             (0 <= cl.warmup_updates and 0 <= cl.freeze_updates, "classify: warmup_updates and freeze_updates must be >= 0"),
             (cl.batch_size >= 1, "classify.batch_size must be >= 1"),
             (0 <= cl.label_smoothing < 1, "classify.label_smoothing must be in [0, 1)"),
+            (self.ctc.lr > 0 and self.ctc.max_updates > 0, "ctc: lr and max_updates must be > 0"),
+            (0 <= self.ctc.mask_prob <= 1 and 0 <= self.ctc.channel_prob <= 1,
+             "ctc: mask_prob and channel_prob must be in [0, 1]"),
+            (self.ctc.mask_length >= 1 and self.ctc.channel_length >= 1, "ctc: mask spans must be >= 1"),
+            (0 <= self.ctc.layer_drop < 1 and 0 <= self.ctc.final_dropout < 1,
+             "ctc: layer_drop and final_dropout must be in [0, 1)"),
+            (self.ctc.max_batch_samples >= self.ctc.max_samples > 0,
+             "ctc: need 0 < max_samples <= max_batch_samples"),
+            (self.ctc.valid_every >= 0 and self.ctc.freeze_updates >= 0, "ctc: valid_every, freeze_updates >= 0"),
+            (self.ctc.best_metric in ("wer", "cer"), f"ctc.best_metric: {self.ctc.best_metric!r} is not wer or cer"),
         ]
         for ok, message in checks:
             if not ok:
@@ -360,7 +412,7 @@ class Config:
         return self
 
 
-TASKS = frozenset({"pretrain", "classify"})
+TASKS = frozenset({"pretrain", "ctc", "classify"})
 
 
 # ----------------------------------------------------------------------------------------- presets
@@ -425,6 +477,9 @@ def tiny() -> Config:
     _cpu_optim(cfg, lr=2e-3, warmup=50, max_updates=400)
     cfg.train.log_every = 10
     cfg.train.checkpoint_every = 100
+    cfg.ctc = CTCConfig(lr=1e-3, max_updates=300, freeze_updates=50, mask_prob=0.3, mask_length=5,
+                        channel_prob=0.1, channel_length=16, layer_drop=0.0, max_batch_samples=480_000,
+                        valid_every=100)
     return cfg
 
 

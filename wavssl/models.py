@@ -1,5 +1,5 @@
-"""Models assembled from the modules: the shared encoder, the SSL (pretraining) model and the
-sequence classifier.
+"""Models assembled from the modules: the shared encoder, the SSL (pretraining) model, the CTC
+recognizer and the sequence classifier.
 
 ``Encoder`` = front end -> LayerNorm -> projection -> (mask embedding) -> context Transformer.
 It is the same class in pretraining and fine-tuning, for speech and for sensor series (only the front
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .config import ClassifyConfig, ContextConfig, MaskingConfig, ModelConfig
+from .config import ClassifyConfig, ContextConfig, CTCConfig, MaskingConfig, ModelConfig
 from .losses import ContrastiveLoss, contrastive_logits, wav2vec2_loss
 from .modules.context import ContextEncoder, ContextOutput
 from .modules.frontend import build_frontend
-from .modules.masking import padding_mask, sample_negatives, span_mask
+from .modules.masking import channel_mask, padding_mask, sample_negatives, span_mask
 from .modules.quantizer import GumbelQuantizer
 
 
@@ -66,11 +66,15 @@ class Encoder(nn.Module):
         pad = padding_mask(out.lengths, out.features.shape[1])
         return _Frontend(out.features, self.feature_norm(out.features), out.lengths, pad)
 
-    def contextualise(self, fr: _Frontend, mask: Tensor | None = None) -> tuple[Tensor, ContextOutput]:
-        """Project normalised frames, replace ``mask`` (B, F) frames by the mask embedding, run the context."""
+    def contextualise(self, fr: _Frontend, mask: Tensor | None = None,
+                      channels: Tensor | None = None) -> tuple[Tensor, ContextOutput]:
+        """Project normalised frames, replace ``mask`` (B, F) frames by the mask embedding, zero the
+        ``channels`` (B, E) feature channels (fine-tuning augmentation), run the context."""
         x = self.dropout_input(self.feature_proj(fr.normed))
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
+        if channels is not None:
+            x = x.masked_fill(channels.unsqueeze(1), 0.0)
         return x, self.context(x, fr.padding_mask)
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
@@ -163,6 +167,109 @@ def _equal_row_count(mask: Tensor) -> int:
 def build_model(cfg: ModelConfig) -> SSLModel:
     """The pretraining model a ModelConfig describes."""
     return SSLModel(cfg)
+
+
+def frame_shift_samples(frontend: nn.Module) -> int:
+    """Input samples per output frame of a front end (320 for wav2vec2's conv stack)."""
+    n = 1 << 20
+    return round(n / int(frontend.output_lengths(torch.tensor([n]))[0]))
+
+
+# ------------------------------------------------------------------------------------ recognizer
+
+
+@dataclass
+class CTCOutput:
+    """What :class:`CTCModel` returns."""
+
+    logits: Tensor
+    """(B, F, V) unnormalised scores over the vocabulary (blank = 0)."""
+    lengths: Tensor
+    """(B,) valid frames."""
+    padding_mask: Tensor
+    """(B, F) bool, True at padding frames."""
+
+    def log_probs(self) -> Tensor:
+        """(B, F, V) fp32 log-softmax."""
+        return torch.log_softmax(self.logits.float(), dim=-1)
+
+
+class CTCModel(nn.Module):
+    """Speech recognizer: the shared :class:`Encoder` + dropout + linear layer over characters, CTC.
+
+    Args:
+        encoder: freshly built, or taken from a pretrained :class:`SSLModel`.
+        embed_dim: its width E. vocab_size: V (blank = 0).
+        cfg: fine-tuning settings: time/channel masking and layer drop (training only), final dropout,
+            freezing of the front end.
+
+    ``vocab`` (a :class:`wavssl_onnx.Vocabulary`) is attached when the model is built for a vocabulary
+    or loaded from a run (``vocab.json``); :meth:`transcribe` needs it.
+    """
+
+    def __init__(self, encoder: Encoder, embed_dim: int, vocab_size: int, cfg: CTCConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(cfg.final_dropout)
+        self.head = nn.Linear(embed_dim, vocab_size)
+        self.cfg = cfg
+        self.encoder.context.layer_drop = cfg.layer_drop
+        if cfg.freeze_feature_encoder:
+            self.encoder.frontend.requires_grad_(False)
+        self.encoder_frozen = False
+        self.vocab = None
+        self.sample_rate = 16000
+        self.normalize_audio = False
+        """Waveforms are standardised per utterance before the front end (``data.normalize`` of the run)."""
+
+    def set_encoder_frozen(self, frozen: bool) -> None:
+        """While frozen, the encoder runs without gradients (head-only updates; masking still applies)."""
+        self.encoder_frozen = frozen
+
+    @property
+    def frame_shift(self) -> float:
+        """Seconds between output frames."""
+        return frame_shift_samples(self.encoder.frontend) / self.sample_rate
+
+    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> CTCOutput:
+        """wav: (B, T) waveforms; lengths: (B,) valid samples (None = all) -> CTCOutput.
+
+        In training mode, spans of frames are replaced by the mask embedding and spans of feature
+        channels zeroed (``cfg``); in eval mode nothing is random and the graph exports to ONNX.
+        """
+        c = self.cfg
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not c.freeze_feature_encoder):
+                fr = self.encoder.frames(wav, lengths)
+            mask = channels = None
+            if self.training and c.mask_prob > 0:
+                mask = span_mask(fr.lengths, fr.normed.shape[1], c.mask_prob, c.mask_length, min_masks=2,
+                                 require_same_masks=False)
+            if self.training and c.channel_prob > 0:
+                channels = channel_mask(wav.shape[0], self.head.in_features, c.channel_prob, c.channel_length,
+                                        device=wav.device)
+            _, ctx = self.encoder.contextualise(fr, mask, channels)
+        logits = self.head(self.dropout(ctx.last_hidden_state))
+        return CTCOutput(logits, fr.lengths, fr.padding_mask)
+
+    def encode(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
+        """Frame features and every layer's output (no masking). wav: (B, T); lengths: (B,)."""
+        return self.encoder(wav, lengths)
+
+    def transcribe(self, inputs: list, *, sample_rate: int = 16000, beam: int = 1, lm: object = None,
+                   lm_weight: float = 0.5, word_bonus: float = 0.0, max_batch_samples: int = 1_600_000) -> list:
+        """Transcripts with word times of audio files or 1-D arrays (see :func:`wavssl.train.asr.transcribe`)."""
+        from .train.asr import transcribe
+
+        return transcribe(self, inputs, sample_rate=sample_rate, beam=beam, lm=lm, lm_weight=lm_weight,
+                          word_bonus=word_bonus, max_batch_samples=max_batch_samples)
+
+
+def build_recognizer(cfg: ModelConfig, ctc: CTCConfig, vocab_size: int, encoder: Encoder | None = None) -> CTCModel:
+    """A CTCModel on ``encoder`` (a fresh one from ``cfg`` when None)."""
+    model = CTCModel(encoder if encoder is not None else build_encoder(cfg), cfg.context.embed_dim, vocab_size, ctc)
+    model.sample_rate = cfg.frontend.sample_rate
+    return model
 
 
 # ------------------------------------------------------------------------------------ classifier

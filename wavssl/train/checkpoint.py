@@ -120,14 +120,35 @@ def load_config(directory: str | Path) -> Config:
     return load_json(path)
 
 
+def find_sidecar(directory: str | Path, name: str) -> Path | None:
+    """``name`` (e.g. ``vocab.json``) in a run directory, or in the run directory of a checkpoint
+    directory inside it (``RUN/best``, ``RUN/checkpoints/update_N``); None if absent."""
+    directory = Path(directory)
+    for candidate in (directory / name, directory.parent / name, directory.parent.parent / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model stored in a run or checkpoint directory, in eval mode: an ``SSLModel`` for a
-    pretraining run, a ``SequenceClassifier`` (classes from ``labels.json``) for a classifier run."""
-    from ..models import build_classifier, build_model
+    pretraining run, a ``CTCModel`` (vocabulary from ``vocab.json``) for a recognizer run, a
+    ``SequenceClassifier`` (classes from ``labels.json``) for a classifier run."""
+    from ..models import build_classifier, build_model, build_recognizer
 
     cfg = load_config(run_dir)
     model: nn.Module
-    if cfg.task == "classify":
+    if cfg.task == "ctc":
+        from wavssl_onnx import Vocabulary
+        from wavssl_onnx.vocab import VOCAB_FILE
+
+        path = find_sidecar(run_dir, VOCAB_FILE)
+        if path is None:
+            raise CheckpointError(f"{Path(run_dir) / VOCAB_FILE}: missing (a recognizer run keeps its vocabulary there)")
+        vocab = Vocabulary.load(path)
+        model = build_recognizer(cfg.model, cfg.ctc, len(vocab))
+        model.vocab, model.normalize_audio = vocab, cfg.data.normalize
+    elif cfg.task == "classify":
         from .classify import read_labels_file
 
         names = read_labels_file(run_dir)

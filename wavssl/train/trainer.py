@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..config import Config, to_dict
-from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint
+from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint, save_model
 from .schedules import lr_multiplier
 
 
@@ -77,6 +77,26 @@ class TrainerState:
     nonfinite_total: int = 0
     nonfinite_in_a_row: int = 0
     empty_batches: int = 0
+    best_score: float = math.inf
+    """Lowest validation score so far (the :class:`Validation`'s metric)."""
+    best_update: int = -1
+    """Update count of the best validation score (-1: none yet)."""
+
+
+@dataclass
+class Validation:
+    """Periodic validation with best-checkpoint selection.
+
+    ``run(model) -> {name: value}`` scores the (unwrapped, eval-mode) model; every ``every`` updates
+    and at the end of training the trainer logs the values (prefixed ``valid_``) and, when
+    ``metric`` improves on the best so far (lower is better), writes the model to ``RUN/best/``
+    (``config.json``, ``model.safetensors`` and the run's ``sidecars``, e.g. ``vocab.json``).
+    """
+
+    run: Callable[[nn.Module], dict[str, float]]
+    every: int
+    metric: str
+    sidecars: tuple[str, ...] = ()
 
 
 @dataclass
@@ -189,12 +209,21 @@ def batch_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def _copy_to_temp(src: Path, directory: Path) -> Path:
+    """A copy of ``src`` inside ``directory`` under a temporary name (for an atomic rename)."""
+    tmp = directory / f".{src.name}.tmp"
+    tmp.write_bytes(src.read_bytes())
+    return tmp
+
+
 class Trainer:
     """Runs ``task`` on ``model`` for ``cfg.optim.max_updates`` updates, writing into ``run_dir``."""
 
     def __init__(self, model: nn.Module, task: Task, cfg: Config, run_dir: str | Path, *,
-                 device: torch.device, ddp: Distributed | None = None, progress: bool = True) -> None:
+                 device: torch.device, ddp: Distributed | None = None, progress: bool = True,
+                 validation: Validation | None = None) -> None:
         self.cfg, self.task, self.device = cfg, task, device
+        self.validation = validation
         if device.type == "cpu":  # denormals (tiny activations) slow CPU math by orders of magnitude
             torch.set_flush_denormal(True)
         self.ddp = ddp or Distributed()
@@ -335,6 +364,9 @@ class Trainer:
                                     ppl=f"{record.get('code_perplexity', 0):.0f}",
                                     audio_h_s=f"{record['audio_hours_per_s']:.4f}")
                 sums, weight_sum, seconds, t0 = {}, 0.0, 0.0, time.perf_counter()
+            v = self.validation
+            if v is not None and ((v.every > 0 and n % v.every == 0) or n == max_updates):
+                self.validate()
             wall = cfg.train.checkpoint_every_seconds
             if (n % cfg.train.checkpoint_every == 0 or n == max_updates
                     or (wall > 0 and time.monotonic() - self._last_checkpoint >= wall)):
@@ -343,6 +375,41 @@ class Trainer:
             bar.close()
         self.logger.close()
         return self.state
+
+    def validate(self) -> dict[str, float]:
+        """Run the :class:`Validation` on the main rank (others wait), log it, keep the best model."""
+        v = self.validation
+        assert v is not None
+        values: dict[str, float] = {}
+        if self.ddp.is_main:
+            self.module.eval()
+            with torch.no_grad():
+                values = v.run(self.module)
+            self.module.train()
+            if v.metric not in values:
+                raise KeyError(f"validation returned {sorted(values)}, not the metric {v.metric!r}")
+            score = values[v.metric]
+            improved = score < self.state.best_score
+            if improved:
+                self.state.best_score, self.state.best_update = score, self.state.num_updates
+                best = self.run_dir / "best"
+                save_model(best, self.module, self.cfg)
+                for name in v.sidecars:
+                    if (self.run_dir / name).is_file():
+                        os.replace(_copy_to_temp(self.run_dir / name, best), best / name)
+            record = {"update": float(self.state.num_updates), **{f"valid_{k}": x for k, x in values.items()},
+                      "valid_best": self.state.best_score}
+            self.logger.log(record)
+            self._report(f"validation at update {self.state.num_updates}: "
+                         + "  ".join(f"{k} {x:.4f}" for k, x in values.items())
+                         + ("  (new best)" if improved else f"  (best {self.state.best_score:.4f} "
+                            f"at update {self.state.best_update})"))
+        if self.ddp.world_size > 1:
+            best = torch.tensor([self.state.best_score, float(self.state.best_update)], dtype=torch.float64,
+                                device=self.device)
+            dist.broadcast(best, 0)  # every rank saves the same trainer state
+            self.state.best_score, self.state.best_update = float(best[0]), int(best[1])
+        return values
 
     def _grad_norm(self) -> Tensor:
         params = [p for p in self.module.parameters() if p.grad is not None]

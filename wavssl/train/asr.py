@@ -1,0 +1,377 @@
+"""CTC speech recognition on the shared encoder: the fine-tuning task, recognition, scoring, runs.
+
+- :class:`CTCTask` is what the :class:`~wavssl.train.trainer.Trainer` runs for ``task = "ctc"``:
+  whole utterances (never cropped) in length-bucketed batches under a sample budget, CTC loss with
+  fp32 log-softmax and ``zero_infinity``, the Transformer frozen for the first
+  ``ctc.freeze_updates`` updates.
+- :func:`finetune` is ``wavssl finetune RUN --train train.tsv --valid dev.tsv --out ASR``: character
+  vocabulary from the training transcripts (``vocab.json``), fairseq's low-resource recipe
+  (frozen feature encoder, tri-stage LR, time and channel masking, layer drop), validation every
+  ``ctc.valid_every`` updates keeping the best model by WER or CER in ``ASR/best/`` and, at the end,
+  at the top of the run directory.
+- :func:`recognize` / :func:`transcribe` / :func:`evaluate`: log-probabilities, transcripts with word
+  times, WER and CER. Decoding and metrics are the runtime package's (``wavssl_onnx``): one copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wavssl_onnx import ErrorRate, Hypothesis, NGramLM, Vocabulary, beam_search, cer, greedy_decode, wer
+from wavssl_onnx.vocab import VOCAB_FILE
+
+from ..config import Config
+from ..data.audio import AudioError, _pad_to_multiple, load_audio, write_skipped
+from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
+from ..models import CTCModel, CTCOutput, build_recognizer
+from .trainer import StepOutput, TrainerState
+
+SKIPPED_FILE = "skipped_lines.tsv"
+"""Training/validation entries left out of a fine-tuning run, with the reason (in the run directory)."""
+
+
+def ctc_loss(out: CTCOutput, targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """Mean over utterances of the CTC loss (fp32 log-softmax, blank 0, infeasible alignments -> 0).
+
+    targets: (sum L,) concatenated ids; target_lengths: (B,).
+    """
+    log_probs = out.log_probs().transpose(0, 1)  # (F, B, V)
+    loss = F.ctc_loss(log_probs, targets, out.lengths, target_lengths, blank=0, reduction="sum",
+                      zero_infinity=True)
+    return loss / max(int(target_lengths.shape[0]), 1)
+
+
+def min_input_samples(frontend: nn.Module) -> int:
+    """Fewest input samples for which the front end makes one frame."""
+    hi = 1
+    while int(frontend.output_lengths(torch.tensor([hi]))[0]) < 1:
+        hi *= 2
+    lo = hi // 2
+    while lo + 1 < hi:  # output_lengths(lo) < 1 <= output_lengths(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if int(frontend.output_lengths(torch.tensor([mid]))[0]) >= 1 else (mid, hi)
+    return hi
+
+
+def ctc_frames_needed(ids: Sequence[int]) -> int:
+    """Fewest frames a CTC alignment of ``ids`` needs: one per token plus a blank between repeats."""
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+
+
+# ------------------------------------------------------------------------------------------ task
+
+
+class CTCTask:
+    """Fine-tune a :class:`~wavssl.models.CTCModel` on a :class:`~wavssl.data.text.TranscribedSet`.
+
+    Utterances whose transcript cannot be aligned to the frames the front end makes are left out
+    (``skipped``); files that fail to decode at load time are dropped from their batch and added to
+    ``skipped`` too. Batch ``k`` of rank ``r`` is the epoch's global batch ``k * world_size + r``.
+    """
+
+    def __init__(self, data: TranscribedSet, vocab: Vocabulary, cfg: Config, frontend: nn.Module, *,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.cfg, self.vocab, self.rank, self.world_size = cfg, vocab, rank, world_size
+        frames = frontend.output_lengths(torch.as_tensor(data.lengths)).tolist()
+        self.skipped: list[tuple[str, str]] = []
+        self.unknown: Counter[str] = Counter()
+        keep, self.ids = [], []
+        for item, n_frames in zip(data.items, frames):
+            ids, unknown = vocab.encode_with_unknown(item.text)
+            self.unknown.update(unknown)
+            if ctc_frames_needed(ids) > n_frames:
+                self.skipped.append((item.where, f"{item.path}: transcript of {len(ids)} tokens does not fit "
+                                                  f"{n_frames} frames"))
+                continue
+            keep.append(item)
+            self.ids.append(ids)
+        if not keep:
+            raise AudioError(data.source, "no utterance whose transcript fits its audio")
+        self.data = TranscribedSet(keep, data.skipped, data.source)
+        self.cache = AudioCache(cfg.model.frontend.sample_rate, normalize=cfg.data.normalize)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(self.data.lengths.sum()) / self.cfg.model.frontend.sample_rate
+
+    def fingerprint(self) -> str:
+        """What every DDP rank must agree on."""
+        return f"{len(self.data)}:{int(self.data.lengths.sum())}:{len(self.vocab)}"
+
+    def _global(self, epoch: int) -> list[list[int]]:
+        batches = budget_batches(self.data.lengths, self.cfg.ctc.max_batch_samples, seed=self.cfg.train.seed,
+                                 epoch=epoch)
+        return _pad_to_multiple(batches, self.world_size)
+
+    def batches_per_epoch(self) -> int:
+        return len(self._global(0)) // self.world_size
+
+    def batches(self, epoch: int, start: int) -> Iterator[TranscriptBatch | None]:
+        batches = self._global(epoch)
+        for k in range(start, len(batches) // self.world_size):
+            yield self._load(batches[k * self.world_size + self.rank])
+
+    def _load(self, indices: list[int]) -> TranscriptBatch | None:
+        waves, ids, kept, failed = [], [], [], []
+        for i in indices:
+            item = self.data.items[i]
+            try:
+                waves.append(self.cache.get(item.path))
+            except AudioError as e:
+                failed.append((item.where, str(e)))
+                continue
+            ids.append(self.ids[i])
+            kept.append(i)
+        self.skipped.extend(f for f in failed if f not in self.skipped)
+        if not kept:
+            return None
+        wav, lengths = collate_audio(waves)
+        targets = torch.tensor([t for seq in ids for t in seq], dtype=torch.long)
+        return TranscriptBatch(wav, lengths, targets, torch.tensor([len(s) for s in ids]), kept, failed)
+
+    def on_update(self, model: nn.Module, num_updates: int) -> None:
+        frozen = num_updates < self.cfg.ctc.freeze_updates
+        if frozen != model.encoder_frozen:  # type: ignore[union-attr]
+            model.set_encoder_frozen(frozen)  # type: ignore[operator]
+
+    def step(self, model: nn.Module, batch: TranscriptBatch | None, device: torch.device) -> StepOutput | None:
+        if batch is None:
+            return None
+        out = model(batch.waveforms.to(device, non_blocking=True), batch.lengths.to(device))
+        loss = ctc_loss(out, batch.targets.to(device), batch.target_lengths.to(device))
+        b = float(len(batch.indices))
+        seconds = float(batch.lengths.sum()) / self.cfg.model.frontend.sample_rate
+        return StepOutput(loss=loss, metrics={}, weight=torch.tensor(b, device=device), seconds=seconds)
+
+
+# ------------------------------------------------------------------------------------ recognition
+
+
+@torch.no_grad()
+def recognize(model: CTCModel, waves: Sequence[np.ndarray], *, max_batch_samples: int = 1_600_000) -> list[np.ndarray]:
+    """(F_i, V) float32 log-probabilities of every (T_i,) waveform at the model's rate, in input order;
+    batched by length under ``max_batch_samples`` padded samples. The model is put in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = np.array([len(w) for w in waves], dtype=np.int64)
+    out: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(waves)
+    for batch in budget_batches(lengths, max_batch_samples, seed=0, epoch=0, shuffle=False):
+        wav, lens = collate_audio([waves[i] for i in batch])
+        res = model(wav.to(device), lens.to(device))
+        lp = res.log_probs().cpu().numpy()
+        for row, i in enumerate(batch):
+            out[i] = lp[row, : int(res.lengths[row])]
+    return out
+
+
+def _waveform(model: CTCModel, x: str | os.PathLike[str] | np.ndarray, sample_rate: int) -> np.ndarray:
+    """Input -> (T,) float32 at the model's rate (files decoded, arrays resampled), normalised if the
+    model was trained on normalised audio."""
+    from ..data.audio import _normalize
+
+    if isinstance(x, np.ndarray):
+        if x.ndim != 1:
+            raise ValueError(f"expected a 1-D waveform, got shape {x.shape}")
+        wave = x.astype(np.float32)
+        if sample_rate != model.sample_rate:
+            import soxr
+
+            wave = soxr.resample(wave, sample_rate, model.sample_rate, quality="HQ").astype(np.float32)
+    else:
+        wave = load_audio(x, model.sample_rate)
+    return _normalize(wave) if getattr(model, "normalize_audio", False) else wave
+
+
+def decode(log_probs: np.ndarray, vocab: Vocabulary, *, frame_shift: float, beam: int = 1,
+           lm: NGramLM | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0) -> Hypothesis:
+    """Best hypothesis of (F, V) log-probabilities: greedy for ``beam = 1`` without LM, else prefix
+    beam search with optional n-gram fusion."""
+    if beam <= 1 and lm is None:
+        return greedy_decode(log_probs, vocab, frame_shift=frame_shift)
+    return beam_search(log_probs, vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
+                       frame_shift=frame_shift)[0]
+
+
+def transcribe(model: CTCModel, inputs: Sequence[str | os.PathLike[str] | np.ndarray], *, sample_rate: int = 16000,
+               beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0,
+               max_batch_samples: int = 1_600_000) -> list[Hypothesis]:
+    """Transcripts (text, token ids, score, word times in seconds) of audio files or 1-D float arrays
+    (at ``sample_rate``). Raises AudioError naming the first file that cannot be decoded."""
+    if model.vocab is None:
+        raise ValueError("the model has no vocabulary (load it from a recognizer run with wavssl.load)")
+    waves = [_waveform(model, x, sample_rate) for x in inputs]
+    return [decode(lp, model.vocab, frame_shift=model.frame_shift, beam=beam, lm=lm, lm_weight=lm_weight,
+                   word_bonus=word_bonus) for lp in recognize(model, waves, max_batch_samples=max_batch_samples)]
+
+
+@dataclass
+class Evaluation:
+    """Scores of a recognizer on a transcribed set."""
+
+    wer: ErrorRate
+    cer: ErrorRate
+    references: list[str]
+    hypotheses: list[str]
+    paths: list[str]
+    skipped: list[tuple[str, str]]
+    """Entries of the set that could not be scored (bad manifest lines, undecodable audio)."""
+
+    def summary(self) -> dict[str, float | int]:
+        return {"wer": self.wer.rate, "cer": self.cer.rate, "utterances": len(self.references),
+                "word_errors": self.wer.edits, "words": self.wer.ref_units,
+                "skipped": len(self.skipped)}
+
+
+def evaluate(model: CTCModel, data: TranscribedSet, *, beam: int = 1, lm: NGramLM | None = None,
+             lm_weight: float = 0.5, word_bonus: float = 0.0, max_batch_samples: int = 1_600_000) -> Evaluation:
+    """WER and CER of ``model`` on ``data`` (references normalised as the set was read)."""
+    if model.vocab is None:
+        raise ValueError("the model has no vocabulary")
+    waves, refs, paths, skipped = [], [], [], list(data.skipped)
+    for item in data.items:
+        try:
+            waves.append(_waveform(model, item.path, model.sample_rate))
+        except AudioError as e:
+            skipped.append((item.where, str(e)))
+            continue
+        refs.append(item.text)
+        paths.append(item.path)
+    hyps = [decode(lp, model.vocab, frame_shift=model.frame_shift, beam=beam, lm=lm, lm_weight=lm_weight,
+                   word_bonus=word_bonus).text for lp in recognize(model, waves, max_batch_samples=max_batch_samples)]
+    return Evaluation(wer(refs, hyps), cer(refs, hyps), refs, hyps, paths, skipped)
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def ctc_finetune_config(cfg: Config) -> Config:
+    """``cfg`` for a recognizer run: ``task = "ctc"``, tri-stage schedule with ``ctc.lr`` and
+    ``ctc.max_updates``."""
+    c = cfg.ctc
+    optim = dataclasses.replace(cfg.optim, lr=c.lr, max_updates=c.max_updates, schedule="tri_stage")
+    return dataclasses.replace(cfg, task="ctc", optim=optim).validate()
+
+
+@dataclass
+class FinetuneResult:
+    """Outcome of :func:`finetune`."""
+
+    state: TrainerState
+    """Final counters (best validation score and update included)."""
+    train_utterances: int
+    train_seconds: float
+    skipped: int
+    """Training and validation entries left out (listed in ``RUN/skipped_lines.tsv``)."""
+
+
+def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Path, *, cfg: Config | None = None,
+             valid: str | Path | None = None, resume: bool = False, device: str | None = None,
+             progress: bool = True) -> FinetuneResult:
+    """Fine-tune a CTC recognizer into ``out``; the library form of ``wavssl finetune``.
+
+    Args:
+        pretrained_run: run directory of a pretrained (SSL) speech model; None trains ``cfg``'s
+            architecture from random initialisation (the from-scratch baseline).
+        train, valid: transcribed sets (manifest ``.tsv`` with ``path`` and ``text`` columns, or a
+            folder of audio + ``.txt`` pairs). Without ``valid`` the last model is kept.
+        cfg: configuration (default: the pretrained run's); its ``ctc`` section drives fine-tuning and
+            its ``model`` must be the pretrained run's.
+        resume: continue the newest checkpoint in ``out`` (its ``config.json`` and ``vocab.json``).
+    """
+    from .checkpoint import latest_checkpoint, load, load_config
+    from .tasks import RunDirError
+    from .trainer import Distributed, Trainer, Validation, init_distributed, resolve_device
+
+    out = Path(out)
+    if resume and latest_checkpoint(out) is not None:
+        cfg = load_config(out)
+        vocab: Vocabulary | None = Vocabulary.load(out / VOCAB_FILE)
+    else:
+        if latest_checkpoint(out) is not None:
+            raise RunDirError(f"{out}: already holds checkpoints; pass --resume to continue or choose a new --out")
+        if cfg is None:
+            if pretrained_run is None:
+                raise ValueError("training from scratch needs a configuration")
+            cfg = load_config(pretrained_run)
+        vocab = None
+    cfg = ctc_finetune_config(cfg)
+    if pretrained_run is not None and not resume:
+        base = load_config(pretrained_run)
+        if cfg.model != base.model:
+            raise ValueError(f"{pretrained_run}: the fine-tuning config changes the model architecture; only "
+                             f"ctc, optim, data and train settings may differ")
+    if cfg.model.frontend.kind == "sensor":
+        raise ValueError("CTC fine-tuning needs a speech model (this configuration has a sensor front end)")
+    ddp = init_distributed("cuda" if device in (None, "auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device, ddp)
+    c, fe = cfg.ctc, cfg.model.frontend
+    torch.manual_seed(cfg.train.seed)
+    pretrained = load(pretrained_run) if pretrained_run is not None else None
+    encoder = copy.deepcopy(pretrained.encoder) if pretrained is not None else None
+    probe = build_recognizer(cfg.model, c, 3, encoder=encoder)
+    shortest = min_input_samples(probe.encoder.frontend)
+    data = read_transcribed(train, sample_rate=fe.sample_rate, language=c.language, min_samples=shortest,
+                            max_samples=c.max_samples)
+    if vocab is None:
+        vocab = Vocabulary.build(data.texts)
+        if ddp.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            vocab.save(out / VOCAB_FILE)
+    model = build_recognizer(cfg.model, c, len(vocab), encoder=probe.encoder)
+    model.vocab, model.normalize_audio = vocab, cfg.data.normalize
+    task = CTCTask(data, vocab, cfg, model.encoder.frontend, rank=ddp.rank, world_size=ddp.world_size)
+    validation = None
+    valid_set: TranscribedSet | None = None
+    if valid is not None:
+        valid_set = read_transcribed(valid, sample_rate=fe.sample_rate, language=c.language, min_samples=shortest)
+        unknown: Counter[str] = Counter()
+        for item in valid_set.items:
+            unknown.update(vocab.encode_with_unknown(item.text)[1])
+        if unknown and ddp.is_main:
+            print(f"[wavssl] validation transcripts use {sum(unknown.values())} characters outside the training "
+                  f"vocabulary: {''.join(sorted(unknown))!r} (they count as errors)", flush=True)
+        vs = valid_set
+        validation = Validation(run=lambda m: _valid_scores(m, vs), every=c.valid_every, metric=c.best_metric,
+                                sidecars=(VOCAB_FILE,))
+    trainer = Trainer(model, task, cfg, out, device=dev, ddp=ddp, progress=progress, validation=validation)
+    resumed = trainer.resume() if resume else False
+    if progress and ddp.is_main:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"[wavssl] {'resuming' if resumed else 'fine-tuning'} a CTC recognizer "
+              f"({len(vocab)} tokens, {trainable / 1e6:.2f}M trainable parameters, "
+              f"{'from scratch' if pretrained_run is None else f'from {pretrained_run}'}) on {len(task.data)} "
+              f"utterances ({task.total_seconds / 60:.1f} min) -> {out}", flush=True)
+    state = trainer.train()
+    skipped = task.skipped + task.data.skipped + (valid_set.skipped if valid_set else [])
+    if ddp.is_main:
+        write_skipped(out / SKIPPED_FILE, skipped)
+        if skipped:
+            print(f"[wavssl] {len(skipped)} entries skipped (listed in {out / SKIPPED_FILE})", flush=True)
+        best = out / "best" / "model.safetensors"
+        if best.is_file():  # the run's top-level model is the best one
+            tmp = out / ".model.safetensors.best.tmp"
+            tmp.write_bytes(best.read_bytes())
+            os.replace(tmp, out / "model.safetensors")
+        (out / "finetune_summary.json").write_text(json.dumps({
+            "train_utterances": len(task.data), "train_seconds": task.total_seconds,
+            "best_update": state.best_update, f"best_valid_{c.best_metric}": state.best_score,
+            "num_updates": state.num_updates, "skipped": len(skipped),
+            "pretrained": None if pretrained_run is None else str(pretrained_run)}, indent=1) + "\n")
+    return FinetuneResult(state, len(task.data), task.total_seconds, len(skipped))
+
+
+def _valid_scores(model: nn.Module, data: TranscribedSet) -> dict[str, float]:
+    ev = evaluate(model, data)  # type: ignore[arg-type]
+    return {"wer": ev.wer.rate, "cer": ev.cer.rate}
