@@ -64,3 +64,15 @@ def test_recipe_config_is_fairseq_base() -> None:
     assert (cfg.optim.lr, cfg.optim.warmup_updates, cfg.optim.max_updates) == (5e-4, 32000, 400000)
     assert cfg.data.max_batch_samples * 64 / 16000 / 3600 > 1.5  # ~1.56 h per update over 64 GPU-batches
     assert cfg.train.checkpoint_every_seconds == 1800 and cfg.optim.accumulate == 8
+
+
+def test_librispeech_finetune_configs_merge_over_base() -> None:
+    """Every fine-tuning TOML is valid over BASE and keeps its architecture (dropouts aside)."""
+    conf = Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "conf"
+    updates = {}
+    for split in ("10m", "1h", "10h", "100h"):
+        cfg = C.merge(C.base(), C.load_toml(conf / f"finetune_{split}.toml")).validate()
+        assert C.architecture(cfg.model) == C.architecture(C.base().model)
+        assert cfg.ctc.language == "en" and cfg.ctc.mask_length == 10 and cfg.ctc.channel_length == 64
+        updates[split] = cfg.ctc.max_updates
+    assert updates == {"10m": 13000, "1h": 13000, "10h": 20000, "100h": 80000}

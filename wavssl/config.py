@@ -541,6 +541,14 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
+def architecture(model: ModelConfig) -> ModelConfig:
+    """``model`` with its regularisation (dropouts, layer drop) zeroed: what must match for weights to
+    carry over between a pretraining and a fine-tuning run."""
+    context = dataclasses.replace(model.context, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                  dropout_input=0.0, dropout_features=0.0, layer_drop=0.0)
+    return dataclasses.replace(model, context=context)
+
+
 def preset(name: str) -> Config:
     """The named preset (``base``, ``large``, ``small``, ``tiny``, ``sensor-tiny``, ``sensor-small``)."""
     if name not in PRESETS:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from wavssl_onnx import ErrorRate, Hypothesis, NGramLM, Vocabulary, beam_search, cer, greedy_decode, wer
 from wavssl_onnx.vocab import VOCAB_FILE
 
-from ..config import Config
+from ..config import Config, architecture
 from ..data.audio import AudioError, _pad_to_multiple, load_audio, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
 from ..models import CTCModel, CTCOutput, build_recognizer
@@ -295,7 +295,8 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
     from .trainer import Distributed, Trainer, Validation, init_distributed, resolve_device
 
     out = Path(out)
-    if resume and latest_checkpoint(out) is not None:
+    resume = resume and latest_checkpoint(out) is not None
+    if resume:
         cfg = load_config(out)
         vocab: Vocabulary | None = Vocabulary.load(out / VOCAB_FILE)
     else:
@@ -309,9 +310,9 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
     cfg = ctc_finetune_config(cfg)
     if pretrained_run is not None and not resume:
         base = load_config(pretrained_run)
-        if cfg.model != base.model:
+        if architecture(cfg.model) != architecture(base.model):
             raise ValueError(f"{pretrained_run}: the fine-tuning config changes the model architecture; only "
-                             f"ctc, optim, data and train settings may differ")
+                             f"dropouts and the ctc, optim, data and train settings may differ")
     if cfg.model.frontend.kind == "sensor":
         raise ValueError("CTC fine-tuning needs a speech model (this configuration has a sensor front end)")
     ddp = init_distributed("cuda" if device in (None, "auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -346,7 +347,7 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
         validation = Validation(run=lambda m: _valid_scores(m, vs), every=c.valid_every, metric=c.best_metric,
                                 sidecars=(VOCAB_FILE,))
     trainer = Trainer(model, task, cfg, out, device=dev, ddp=ddp, progress=progress, validation=validation)
-    resumed = trainer.resume() if resume else False
+    resumed = resume and trainer.resume()
     if progress and ddp.is_main:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[wavssl] {'resuming' if resumed else 'fine-tuning'} a CTC recognizer "
