@@ -244,6 +244,8 @@ class Trainer:
         precision = cfg.train.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
         self.state = TrainerState()
+        self._skipped = torch.zeros((), dtype=torch.long, device=device)  # non-finite steps since the last sync
+        self._in_a_row = torch.zeros((), dtype=torch.long, device=device)
         self._last_checkpoint = time.monotonic()
         self.progress = progress and self.ddp.is_main
         self.logger = _Logger(self.run_dir, self.ddp.is_main, cfg.train.tensorboard)
@@ -260,6 +262,7 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.state = TrainerState(**st["trainer"])
+        self._in_a_row.fill_(self.state.nonfinite_in_a_row)
         return True
 
     def _trainer_state(self) -> dict[str, Any]:
@@ -291,11 +294,33 @@ class Trainer:
             self.state.epoch += 1
             self.state.batches_done = 0
 
-    def _all_finite(self, value: Tensor) -> bool:
-        ok = torch.isfinite(value).all().float()
+    def _nonfinite_flag(self, loss_sum: Tensor, grad_norm: Tensor) -> Tensor:
+        """0-dim float on the device: 1.0 when the loss or gradient norm is non-finite on any rank.
+
+        No host synchronisation: the flag goes to the fused AdamW kernel as ``found_inf`` (it skips the
+        update and leaves the moments and step count untouched, as under AMP grad scaling), and into
+        device-side counters read at log intervals (:meth:`_sync_nonfinite`).
+        """
+        bad = (~torch.isfinite(torch.stack([loss_sum.float(), grad_norm.float()])).all()).float()
         if self.ddp.world_size > 1:
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        return bool(ok.item() > 0)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return bad
+
+    def _sync_nonfinite(self) -> None:
+        """Fold the device-side non-finite counters into the state; report them; abort when too many
+        steps in a row were skipped. Called at log intervals, validations and checkpoints."""
+        since, in_a_row = (int(x) for x in torch.stack([self._skipped, self._in_a_row]).tolist())
+        self._skipped.zero_()
+        if since:
+            self.state.nonfinite_total += since
+            self._report(f"non-finite loss/gradient: {since} step(s) skipped up to update {self.state.num_updates} "
+                         f"({in_a_row} in a row now, {self.state.nonfinite_total} in all)")
+        self.state.nonfinite_in_a_row = in_a_row
+        if in_a_row >= self.cfg.train.max_nonfinite:
+            raise TrainingDiverged(
+                f"{in_a_row} non-finite steps in a row at update {self.state.num_updates} (limit "
+                f"train.max_nonfinite = {self.cfg.train.max_nonfinite}); lower optim.lr or check the data "
+                f"(run dir {self.run_dir})")
 
     def train(self) -> TrainerState:
         """Train until ``max_updates``; returns the final counters."""
@@ -331,45 +356,43 @@ class Trainer:
                 continue
             loss_sum = torch.stack(losses).sum()
             grad_norm = self._grad_norm()
-            if not self._all_finite(torch.stack([loss_sum, grad_norm])):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.state.nonfinite_total += 1
-                self.state.nonfinite_in_a_row += 1
-                self._report(f"non-finite loss/gradient at update {self.state.num_updates}: step skipped "
-                             f"({self.state.nonfinite_in_a_row} in a row, {self.state.nonfinite_total} in all)")
-                if self.state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
-                    raise TrainingDiverged(
-                        f"{self.state.nonfinite_in_a_row} non-finite steps in a row at update "
-                        f"{self.state.num_updates}; lower optim.lr or check the data (run dir {self.run_dir})")
-                continue
-            self.state.nonfinite_in_a_row = 0
+            bad = self._nonfinite_flag(loss_sum, grad_norm)
+            self.optimizer.found_inf = bad  # type: ignore[attr-defined]  # fused AdamW skips a bad step
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.state.num_updates += 1
+            self.state.num_updates += 1  # a skipped step still counts: the schedule moves on
+            self._skipped += bad.long()
+            self._in_a_row.copy_((self._in_a_row + bad.long()) * bad.long())
+            good = 1.0 - bad
             for out in outs:  # accumulated on the device: no host sync until the log interval
-                w = out.weight.detach().float()
+                w = out.weight.detach().float() * good
                 weight_sum = weight_sum + w
                 seconds += out.seconds
                 for k, v in out.metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach().float() * w
-                sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float() * w
+                    sums[k] = sums.get(k, 0.0) + torch.where(good > 0, v.detach().float() * w, 0.0)
+                sums["loss"] = sums.get("loss", 0.0) + torch.where(good > 0, out.loss.detach().float() * w, 0.0)
             n = self.state.num_updates
             if bar is not None:
                 bar.update(1)
-            if n % cfg.train.log_every == 0 or n == max_updates:
+            v = self.validation
+            validating = v is not None and ((v.every > 0 and n % v.every == 0) or n == max_updates)
+            wall = cfg.train.checkpoint_every_seconds
+            checkpointing = (n % cfg.train.checkpoint_every == 0 or n == max_updates
+                             or (wall > 0 and time.monotonic() - self._last_checkpoint >= wall))
+            logging = n % cfg.train.log_every == 0 or n == max_updates
+            if logging or validating or checkpointing:
+                self._sync_nonfinite()
+            if logging:
                 record = self._log_record(sums, weight_sum, seconds, time.perf_counter() - t0, grad_norm)
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
                                     ppl=f"{record.get('code_perplexity', 0):.0f}",
                                     audio_h_s=f"{record['audio_hours_per_s']:.4f}")
                 sums, weight_sum, seconds, t0 = {}, 0.0, 0.0, time.perf_counter()
-            v = self.validation
-            if v is not None and ((v.every > 0 and n % v.every == 0) or n == max_updates):
+            if validating:
                 self.validate()
-            wall = cfg.train.checkpoint_every_seconds
-            if (n % cfg.train.checkpoint_every == 0 or n == max_updates
-                    or (wall > 0 and time.monotonic() - self._last_checkpoint >= wall)):
+            if checkpointing:
                 self.checkpoint()
         if bar is not None:
             bar.close()
