@@ -37,21 +37,21 @@ import sys
 import time
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
 import soxr
-
 from wavssl_onnx import normalize_text
 
 log = logging.getLogger("debian_speech")
 
 SR = 16000
 SEED = 20240601
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
 REPO = Path(__file__).resolve().parents[2]
 MIN_SECONDS = 0.1
 PACK_SECONDS = 15.0
@@ -69,8 +69,7 @@ UNLABELED_RULES: dict[str, tuple[str, str, str]] = {
     "kajongg": ("multi", r"^usr/share/kajongg/voices/.*\.ogg$", ""),
     "qabcs-data": ("multi", r"^usr/share/qabcs/abcs/[^/]+/sounds/.*\.ogg$", r"/abcs/all/"),
     "codec2-examples": ("en", r"^usr/share/codec2/(wav|raw)/.*\.wav$", ""),
-    "fillets-ng-data": ("en", r"^usr/share/games/fillets-ng/sound/.*/en/[^/]*\.ogg$", ""),
-}
+}  # (fillets-ng-data's own sound/*/en/ files are mostly sound effects: left out)
 FFMPEG_CODECS = {".g722": ("g722", 16000), ".gsm": ("gsm", 8000)}
 NOT_SPOKEN = set("%*#/\\@&<>=_$€[]{}|~^+")  # a transcript with these (or digits) keeps no label
 
@@ -142,9 +141,9 @@ def parse_asterisk_sounds(text: str) -> dict[str, str]:
 
 
 def is_non_speech(text: str) -> bool:
-    """True for an annotation of a non-speech sound such as ``[ascending tones]``."""
+    """True for an annotation of a non-speech sound such as ``[ascending tones]`` or ``<beep>``."""
     t = text.strip()
-    return t.startswith("[") and t.endswith("]") and "[" not in t[1:-1]
+    return any(t.startswith(a) and t.endswith(b) and a not in t[1:-1] for a, b in ("[]", "<>"))
 
 
 def label_problem(raw: str | None, norm: str, language: str) -> str | None:
@@ -161,12 +160,13 @@ def label_problem(raw: str | None, norm: str, language: str) -> str | None:
 
 
 def rate_outliers(rates: Sequence[float], k: float = CPS_K) -> tuple[list[bool], dict[str, float]]:
-    """Flags for values outside median +- k * 1.4826 * MAD, and the band."""
+    """Flags for values outside median +- k * 1.4826 * MAD (MAD at least 10 % of the median),
+    and the band."""
     x = np.asarray(rates, dtype=np.float64)
     if len(x) == 0:
         return [], {}
     med = float(np.median(x))
-    mad = float(np.median(np.abs(x - med))) * 1.4826
+    mad = max(float(np.median(np.abs(x - med))) * 1.4826, 0.1 * abs(med))  # floor: identical rates
     low, high = med - k * mad, med + k * mad
     return [bool(v < low or v > high) for v in x], {"median": med, "mad": mad, "low": low, "high": high}
 
@@ -255,14 +255,14 @@ def _ffmpeg_decode(path: str, fmt: str | None) -> tuple[np.ndarray, int]:
     else:
         probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
                                 "stream=sample_rate", "-of", "csv=p=0", path],
-                               capture_output=True, text=True, timeout=60)
+                               check=False, capture_output=True, text=True, timeout=60)
         try:
             rate = int(probe.stdout.strip().splitlines()[0])
         except (ValueError, IndexError):
             raise RuntimeError(f"ffprobe: {probe.stderr.strip()[-200:] or 'no audio stream'}") from None
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"]
     cmd += (["-f", fmt] if fmt else []) + ["-i", path, "-f", "f32le", "-ac", "1", "-ar", str(rate), "-"]
-    proc = subprocess.run(cmd, capture_output=True, timeout=300)
+    proc = subprocess.run(cmd, check=False, capture_output=True, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"ffmpeg: {proc.stderr.decode(errors='replace').strip()[-200:]}")
     return np.frombuffer(proc.stdout, dtype=np.float32).copy(), rate
@@ -345,13 +345,19 @@ class Clip:
     digest: str = ""
 
 
+Plan = tuple[list[tuple[Clip, Path]], list[tuple[str, str]]]  # (clip, source file) pairs, (reason, file) skips
+
+
 @dataclass(frozen=True)
 class Source:
+    """A corpus: the package holding its audio (first of the alternatives present), optional
+    transcript packages, and the function listing its clips from their unpacked trees."""
+
     name: str
     lang: str
-    audio_pkgs: tuple[str, ...]  # alternatives, the first present is used
-    text_pkgs: tuple[str, ...]  # optional
-    plan: Callable[["Source", Path, list[Path], str], tuple[list[tuple[Clip, Path]], list[tuple[str, str]]]]
+    audio_pkgs: tuple[str, ...]
+    text_pkgs: tuple[str, ...]
+    plan: Callable[[Source, Path, list[Path], str], Plan]
 
 
 def _safe(rel: str) -> str:
@@ -373,9 +379,10 @@ def _files(root: Path, base: str) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
-def plan_festvox(src: Source, root: Path, text_roots: list[Path], pkg: str):
+def plan_festvox(src: Source, root: Path, text_roots: list[Path], pkg: str) -> Plan:
     """festvox-ru: ``wav/*.wav`` next to ``etc/txt.done.data`` in each voice folder."""
-    clips, skipped = [], []
+    clips: list[tuple[Clip, Path]] = []
+    skipped: list[tuple[str, str]] = []
     for data in sorted((root / "usr/share/festival/voices").rglob("txt.done.data")):
         voice = data.parent.parent
         texts, bad = parse_txt_done_data(data.read_text(encoding="utf-8", errors="replace"))
@@ -390,7 +397,7 @@ def plan_festvox(src: Source, root: Path, text_roots: list[Path], pkg: str):
     return clips, skipped
 
 
-def plan_fillets(src: Source, root: Path, text_roots: list[Path], pkg: str):
+def plan_fillets(src: Source, root: Path, text_roots: list[Path], pkg: str) -> Plan:
     """Fish Fillets Czech voices: ``sound/<level>/cs/<id>.ogg``, text from ``dialogStr`` in
     ``script/<level>/*dialogs_cs.lua`` (looked up by level, then by a globally unique id)."""
     game = "usr/share/games/fillets-ng"
@@ -424,7 +431,7 @@ def plan_fillets(src: Source, root: Path, text_roots: list[Path], pkg: str):
     return clips, skipped
 
 
-def plan_asterisk(src: Source, root: Path, text_roots: list[Path], pkg: str):
+def plan_asterisk(src: Source, root: Path, text_roots: list[Path], pkg: str) -> Plan:
     """Asterisk core sounds: ``sounds/<voice>/<name>.{g722,wav}``, text from
     ``core-sounds-<lang>.txt[.gz]`` in any of the packages; ``silence/`` and ``[tones]`` are
     left out as non-speech."""
@@ -453,7 +460,7 @@ def plan_asterisk(src: Source, root: Path, text_roots: list[Path], pkg: str):
     return clips, skipped
 
 
-def plan_unlabeled(src: Source, root: Path, text_roots: list[Path], pkg: str):
+def plan_unlabeled(src: Source, root: Path, text_roots: list[Path], pkg: str) -> Plan:
     """Audio files of an unlabelled package chosen by UNLABELED_RULES."""
     _lang, include, exclude = UNLABELED_RULES[pkg]
     clips = []
@@ -501,12 +508,12 @@ def download(names: Sequence[str], debs: Path) -> None:
         return
     log.info("downloading %d packages into %s", len(missing), debs)
     cmd = ["apt-get", "download", "-q"]
-    if subprocess.run(cmd + missing, cwd=debs, capture_output=True).returncode == 0:
+    if subprocess.run(cmd + missing, cwd=debs, check=False, capture_output=True).returncode == 0:
         return
     if os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+        subprocess.run(["apt-get", "update", "-q"], check=False, capture_output=True)
     for n in missing:
-        proc = subprocess.run(cmd + [n], cwd=debs, capture_output=True, text=True)
+        proc = subprocess.run(cmd + [n], cwd=debs, check=False, capture_output=True, text=True)
         if proc.returncode != 0:
             log.warning("cannot download %s: %s", n, proc.stderr.strip().splitlines()[-1:] or "?")
 
@@ -515,14 +522,16 @@ class Unpacker:
     """Extracts .deb files on first use into a scratch folder (removed by ``cleanup``)."""
 
     def __init__(self, debs: Mapping[str, Path], scratch: Path) -> None:
-        self.debs, self.scratch, self.done = debs, scratch, {}
+        self.debs, self.scratch = debs, scratch
+        self.done: dict[str, Path] = {}
 
     def root(self, pkg: str) -> Path:
         if pkg not in self.done:
             target = self.scratch / pkg
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
-            subprocess.run(["dpkg-deb", "-x", str(self.debs[pkg]), str(target)], check=True)
+            subprocess.run(["dpkg-deb", "-x", str(self.debs[pkg]), str(target)], check=True,
+                           capture_output=True, text=True)
             self.done[pkg] = target
         return self.done[pkg]
 
@@ -537,7 +546,7 @@ def build_catalog(src: Source, debs: Mapping[str, Path], unpacker: Unpacker, out
     """Converted clips and skipped files of ``src``, from the cache when its .debs are unchanged."""
     audio_pkg = next((p for p in src.audio_pkgs if p in debs), None)
     if audio_pkg is None:
-        log.warning("%s: no package among %s, skipped", src.name, ", ".join(src.audio_pkgs))
+        log.info("%s: no package among %s, skipped", src.name, ", ".join(src.audio_pkgs))
         return None
     text_pkgs = [p for p in src.text_pkgs if p in debs]
     for p in src.text_pkgs:
@@ -551,8 +560,13 @@ def build_catalog(src: Source, debs: Mapping[str, Path], unpacker: Unpacker, out
         if cat["stamp"] == stamp and all((out / c["audio"]).is_file() for c in cat["clips"]):
             return cat
     t0 = time.time()
-    root = unpacker.root(audio_pkg)
-    planned, skipped = src.plan(src, root, [unpacker.root(p) for p in text_pkgs], audio_pkg)
+    try:
+        root = unpacker.root(audio_pkg)
+        text_roots = [unpacker.root(p) for p in text_pkgs]
+    except subprocess.CalledProcessError as err:
+        log.warning("%s: cannot unpack %s (%s), skipped", src.name, err.cmd[2], err.stderr or err)
+        return None
+    planned, skipped = src.plan(src, root, text_roots, audio_pkg)
     shutil.rmtree(out / "audio" / src.name, ignore_errors=True)
     jobs = [(str(p), str(out / c.audio)) for c, p in planned]
     clips = []
@@ -574,6 +588,8 @@ def build_catalog(src: Source, debs: Mapping[str, Path], unpacker: Unpacker, out
 
 @dataclass
 class Labeled:
+    """A clip with a usable transcript, normalised."""
+
     clip: Clip
     norm: str
 
@@ -666,7 +682,7 @@ def write_unlabeled(out: Path, clips: Sequence[Clip],
     for (source, group), members in sorted(by_group.items()):
         for n, idx in enumerate(pack([c.duration for c in members])):
             parts = [members[i] for i in idx]
-            h = hashlib.sha1("\n".join(c.audio for c in parts).encode()).hexdigest()[:10]
+            h = hashlib.sha1("\n".join(c.audio + c.digest for c in parts).encode()).hexdigest()[:10]
             name = _safe(group.replace("/", "_") or "all").removesuffix(".flac")
             plan.append((f"unlabeled/{source}/{name}-{n:04d}-{h}.flac", parts))
     todo = [(str(out / rel), [str(out / c.audio) for c in parts]) for rel, parts in plan if not (out / rel).is_file()]
@@ -716,11 +732,13 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
     report: dict = {"skipped": defaultdict(Counter), "skipped_examples": defaultdict(dict),
                     "label_dropped": defaultdict(Counter), "cps_filter": {}, "unlabeled_duplicates": Counter()}
     clips: list[Clip] = []
-    used_pkgs = []
+    used_pkgs: list[str] = []
+    skipped_sources: list[str] = []
     try:
         for src in sources():
             cat = build_catalog(src, found, unpacker, out, pool)
             if cat is None:
+                skipped_sources.append(src.name)
                 continue
             used_pkgs.append(cat["package"])
             clips += [Clip(**c) for c in cat["clips"]]
@@ -730,6 +748,10 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
                 if len(report["skipped_examples"][src.name][reason]) < 5:
                     report["skipped_examples"][src.name][reason].append(file)
         copy_licenses(found, unpacker, out / "licenses")
+        names = {s.name for s in sources()}
+        for old in [*(out / "audio").glob("*"), *(out / "unlabeled").glob("*"), *(out / "cache/catalog").glob("*")]:
+            if old.name.removesuffix(".json") not in names:  # left by an older version of this script
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
         splits = make_splits(clips, report)
         summary: dict = {"splits": {}}
         for name, items in splits.items():
@@ -753,7 +775,8 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
         unpacker.cleanup()
         for e in executor:
             e.shutdown()
-    summary.update(packages={"used": sorted(used_pkgs), "missing": missing, "debs": str(debs_dir)},
+    summary.update(packages={"used": sorted(used_pkgs), "missing": missing, "sources_skipped": skipped_sources,
+                             "debs": str(debs_dir)},
                    skipped={k: dict(v) for k, v in report["skipped"].items()},
                    skipped_examples=dict(report["skipped_examples"]),
                    label_dropped={k: dict(v) for k, v in report["label_dropped"].items()},
