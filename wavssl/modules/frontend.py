@@ -315,6 +315,27 @@ class FbankEncoder(nn.Module):
         return Frames(x.transpose(1, 2), self.output_lengths(lengths))
 
 
+def observed_quantiles(x: Tensor, observed: Tensor, q: Tensor) -> Tensor:
+    """``torch.nanquantile(where(observed, x, nan), q, dim=-1)`` (linear interpolation), written so
+    that it exports to ONNX with the same result: unobserved entries sort last as +inf instead of
+    NaN (ONNX's TopK orders NaN differently from ``torch.sort``).
+
+    Args:
+        x: (..., T) values. observed: (..., T) bool. q: (Q,) quantiles in [0, 1].
+    Returns:
+        (Q, ...) quantiles of the observed entries of each row; NaN for a row with none.
+    """
+    ordered = torch.where(observed, x, torch.inf).sort(-1).values.unsqueeze(0)  # (1, ..., T)
+    count = observed.sum(-1, keepdim=True).unsqueeze(0)  # (1, ..., 1)
+    ranks = q.reshape((-1,) + (1,) * observed.dim()) * (count - 1).clamp(min=0).to(q.dtype)  # (Q, ..., 1)
+    below, above = ranks.floor(), ranks.ceil()
+    shape = ranks.shape[:-1] + ordered.shape[-1:]
+    low = ordered.expand(shape).gather(-1, below.long())
+    high = ordered.expand(shape).gather(-1, above.long())
+    values = torch.lerp(low, high, ranks - below).squeeze(-1)  # (Q, ...)
+    return torch.where(count.squeeze(-1) > 0, values, torch.nan)
+
+
 def robust_center_scale(x: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
     """Per-row robust location and scale along the last axis, over observed entries only.
 
@@ -330,7 +351,7 @@ def robust_center_scale(x: Tensor, observed: Tensor) -> tuple[Tensor, Tensor]:
         centre, scale: (...) each, finite.
     """
     v = torch.where(observed, x.float(), torch.nan)
-    q = torch.nanquantile(v, torch.tensor([0.25, 0.5, 0.75], device=x.device), dim=-1)  # (3, ...)
+    q = observed_quantiles(v, observed, torch.tensor([0.25, 0.5, 0.75], device=x.device))  # (3, ...)
     centre = torch.nan_to_num(q[1], nan=0.0)
     iqr = torch.nan_to_num(q[2] - q[0], nan=0.0) / 1.349
     count = observed.sum(-1).clamp(min=1)
@@ -346,7 +367,9 @@ def interpolate_gaps(x: Tensor, observed: Tensor) -> Tensor:
 
     Each gap is bridged linearly between the nearest observed samples before and after it; before
     the first (after the last) observed sample the value is held at that sample; a row with no
-    observed sample becomes 0. Vectorised (cumulative max/min of indices), no loops.
+    observed sample becomes 0. Vectorised, no loops, and exportable to ONNX (which has no
+    cumulative max): the observed positions are scattered into rank order, and each sample looks
+    up the nearest one before and after it by its running count of observed samples.
 
     Args:
         x: (..., T) values; unobserved entries may be anything, NaN included.
@@ -357,8 +380,14 @@ def interpolate_gaps(x: Tensor, observed: Tensor) -> Tensor:
     t_len = x.shape[-1]
     t = torch.arange(t_len, device=x.device)
     x0 = torch.where(observed, x, 0.0)
-    prev = torch.where(observed, t, -1).cummax(-1).values
-    nxt = torch.where(observed, t, t_len).flip(-1).cummin(-1).values.flip(-1)
+    count = observed.long().cumsum(-1)  # (..., T) observed samples at or before t
+    total = count[..., -1:]
+    rank = torch.where(observed, count - 1, t_len)  # unobserved samples write to a spare slot T
+    positions = torch.full(x.shape[:-1] + (t_len + 1,), t_len, dtype=torch.long, device=x.device)
+    positions = positions.scatter(-1, rank, t.expand(rank.shape))  # k-th observed position, k < total
+    before = count - observed.long()  # observed samples strictly before t
+    prev = torch.where(count > 0, positions.gather(-1, (count - 1).clamp(min=0)), -1)  # last observed <= t
+    nxt = torch.where(before < total, positions.gather(-1, before), t_len)  # first observed >= t
     has_prev, has_next = prev >= 0, nxt < t_len
     xp = x0.gather(-1, prev.clamp(min=0))
     xn = x0.gather(-1, nxt.clamp(max=t_len - 1))

@@ -1,0 +1,206 @@
+"""The ONNX model directory: what ``wavssl export`` writes and the runtime reads.
+
+```
+MODEL_DIR/
+  wavssl.json       the contract below (UTF-8 JSON object)
+  model.onnx        float32 graph
+  model.int8.onnx   optional: MatMul/Attention weights int8 (dynamic quantization)
+```
+
+``wavssl.json`` keys (the same keys also sit in each ONNX file's ``metadata_props``, every value
+JSON-encoded, so a lone ``.onnx`` file still describes itself):
+
+- ``format`` = ``"wavssl-onnx"``, ``format_version`` (int; this runtime reads up to
+  :data:`FORMAT_VERSION`), ``kind``: ``"ctc"`` (speech recognizer) or ``"classify"`` (sequence
+  classifier).
+- ``sample_rate`` (Hz the graph expects), ``frame_shift`` (seconds between output frames),
+  ``frame_shift_samples``, ``min_samples`` (shortest input that gives one frame),
+  ``in_channels`` (1 for audio), ``normalize_audio`` (informational: the graph standardises each
+  utterance itself).
+- ``inputs`` / ``outputs``: tensor names in order. ctc: ``waveform`` (B, T) float32 and ``lengths``
+  (B,) int64 -> ``log_probs`` (B, F, V) float32 and ``frame_lengths`` (B,) int64. classify:
+  ``series`` (B, C, T) float32 (NaN = missing) and ``lengths`` -> ``log_probs`` (B, K).
+- ctc: ``vocabulary`` (``tokens``, ``blank``, ``unk``, ``word_delimiter`` as ``vocab.json``) plus
+  ``blank_id`` and ``delimiter_id``; ``language`` (text normalisation of transcripts, may be "").
+  classify: ``class_names``.
+- ``files``: ``{"fp32": "model.onnx", "int8": "model.int8.onnx"}`` (int8 only when written).
+- ``export``: how it was made (exporter, opset, parity figures); informational.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .vocab import Vocabulary
+
+FORMAT = "wavssl-onnx"
+FORMAT_VERSION = 1
+"""Newest model-directory format this runtime reads (and ``wavssl export`` writes)."""
+CONFIG_FILE = "wavssl.json"
+MODEL_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+KINDS = ("ctc", "classify")
+
+
+class ModelDirError(ValueError):
+    """A model directory is missing a file, is malformed, or was written by a newer format; the
+    message names the file."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The parsed ``wavssl.json`` of a model directory."""
+
+    kind: str
+    """``ctc`` or ``classify``."""
+    sample_rate: int
+    frame_shift: float
+    """Seconds between output frames."""
+    frame_shift_samples: int
+    min_samples: int
+    """Fewest input samples that give one output frame."""
+    inputs: list[str]
+    outputs: list[str]
+    files: dict[str, str]
+    """Variant (``fp32``, ``int8``) -> file name inside the directory."""
+    vocabulary: Vocabulary | None = None
+    """ctc: the CTC vocabulary."""
+    class_names: list[str] | None = None
+    """classify: name of every class, in output order."""
+    in_channels: int = 1
+    normalize_audio: bool = False
+    language: str = ""
+    format_version: int = FORMAT_VERSION
+    export: dict[str, Any] = field(default_factory=dict)
+    """Informational: exporter, opset, parity figures."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``wavssl.json`` content."""
+        out: dict[str, Any] = {
+            "format": FORMAT, "format_version": self.format_version, "kind": self.kind,
+            "sample_rate": self.sample_rate, "frame_shift": self.frame_shift,
+            "frame_shift_samples": self.frame_shift_samples, "min_samples": self.min_samples,
+            "in_channels": self.in_channels, "normalize_audio": self.normalize_audio,
+            "inputs": list(self.inputs), "outputs": list(self.outputs), "files": dict(self.files),
+        }
+        if self.vocabulary is not None:
+            out["vocabulary"] = self.vocabulary.to_dict()
+            out["blank_id"] = self.vocabulary.blank_id
+            out["delimiter_id"] = self.vocabulary.delimiter_id
+            out["language"] = self.language
+        if self.class_names is not None:
+            out["class_names"] = list(self.class_names)
+        out["export"] = dict(self.export)
+        return out
+
+    def metadata_props(self) -> dict[str, str]:
+        """ONNX ``metadata_props``: every ``wavssl.json`` key, JSON-encoded."""
+        return {key: json.dumps(value, ensure_ascii=False) for key, value in self.to_dict().items()}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = CONFIG_FILE) -> ModelInfo:
+        """Parse ``wavssl.json`` content; raises :class:`ModelDirError` naming ``where``."""
+        if not isinstance(data, dict):
+            raise ModelDirError(f"{where}: expected a JSON object")
+        if data.get("format") != FORMAT:
+            raise ModelDirError(f"{where}: not a wavssl-onnx model description (format {data.get('format')!r})")
+        version = data.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise ModelDirError(f"{where}: bad format_version {version!r}")
+        if version > FORMAT_VERSION:
+            raise ModelDirError(f"{where}: written in model format version {version}, newer than this runtime "
+                                f"reads (up to {FORMAT_VERSION}); upgrade wavssl-onnx")
+        try:
+            kind = str(data["kind"])
+            if kind not in KINDS:
+                raise ModelDirError(f"{where}: unknown kind {kind!r} (expected one of {KINDS})")
+            vocabulary = Vocabulary.from_dict(data["vocabulary"]) if kind == "ctc" else None
+            names = [str(n) for n in data["class_names"]] if kind == "classify" else None
+            info = cls(
+                kind=kind, sample_rate=int(data["sample_rate"]), frame_shift=float(data["frame_shift"]),
+                frame_shift_samples=int(data["frame_shift_samples"]), min_samples=int(data["min_samples"]),
+                inputs=[str(x) for x in data["inputs"]], outputs=[str(x) for x in data["outputs"]],
+                files={str(k): str(v) for k, v in dict(data["files"]).items()}, vocabulary=vocabulary,
+                class_names=names, in_channels=int(data.get("in_channels", 1)),
+                normalize_audio=bool(data.get("normalize_audio", False)), language=str(data.get("language", "")),
+                format_version=version, export=dict(data.get("export", {})),
+            )
+        except ModelDirError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            missing = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            raise ModelDirError(f"{where}: invalid model description: {missing}") from e
+        if info.sample_rate <= 0 or info.frame_shift <= 0 or info.min_samples < 1 or "fp32" not in info.files:
+            raise ModelDirError(f"{where}: invalid model description (sample_rate, frame_shift, min_samples "
+                                f"and files.fp32 must be set)")
+        return info
+
+    def save(self, model_dir: str | os.PathLike[str]) -> Path:
+        """Write ``wavssl.json`` atomically into ``model_dir``; returns its path."""
+        target = Path(model_dir) / CONFIG_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+
+def load_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
+    """Read and validate ``MODEL_DIR/wavssl.json`` and check that its fp32 model file exists.
+
+    Raises:
+        ModelDirError: the directory or a file is missing, the JSON is malformed, or the format
+            version is newer than this runtime reads. The message names the file.
+    """
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise ModelDirError(f"{root}: no such model directory")
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise ModelDirError(f"{path}: missing (not a wavssl-onnx model directory; write one with wavssl export)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelDirError(f"{path}: not valid JSON: {e}") from e
+    info = ModelInfo.from_dict(data, str(path))
+    model = root / info.files["fp32"]
+    if not model.is_file():
+        raise ModelDirError(f"{model}: missing (the float32 model named in {path})")
+    return info
+
+
+def model_file(model_dir: str | os.PathLike[str], info: ModelInfo, int8: bool) -> Path:
+    """Path of the fp32 or int8 graph; raises :class:`ModelDirError` naming a missing file."""
+    variant = "int8" if int8 else "fp32"
+    if variant not in info.files:
+        raise ModelDirError(f"{Path(model_dir) / CONFIG_FILE}: no int8 model in this directory "
+                            f"(export it with wavssl export --int8)")
+    path = Path(model_dir) / info.files[variant]
+    if not path.is_file():
+        raise ModelDirError(f"{path}: missing (the {variant} model named in {Path(model_dir) / CONFIG_FILE})")
+    return path
+
+
+def check_metadata(path: Path, info: ModelInfo, metadata: dict[str, str]) -> None:
+    """Check that an ONNX file's ``metadata_props`` agree with ``wavssl.json`` on format version and
+    kind (a mismatched or foreign file is refused by name)."""
+    for key, want in (("format_version", info.format_version), ("kind", info.kind)):
+        raw = metadata.get(key)
+        if raw is None:
+            raise ModelDirError(f"{path}: not written by wavssl export (no {key!r} in its metadata)")
+        try:
+            got = json.loads(raw)
+        except json.JSONDecodeError:
+            got = raw
+        if got != want:
+            raise ModelDirError(f"{path}: metadata {key}={got!r} disagrees with wavssl.json ({want!r})")

@@ -1,0 +1,335 @@
+"""Export-time graph modules: what ``wavssl export`` traces into ONNX.
+
+They hold the fine-tuned model's own (weight-norm-folded) parameters and compute the same function as
+its eval-mode ``forward``, in a form ONNX Runtime runs fast on a CPU:
+
+- **Fused attention** (``fused=True``): each self-attention block becomes one ``com.microsoft``
+  ``Attention`` node (fused QKV projection, key-padding mask given as per-utterance frame counts),
+  which ``onnxruntime.quantization`` turns into ``QAttention`` for int8; GELU becomes
+  ``com.microsoft.Gelu`` (fused with its bias as ``BiasGelu``). Contrib ops run on ONNX Runtime only;
+  ``fused=False`` keeps standard ONNX (SDPA with boolean masks) for other runtimes.
+- **Conv front end as matrix products** (``fused=True``, waveform front end): every strided conv of
+  the wav2vec2 feature encoder runs on channels-last frames as one ``Gather`` of its k-sample windows
+  and one ``MatMul`` (which int8 quantization then covers, unlike ``Conv``); the first block's
+  utterance-wide GroupNorm is folded into its weights from the windows' mean and covariance.
+- **Per-utterance standardisation** in the graph when the model was trained on standardised audio,
+  over each row's valid samples only.
+
+Nothing here has data-dependent Python control flow; padded rows give the same valid frames as
+PyTorch on the same padded batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .models import CTCModel, Encoder, SequenceClassifier
+from .modules.context import ContextEncoder
+from .modules.frontend import WaveformEncoder
+
+NORMALIZE_EPS = 1e-7
+"""Variance floor of the per-utterance standardisation (as ``wavssl.data.audio``)."""
+
+
+# ------------------------------------------------------------------------------- contrib ops
+
+
+@torch.library.custom_op("wavssl_export::attention", mutates_args=())
+def fused_attention(x: Tensor, weight: Tensor, bias: Tensor, lengths: Tensor, num_heads: int) -> Tensor:
+    """Multi-head self-attention with a fused QKV projection and a key-padding mask.
+
+    Args:
+        x: (B, F, E) frames. weight: (E, 3E) = [Q | K | V] columns, heads contiguous. bias: (3E,).
+        lengths: (B,) valid frames; keys at and after a row's length are masked.
+        num_heads: H.
+    Returns:
+        (B, F, E) attention output before the output projection. Exported as ``com.microsoft.Attention``.
+    """
+    b, f, e = x.shape
+    q, k, v = (x @ weight + bias).view(b, f, 3, num_heads, e // num_heads).permute(2, 0, 3, 1, 4)
+    keep = (torch.arange(f, device=x.device)[None, :] < lengths[:, None])[:, None, None, :]
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    return y.transpose(1, 2).reshape(b, f, e)
+
+
+@fused_attention.register_fake
+def _fused_attention_fake(x: Tensor, weight: Tensor, bias: Tensor, lengths: Tensor, num_heads: int) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _contrib_ops() -> tuple[object, object]:
+    """``com.microsoft`` Attention and Gelu as onnxscript ops (their schemas are not in onnx)."""
+    from onnx.defs import OpSchema
+    from onnxscript.values import Op, Opset
+
+    ms = Opset("com.microsoft", 1)
+    fp = OpSchema.FormalParameter
+    attention = OpSchema(
+        "Attention", "com.microsoft", 1,
+        inputs=[fp("input", "T"), fp("weights", "T"), fp("bias", "T"), fp("mask_index", "M")],
+        outputs=[fp("output", "T")],
+        type_constraints=[("T", ["tensor(float)"], ""), ("M", ["tensor(int32)"], "")],
+        attributes=[OpSchema.Attribute("num_heads", OpSchema.AttrType.INT, "")],
+    )
+    gelu = OpSchema("Gelu", "com.microsoft", 1, inputs=[fp("X", "T")], outputs=[fp("Y", "T")],
+                    type_constraints=[("T", ["tensor(float)"], "")])
+    return Op(ms, "Attention", attention), Op(ms, "Gelu", gelu)
+
+
+def translation_table() -> dict:
+    """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``: fused attention and exact
+    (erf) GELU to ONNX Runtime contrib ops."""
+    from onnxscript import opset18 as op
+
+    ms_attention, ms_gelu = _contrib_ops()
+
+    def attention(x, weight, bias, lengths, num_heads: int):  # type: ignore[no-untyped-def]
+        return ms_attention(x, weight, bias, op.Cast(lengths, to=6), num_heads=num_heads)  # 6 = INT32
+
+    def gelu(x, approximate: str = "none"):  # type: ignore[no-untyped-def]
+        if approximate != "none":
+            raise NotImplementedError("only the exact (erf) GELU is mapped to com.microsoft.Gelu")
+        return ms_gelu(x)
+
+    return {torch.ops.wavssl_export.attention.default: attention, torch.ops.aten.gelu.default: gelu}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with weight norm (any parametrization) folded into plain weights,
+    layer drop off and no gradients."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            _fold_parametrizations(module)
+        if isinstance(module, ContextEncoder):
+            module.layer_drop = 0.0
+    return model.requires_grad_(False)
+
+
+def _fold_parametrizations(module: nn.Module) -> None:
+    """Replace every parametrized tensor of ``module`` by its current value as a plain parameter.
+
+    (``parametrize.remove_parametrizations`` would edit the generated class that a deep copy shares
+    with the original module, stripping the original's weight too; this only touches the copy.)
+    """
+    values = {name: getattr(module, name).detach().clone() for name in module.parametrizations}  # type: ignore[union-attr]
+    module.__class__ = module.__class__.__bases__[0]
+    del module._modules["parametrizations"]
+    for name, value in values.items():
+        module.register_parameter(name, nn.Parameter(value, requires_grad=False))
+
+
+def valid_mask(lengths: Tensor, size: int) -> Tensor:
+    """(B,) lengths -> (B, size) bool, True at valid positions."""
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def standardize(wav: Tensor, lengths: Tensor) -> Tensor:
+    """Zero mean, unit variance over each row's valid samples; padding stays 0.
+
+    wav: (B, T); lengths: (B,) -> (B, T). Same as ``wavssl.data.audio._normalize`` per utterance
+    (which works in float64; here float32 sums).
+    """
+    keep = valid_mask(lengths, wav.shape[1]).to(wav.dtype)
+    count = lengths.clamp(min=1).to(wav.dtype)[:, None]
+    mean = (wav * keep).sum(1, keepdim=True) / count
+    centred = (wav - mean) * keep
+    var = (centred * centred).sum(1, keepdim=True) / count
+    return centred * torch.rsqrt(var + NORMALIZE_EPS)
+
+
+def conv_windows(x: Tensor, kernel: int, stride: int) -> Tensor:
+    """The k-sample windows of an unpadded strided conv, gathered: (B, L, C) -> (B, F, k * C),
+    F = (L - k) // s + 1, tap-major (column ``j * C + c`` is tap j of channel c)."""
+    b, length, channels = x.shape
+    frames = (length - kernel) // stride + 1
+    index = (torch.arange(frames, device=x.device) * stride)[:, None] + torch.arange(kernel, device=x.device)
+    return x.index_select(1, index.reshape(-1)).reshape(b, frames, kernel * channels)
+
+
+# --------------------------------------------------------------------------------- front end
+
+
+class MatMulWaveformFrontend(nn.Module):
+    """:class:`~wavssl.modules.frontend.WaveformEncoder` (eval) on channels-last frames, each conv as
+    windows @ weight; same function, float rounding aside.
+
+    The first block's GroupNorm (``norm_mode="default"``: one group per channel, statistics over all
+    frames of the padded row, as in PyTorch) is folded into the conv: with m and S the mean and
+    covariance of the windows, channel c has mean w_c.m and variance w_c' S w_c, so the block is
+    windows @ (w * scale) + shift with a per-utterance scale and shift.
+    """
+
+    def __init__(self, frontend: WaveformEncoder) -> None:
+        super().__init__()
+        self.specs = frontend.specs
+        self.weights = nn.ParameterList()
+        self.norms = nn.ModuleList()
+        self.kinds: list[str] = []
+        for i, block in enumerate(frontend.blocks):
+            conv, norm = block[0], block[1]
+            c_out, c_in, k = conv.weight.shape
+            w = conv.weight.detach().permute(2, 1, 0).reshape(k * c_in, c_out).contiguous()
+            self.weights.append(nn.Parameter(w, requires_grad=False))
+            self.register_buffer(f"bias{i}", None if conv.bias is None else conv.bias.detach().clone())
+            if isinstance(norm, nn.GroupNorm):
+                if norm.num_groups != norm.num_channels or i != 0:
+                    raise ValueError("only a per-channel GroupNorm on the first block can be folded")
+                self.kinds.append("group")
+                self.norms.append(norm)
+            elif isinstance(norm, nn.LayerNorm):
+                self.kinds.append("layer")
+                self.norms.append(norm)
+            else:
+                self.kinds.append("none")
+                self.norms.append(nn.Identity())
+
+    def _grouped_first(self, wav: Tensor, norm: nn.GroupNorm) -> Tensor:
+        """(B, T) -> (B, F0, C) = GroupNorm(conv(wav)) channels-last (conv bias cancels)."""
+        kernel, stride = self.specs[0]
+        w = self.weights[0]  # (k, C)
+        win = conv_windows(wav.unsqueeze(-1), kernel, stride)  # (B, F0, k)
+        mean = win.mean(1, keepdim=True)  # (B, 1, k)
+        centred = win - mean
+        cov = centred.transpose(1, 2) @ centred / win.shape[1]  # (B, k, k), biased like GroupNorm
+        var = ((cov @ w) * w).sum(1)  # (B, C)
+        scale = norm.weight * torch.rsqrt(var + norm.eps)  # (B, C)
+        shift = norm.bias - scale * (mean.squeeze(1) @ w)  # (B, C)
+        return win @ (w.unsqueeze(0) * scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """wav: (B, T) -> frames (B, F, D)."""
+        x = wav.unsqueeze(-1)  # (B, T, 1)
+        for i, ((kernel, stride), kind, norm) in enumerate(zip(self.specs, self.kinds, self.norms)):
+            if kind == "group":
+                x = self._grouped_first(wav, norm)  # type: ignore[arg-type]
+            else:
+                x = conv_windows(x, kernel, stride) @ self.weights[i]
+                bias = getattr(self, f"bias{i}")
+                if bias is not None:
+                    x = x + bias
+                if kind == "layer":
+                    x = norm(x)
+            x = F.gelu(x)
+        return x
+
+
+# ----------------------------------------------------------------------------------- context
+
+
+class ContextGraph(nn.Module):
+    """:class:`~wavssl.modules.context.ContextEncoder` (eval) with each attention block as one fused
+    op; falls back to the module itself when it uses chunked attention masks or ``fused`` is off."""
+
+    def __init__(self, context: ContextEncoder, fused: bool) -> None:
+        super().__init__()
+        self.context = context
+        self.fused = fused and context.attention_chunk <= 0
+
+    def forward(self, x: Tensor, padding_mask: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """x: (B, F, E) projected frames; padding_mask: (B, F); lengths: (B,) valid frames
+        -> (every layer's output (B, F, E) each, last hidden state (B, F, E))."""
+        c = self.context
+        if not self.fused:
+            out = c(x, padding_mask)
+            return list(out.layer_outputs), out.last_hidden_state
+        x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        x = x + c.pos_conv(x)
+        if not c.layer_norm_first:
+            x = c.layer_norm(x)
+        outputs = []
+        for layer in c.layers:
+            if layer.layer_norm_first:
+                x = x + _attend(layer.attention, layer.attn_norm(x), lengths)
+                x = x + layer.fc2(F.gelu(layer.fc1(layer.ffn_norm(x))))
+            else:
+                x = layer.attn_norm(x + _attend(layer.attention, x, lengths))
+                x = layer.ffn_norm(x + layer.fc2(F.gelu(layer.fc1(x))))
+            outputs.append(x)
+        last = c.layer_norm(x) if c.layer_norm_first else x
+        return outputs, last
+
+
+def _attend(attention: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
+    """A :class:`~wavssl.modules.context.SelfAttention` block as the fused op: (B, F, E) -> (B, F, E)."""
+    y = fused_attention(x, attention.qkv.weight.T, attention.qkv.bias, lengths, attention.num_heads)
+    return attention.out(y)
+
+
+class EncoderGraph(nn.Module):
+    """The shared :class:`~wavssl.models.Encoder` in eval mode: front end -> LayerNorm -> projection ->
+    context, returning the projected frames, every layer's output and the frame lengths."""
+
+    def __init__(self, encoder: Encoder, fused: bool) -> None:
+        super().__init__()
+        self.frontend = encoder.frontend
+        self.matmul_frontend = MatMulWaveformFrontend(encoder.frontend) \
+            if fused and isinstance(encoder.frontend, WaveformEncoder) else None
+        self.feature_norm, self.feature_proj = encoder.feature_norm, encoder.feature_proj
+        self.context = ContextGraph(encoder.context, fused)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor, Tensor]:
+        """x: (B, T) waveform or (B, C, T) series; lengths: (B,) valid samples -> (projected frames
+        (B, F, E), layer outputs, last hidden state (B, F, E), frame lengths (B,), padding mask (B, F))."""
+        if self.matmul_frontend is not None:
+            frames = self.matmul_frontend(x)
+        else:
+            frames = self.frontend(x, lengths).features
+        frame_lengths = self.frontend.output_lengths(lengths)
+        padding = ~valid_mask(frame_lengths, frames.shape[1])
+        projected = self.feature_proj(self.feature_norm(frames))
+        outputs, last = self.context(projected, padding, frame_lengths)
+        return projected, outputs, last, frame_lengths, padding
+
+
+# ------------------------------------------------------------------------------------- heads
+
+
+class CTCGraph(nn.Module):
+    """Recognizer graph: (waveform (B, T) float32 at the model's rate, lengths (B,) int64 samples)
+    -> (log_probs (B, F, V) float32 log-softmax, frame lengths (B,) int64).
+
+    Standardises each utterance over its valid samples first when the model was trained so."""
+
+    def __init__(self, model: CTCModel, fused: bool = True) -> None:
+        super().__init__()
+        model = frozen_copy(model)  # type: ignore[assignment]
+        self.encoder = EncoderGraph(model.encoder, fused)
+        self.head = model.head
+        self.normalize = bool(getattr(model, "normalize_audio", False))
+
+    def forward(self, waveform: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if self.normalize:
+            waveform = standardize(waveform, lengths)
+        _, _, last, frame_lengths, _ = self.encoder(waveform, lengths)
+        return torch.log_softmax(self.head(last), dim=-1), frame_lengths
+
+
+class ClassifierGraph(nn.Module):
+    """Classifier graph: (series (B, C, T) float32, NaN where missing, lengths (B,) int64 samples)
+    -> log_probs (B, K) float32 log-softmax over classes."""
+
+    def __init__(self, model: SequenceClassifier, fused: bool = True) -> None:
+        super().__init__()
+        model = frozen_copy(model)  # type: ignore[assignment]
+        self.encoder = EncoderGraph(model.encoder, fused)
+        self.model = model
+        self.layer = model.layer
+
+    def forward(self, series: Tensor, lengths: Tensor) -> Tensor:
+        projected, outputs, last, _, padding = self.encoder(series, lengths)
+        if self.layer == -1:
+            states = last
+        elif self.layer == 0:
+            states = projected
+        else:
+            states = outputs[self.layer - 1]
+        return torch.log_softmax(self.model.head(states, padding).logits, dim=-1)
