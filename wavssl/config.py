@@ -257,6 +257,12 @@ class TrainConfig:
     """Abort after this many consecutive non-finite losses."""
     tensorboard: bool = True
     """Write TensorBoard event files (if tensorboard is installed)."""
+    activation_checkpointing: bool = False
+    """Recompute every Transformer layer's activations in the backward pass instead of keeping them:
+    much less activation memory for about a third more compute (large models, long crops)."""
+    compile: bool = False
+    """``torch.compile`` every Transformer layer (regional compilation with dynamic shapes, so batches
+    of any length reuse the compiled code; the first updates pay the compile time)."""
 
 
 @dataclass(kw_only=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -133,6 +134,8 @@ class ContextEncoder(nn.Module):
             for _ in range(num_layers)
         )
         self.layer_norm_first, self.layer_drop = layer_norm_first, layer_drop
+        self.checkpoint_layers = False
+        """Activation checkpointing in training: layer activations are recomputed in the backward pass."""
         self.attention_chunk, self.attention_left_chunks = attention_chunk, attention_left_chunks
         for layer in self.layers:
             for lin in (layer.attention.qkv, layer.attention.out, layer.fc1, layer.fc2):
@@ -148,7 +151,8 @@ class ContextEncoder(nn.Module):
             chunk = chunk_attention_mask(num_frames, self.attention_chunk, self.attention_left_chunks, device)
             mask = chunk[None, None] if mask is None else mask & chunk[None, None]
         if mask is not None:  # every query keeps itself, so no row is empty
-            mask = mask | torch.eye(num_frames, dtype=torch.bool, device=device)
+            idx = torch.arange(num_frames, device=device)  # (the identity without torch.eye: ONNX has no bool EyeLike)
+            mask = mask | (idx[:, None] == idx[None, :])
         return mask
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> ContextOutput:
@@ -161,9 +165,13 @@ class ContextEncoder(nn.Module):
         x = self.dropout(x)
         attn_mask = self.attention_mask(padding_mask, x.shape[1], x.device)
         outputs = []
+        recompute = self.checkpoint_layers and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if not (self.training and self.layer_drop > 0 and torch.rand(()) < self.layer_drop):
-                x = layer(x, attn_mask)
+                if recompute:  # activations recomputed in backward (same dropout: RNG state is replayed)
+                    x = torch.utils.checkpoint.checkpoint(layer, x, attn_mask, use_reentrant=False)
+                else:
+                    x = layer(x, attn_mask)
             outputs.append(x)
         last = self.layer_norm(x) if self.layer_norm_first else x
         return ContextOutput(tuple(outputs), last)

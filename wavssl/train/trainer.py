@@ -209,6 +209,18 @@ def batch_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def apply_speedups(model: nn.Module, cfg: Config) -> None:
+    """Activation checkpointing and regional ``torch.compile`` of the context Transformer's layers, as
+    ``cfg.train`` asks (module attributes and per-layer compiled calls: state dicts are unchanged)."""
+    context = getattr(getattr(model, "encoder", None), "context", None)
+    if context is None:
+        return
+    context.checkpoint_layers = cfg.train.activation_checkpointing
+    if cfg.train.compile:
+        for layer in context.layers:
+            layer.compile(dynamic=True)
+
+
 def _copy_to_temp(src: Path, directory: Path) -> Path:
     """A copy of ``src`` inside ``directory`` under a temporary name (for an atomic rename)."""
     tmp = directory / f".{src.name}.tmp"
@@ -231,6 +243,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model = model.to(device)
         self.module = model  # unwrapped, for state dicts and task hooks
+        apply_speedups(model, cfg)
         if self.ddp.world_size > 1:
             check_ranks_agree(cfg, task)
             self.model = nn.parallel.DistributedDataParallel(
