@@ -191,6 +191,14 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from .export import export
+
+    export(a.run, a.out, int8=a.int8, fused=not a.portable, opset=a.opset, check_audio=a.check_audio,
+           atol=a.atol, per_channel=a.per_channel, exporter=a.exporter)
+    return 0
+
+
 def _cmd_import(a: argparse.Namespace) -> int:
     from .train.importers import import_checkpoint
 
@@ -273,6 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per file with word times")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("export", help="export a fine-tuned recognizer or classifier to an ONNX model directory "
+                       "(run it with wavssl-onnx, no PyTorch needed)")
+    p.add_argument("run", type=Path, help="recognizer or classifier run directory")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
+    p.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                   help="int8: one weight scale per tensor (default: per output channel)")
+    p.add_argument("--portable", action="store_true", help="standard ONNX ops only (no ONNX Runtime contrib ops; "
+                   "slower)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="torch.onnx exporter (dynamo falls back to torchscript when it fails)")
+    p.add_argument("--check-audio", type=Path, nargs="*", default=[], help="recordings added to the parity check")
+    p.add_argument("--atol", type=float, default=1e-3, help="parity tolerance on log-probabilities")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("import-checkpoint", help="convert a transformers or fairseq wav2vec2 checkpoint")
     p.add_argument("src", type=Path, help="transformers model directory or fairseq .pt file")

@@ -1,8 +1,12 @@
-"""wavssl-onnx: the CPU runtime of wavssl (numpy only on the text side; never torch).
+"""wavssl-onnx: the CPU runtime of wavssl (numpy + onnxruntime + soundfile + soxr; never torch).
 
-Text normalisation, the CTC character vocabulary, CTC decoding (greedy, prefix beam search with
-n-gram shallow fusion, word times), an n-gram LM and WER/CER. The PyTorch side (``wavssl``) imports
-these from here.
+- Inference on exported models (``wavssl export``): :class:`OfflineRecognizer` (speech -> text with
+  word times; long files in overlapping windows) and :class:`Classifier` (sensor series -> class
+  probabilities); the model-directory contract in :mod:`wavssl_onnx.model_dir`; the
+  ``wavssl-onnx`` command (:mod:`wavssl_onnx.cli`). These load onnxruntime on first use.
+- The text side (numpy only): text normalisation, the CTC character vocabulary, CTC decoding
+  (greedy, prefix beam search with n-gram shallow fusion, word times), an n-gram LM and WER/CER.
+  The PyTorch side (``wavssl``) imports these from here.
 """
 
 from .decoding import (
@@ -21,13 +25,37 @@ from .vocab import VOCAB_FILE, Vocabulary
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "OfflineRecognizer": "recognizer", "Result": "recognizer", "Classifier": "classifier",
+    "Prediction": "classifier", "load_series": "classifier", "AudioError": "audio", "read_audio": "audio",
+    "ModelInfo": "model_dir", "ModelDirError": "model_dir", "load_model_info": "model_dir",
+    "FORMAT_VERSION": "model_dir",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The inference API, imported on first use (the text side does not need onnxruntime)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
+    "FORMAT_VERSION",
     "SUPPORTED_LANGUAGES",
     "VOCAB_FILE",
+    "AudioError",
+    "Classifier",
     "EditCounts",
     "ErrorRate",
     "Hypothesis",
+    "ModelDirError",
+    "ModelInfo",
     "NGramLM",
+    "OfflineRecognizer",
+    "Prediction",
+    "Result",
     "Vocabulary",
     "WordTime",
     "__version__",
@@ -37,8 +65,11 @@ __all__ = [
     "edit_ops",
     "greedy_decode",
     "greedy_decode_batch",
+    "load_model_info",
+    "load_series",
     "normalize_text",
     "normalize_with_report",
+    "read_audio",
     "wer",
     "word_times",
 ]

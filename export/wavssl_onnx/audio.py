@@ -1,0 +1,164 @@
+"""Audio input for the runtime: anything libsndfile reads (wav, flac, ogg/opus, mp3, aiff, ...) or
+numpy arrays, downmixed to mono and resampled with soxr to the model's rate; long files stream in
+blocks so memory stays bounded."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+Source = str | os.PathLike[str] | np.ndarray
+"""A file path or a waveform array: (T,) mono or (T, C) channels last, float or integer PCM."""
+
+
+class AudioError(ValueError):
+    """One input cannot be used (undecodable, empty, too short, non-finite); the message names it."""
+
+    def __init__(self, source: object, reason: str) -> None:
+        self.source, self.reason = str(source), reason
+        super().__init__(f"{source}: {reason}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file header says."""
+
+    frames: int
+    """Samples per channel (may be 0)."""
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return self.frames / self.sample_rate if self.sample_rate > 0 else 0.0
+
+
+def source_name(x: Source, index: int = 0) -> str:
+    """How an input is named in results and errors: its path, or ``<array N>``."""
+    return f"<array {index}>" if isinstance(x, np.ndarray) else str(x)
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Header of an audio file; raises :class:`AudioError` when libsndfile cannot open it."""
+    if not Path(path).is_file():
+        raise AudioError(path, "no such file")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise AudioError(path, f"cannot decode ({_reason(e)})") from e
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(path, f"invalid header (sample rate {info.samplerate}, {info.channels} channels)")
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def _reason(e: Exception) -> str:
+    text = getattr(e, "error_string", None) or str(e) or type(e).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    """(T,) or (T, C) -> (T,) float32, channels averaged; integer PCM scaled to [-1, 1)."""
+    array = np.asarray(data)
+    if np.issubdtype(array.dtype, np.integer):
+        array = array.astype(np.float32) / float(2 ** (8 * array.dtype.itemsize - 1))
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 2:
+        array = array.mean(axis=1, dtype=np.float32) if array.shape[1] > 1 else array[:, 0]
+    elif array.ndim != 1:
+        raise ValueError(f"expected a (T,) or (T, channels) waveform, got shape {array.shape}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _resample(wave: np.ndarray, rate: int, target: int, source: object) -> np.ndarray:
+    if rate == target:
+        return wave
+    try:
+        out = soxr.resample(wave, rate, target, quality="HQ")
+    except Exception as e:
+        raise AudioError(source, f"cannot resample {rate} Hz -> {target} Hz ({_reason(e)})") from e
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _check(wave: np.ndarray, source: object) -> np.ndarray:
+    if wave.size == 0:
+        raise AudioError(source, "no audio samples (zero-length audio)")
+    if not np.isfinite(wave).all():
+        raise AudioError(source, "contains NaN or infinite samples")
+    return wave
+
+
+def read_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
+    """Decode a whole file -> (T,) float32 mono at ``sample_rate``; raises :class:`AudioError`."""
+    info = probe(path)
+    if info.frames == 0:
+        raise AudioError(path, "no audio samples (zero-length audio)")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(path, f"cannot decode ({_reason(e)})") from e
+    wave = _check(_mono(data), path)
+    return _check(_resample(wave, int(rate), sample_rate, path), path)
+
+
+def from_array(x: np.ndarray, rate: int, sample_rate: int, source: object = "<array>") -> np.ndarray:
+    """An in-memory waveform ((T,) or (T, C), float or integer PCM at ``rate``) -> (T',) float32 mono
+    at ``sample_rate``; raises :class:`AudioError`."""
+    if rate <= 0:
+        raise AudioError(source, f"invalid sample rate {rate}")
+    try:
+        wave = _mono(x)
+    except ValueError as e:
+        raise AudioError(source, str(e)) from e
+    return _check(_resample(_check(wave, source), rate, sample_rate, source), source)
+
+
+def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+    """Decode a file block by block -> (n,) float32 mono blocks at ``sample_rate`` (streaming soxr),
+    so a long file never sits in memory whole. Raises :class:`AudioError` (possibly mid-stream)."""
+    info = probe(path)
+    if info.frames == 0:
+        raise AudioError(path, "no audio samples (zero-length audio)")
+    resampler = None if info.sample_rate == sample_rate else _stream_resampler(path, info.sample_rate, sample_rate)
+    block = max(1, int(block_seconds * info.sample_rate))
+    produced = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)
+                last = len(data) < block
+                wave = _mono(data) if len(data) else np.zeros(0, np.float32)
+                if wave.size and not np.isfinite(wave).all():
+                    raise AudioError(path, "contains NaN or infinite samples")
+                if resampler is not None:
+                    wave = np.ascontiguousarray(resampler.resample_chunk(wave, last=last), dtype=np.float32)
+                produced += wave.size
+                if wave.size:
+                    yield wave
+                if last:
+                    break
+    except AudioError:
+        raise
+    except Exception as e:
+        raise AudioError(path, f"cannot decode ({_reason(e)})") from e
+    if produced == 0:
+        raise AudioError(path, "no audio samples (zero-length audio)")
+
+
+def _stream_resampler(path: object, rate: int, target: int) -> soxr.ResampleStream:
+    try:
+        return soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
+    except Exception as e:
+        raise AudioError(path, f"cannot resample {rate} Hz -> {target} Hz ({_reason(e)})") from e
+
+
+def array_blocks(wave: np.ndarray, block: int) -> Iterator[np.ndarray]:
+    """(T,) -> consecutive views of at most ``block`` samples."""
+    for start in range(0, len(wave), block):
+        yield wave[start: start + block]

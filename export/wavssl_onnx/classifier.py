@@ -1,0 +1,176 @@
+"""Sequence classification (sensor series) with an exported classifier on ONNX Runtime (no PyTorch).
+
+``Classifier.from_dir(MODEL_DIR).predict(series)`` gives class probabilities for (C, T) float arrays
+(NaN = missing sample; the graph imputes them as the PyTorch model does). Series files:
+
+- ``.npy``: one (C, T) series, a (N, C, T) stack, or a (T,) series for one-channel models;
+- ``.npz``: an ``X`` array as above, or one (C, T_i) array per entry (``np.savez(path, *arrays)``);
+- ``.csv`` / ``.tsv``: one series, one row per time step, one column per channel; a header row is
+  skipped, and a first column named ``time``/``t``/``timestamp`` is dropped (samples are taken as
+  evenly spaced at the model's rate).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model_dir import ModelInfo
+from .session import open_model
+
+TIME_COLUMNS = ("time", "t", "timestamp", "seconds")
+
+
+class SeriesError(ValueError):
+    """A series file cannot be used; the message names it."""
+
+
+@dataclass
+class Prediction:
+    """Class probabilities of one series."""
+
+    source: str
+    """File (with ``[i]`` for the i-th series of a stack)."""
+    probabilities: np.ndarray | None = None
+    """(K,) probabilities in class order."""
+    label: str | None = None
+    """Most probable class."""
+    error: str | None = None
+
+    def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
+        """JSON-ready: ``source``, ``label``, ``probabilities`` {class: p} - or ``error``."""
+        if self.probabilities is None:
+            return {"source": self.source, "error": self.error}
+        return {"source": self.source, "label": self.label,
+                "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, self.probabilities)}}
+
+
+def _csv_series(path: Path) -> np.ndarray:
+    """One (C, T) series from a CSV/TSV table (rows = time steps)."""
+    text = path.read_text(encoding="utf-8")
+    dialect = csv.excel_tab if path.suffix.lower() == ".tsv" or ("\t" in text.splitlines()[0] if text else False) \
+        else csv.excel
+    rows = [r for r in csv.reader(text.splitlines(), dialect) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise SeriesError(f"{path}: empty table")
+    header: list[str] | None = None
+    try:
+        [float(c) for c in rows[0] if c.strip()]
+    except ValueError:
+        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
+    try:
+        values = np.array([[float(c) if c.strip() else np.nan for c in r] for r in rows], dtype=np.float32)
+    except ValueError as e:
+        raise SeriesError(f"{path}: non-numeric value ({e})") from e
+    if values.ndim != 2 or values.shape[0] == 0:
+        raise SeriesError(f"{path}: expected rows of equal length with at least one time step")
+    if header and header[0] in TIME_COLUMNS:
+        values = values[:, 1:]
+    return values.T.copy()
+
+
+def load_series(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """Series in a file -> list of (C, T) float32 arrays ((T,) arrays become (1, T))."""
+    p = Path(path)
+    if not p.is_file():
+        raise SeriesError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arrays = [np.load(p, allow_pickle=False)]
+        elif suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = [z["X"]] if "X" in z.files else [z[k] for k in z.files]
+        elif suffix in (".csv", ".tsv", ".txt"):
+            arrays = [_csv_series(p)]
+        else:
+            raise SeriesError(f"{p}: unsupported series file (use .npy, .npz, .csv or .tsv)")
+    except SeriesError:
+        raise
+    except Exception as e:
+        raise SeriesError(f"{p}: cannot read ({type(e).__name__}: {e})") from e
+    out: list[np.ndarray] = []
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim == 1:
+            out.append(a[None])
+        elif a.ndim == 2:
+            out.append(a)
+        elif a.ndim == 3:
+            out.extend(a)
+        else:
+            raise SeriesError(f"{p}: expected (T,), (C, T) or (N, C, T) arrays, got shape {a.shape}")
+    return out
+
+
+class Classifier:
+    """A sequence classifier on ONNX Runtime. Build it with :meth:`from_dir`."""
+
+    def __init__(self, info: ModelInfo, session: Any, *, max_batch_size: int = 32) -> None:
+        if info.class_names is None:
+            raise ValueError("a classifier needs class names")
+        self.info, self.session, self.max_batch_size = info, session, max_batch_size
+        self.class_names: list[str] = list(info.class_names)
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike[str], *, threads: int | None = None, int8: bool = False,
+                 spin: bool = False, max_batch_size: int = 32) -> Classifier:
+        """Load an exported classifier (``threads``: intra-op threads; ``int8``: the quantized graph;
+        ``spin``: busy-waiting worker threads). Raises ModelDirError naming a bad file."""
+        info, session, _ = open_model(model_dir, "classify", threads=threads, int8=int8, spin=spin)
+        return cls(info, session, max_batch_size=max_batch_size)
+
+    def check(self, series: np.ndarray, name: str = "series") -> np.ndarray:
+        """(C, T) float32 or a SeriesError naming the problem (channels, length)."""
+        x = np.asarray(series, dtype=np.float32)
+        if x.ndim == 1 and self.info.in_channels == 1:
+            x = x[None]
+        if x.ndim != 2 or x.shape[0] != self.info.in_channels:
+            raise SeriesError(f"{name}: expected ({self.info.in_channels} channels, time), got shape {x.shape}")
+        if x.shape[1] < self.info.min_samples:
+            raise SeriesError(f"{name}: {x.shape[1]} time steps; the model needs at least {self.info.min_samples}")
+        return x
+
+    def predict(self, series: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, K) class probabilities of (C, T_i) series (NaN = missing), batched by length."""
+        xs = [self.check(s, f"series {i}") for i, s in enumerate(series)]
+        out = np.zeros((len(xs), len(self.class_names)), dtype=np.float32)
+        order = sorted(range(len(xs)), key=lambda i: xs[i].shape[1])
+        for start in range(0, len(order), self.max_batch_size):
+            group = order[start: start + self.max_batch_size]
+            lengths = np.array([xs[i].shape[1] for i in group], dtype=np.int64)
+            batch = np.zeros((len(group), self.info.in_channels, int(lengths.max())), dtype=np.float32)
+            for row, i in enumerate(group):
+                batch[row, :, : lengths[row]] = xs[i]
+            (log_probs,) = self.session.run(None, {self.info.inputs[0]: batch, self.info.inputs[1]: lengths})
+            out[group] = np.exp(log_probs)
+        return out
+
+    def run(self, paths: Sequence[str | os.PathLike[str]]) -> list[Prediction]:
+        """Classify every series in every file; a bad file or series gives a :class:`Prediction` with
+        ``error`` and the others still come out."""
+        results: list[Prediction] = []
+        for path in paths:
+            try:
+                found = load_series(path)
+            except SeriesError as e:
+                results.append(Prediction(str(path), error=str(e)))
+                continue
+            batch: list[tuple[Prediction, np.ndarray]] = []
+            for i, s in enumerate(found):
+                result = Prediction(str(path) if len(found) == 1 else f"{path}[{i}]")
+                results.append(result)
+                try:
+                    batch.append((result, self.check(s, result.source)))
+                except SeriesError as e:
+                    result.error = str(e)
+            if batch:
+                for (result, _), probs in zip(batch, self.predict([x for _, x in batch])):
+                    result.probabilities, result.label = probs, self.class_names[int(probs.argmax())]
+        return results

@@ -1,0 +1,140 @@
+"""``wavssl-onnx``: transcribe audio or classify series with an exported model, on a CPU, without PyTorch.
+
+    wavssl-onnx transcribe MODEL_DIR a.wav b.flac ... [--int8] [--threads N] [--beam N --lm LM] [--json]
+    wavssl-onnx classify MODEL_DIR series.npy more.csv ... [--int8] [--threads N] [--json]
+    wavssl-onnx info MODEL_DIR
+
+Exit status: 0 when every input came out, 1 when some input failed (each failure is reported and
+the others still come out), 2 when the model directory or the arguments are unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .model_dir import ModelDirError, load_model_info
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", type=Path, help="directory written by `wavssl export`")
+    p.add_argument("--int8", action="store_true", help="run model.int8.onnx (faster; written by export --int8)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: one per physical core)")
+    p.add_argument("--spin", action="store_true", help="busy-waiting worker threads (ONNX Runtime's default; "
+                   "faster only on an otherwise idle machine)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _lm(a: argparse.Namespace, language: str) -> object:
+    if a.lm is None:
+        return None
+    from .lm import NGramLM
+    from .text import normalize_text
+
+    if a.lm.suffix == ".json":
+        return NGramLM.load(a.lm)
+    lines = [normalize_text(x, language or None) for x in a.lm.read_text(encoding="utf-8").splitlines()]
+    return NGramLM.from_lines([x for x in lines if x], order=a.lm_order, level=a.lm_level)
+
+
+def _cmd_transcribe(a: argparse.Namespace) -> int:
+    from .recognizer import OfflineRecognizer
+
+    rec = OfflineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin, chunk_seconds=a.chunk_seconds,
+                                     context_seconds=a.context_seconds, max_batch_seconds=a.batch_seconds)
+    lm = _lm(a, rec.info.language)
+    start = time.perf_counter()
+    results = rec.run([str(p) for p in a.audio], beam=a.beam, lm=lm, lm_weight=a.lm_weight,  # type: ignore[arg-type]
+                      word_bonus=a.word_bonus)
+    elapsed = time.perf_counter() - start
+    failed = 0
+    for r in results:
+        if r.error is not None:
+            failed += 1
+            print(f"wavssl-onnx transcribe: error: {r.error}", file=sys.stderr)
+            if a.json:
+                print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
+        elif a.json:
+            print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            print(f"{r.source}\t{r.hypothesis.text}", flush=True)  # type: ignore[union-attr]
+    audio = sum(r.duration for r in results if r.ok)
+    if a.verbose and audio > 0:
+        print(f"wavssl-onnx: {audio:.1f} s of audio in {elapsed:.2f} s (RTF {elapsed / audio:.3f})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_classify(a: argparse.Namespace) -> int:
+    from .classifier import Classifier
+
+    clf = Classifier.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin)
+    failed = 0
+    for r in clf.run(a.series):
+        if r.error is not None:
+            failed += 1
+            print(f"wavssl-onnx classify: error: {r.error}", file=sys.stderr)
+            if a.json:
+                print(json.dumps(r.to_dict(clf.class_names), ensure_ascii=False), flush=True)
+        elif a.json:
+            print(json.dumps(r.to_dict(clf.class_names), ensure_ascii=False), flush=True)
+        else:
+            assert r.probabilities is not None
+            top = sorted(zip(clf.class_names, r.probabilities), key=lambda t: -t[1])[: a.top]
+            print(f"{r.source}\t{r.label}\t" + "  ".join(f"{n}:{p:.4f}" for n, p in top), flush=True)
+    return 1 if failed else 0
+
+
+def _cmd_info(a: argparse.Namespace) -> int:
+    info = load_model_info(a.model_dir)
+    print(json.dumps(info.to_dict(), ensure_ascii=False, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wavssl-onnx", description="CPU inference for exported wavssl models "
+                                     "(ONNX Runtime, no PyTorch).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files with an exported recognizer")
+    _model_args(p)
+    p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads; any rate, any "
+                   "channels)")
+    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
+    p.add_argument("--lm", type=Path, help="n-gram LM: text file (one sentence per line) or a saved LM .json")
+    p.add_argument("--lm-order", type=int, default=4)
+    p.add_argument("--lm-level", choices=["char", "word"], default="char")
+    p.add_argument("--lm-weight", type=float, default=0.5)
+    p.add_argument("--word-bonus", type=float, default=0.0)
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="long files: seconds kept per window")
+    p.add_argument("--context-seconds", type=float, default=4.0, help="long files: context each side of a window")
+    p.add_argument("--batch-seconds", type=float, default=60.0, help="padded audio per batch of short files")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the real-time factor to stderr")
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("classify", help="class probabilities of series files with an exported classifier")
+    _model_args(p)
+    p.add_argument("series", type=Path, nargs="+", help=".npy ((C, T) or (N, C, T)), .npz, or .csv/.tsv (rows = "
+                   "time steps, columns = channels)")
+    p.add_argument("--top", type=int, default=5, help="classes shown per series (text output)")
+    p.set_defaults(func=_cmd_classify)
+
+    p = sub.add_parser("info", help="print a model directory's description (wavssl.json)")
+    p.add_argument("model_dir", type=Path)
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ModelDirError, FileNotFoundError, ValueError) as e:
+        print(f"wavssl-onnx {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
