@@ -13,8 +13,10 @@ post-LN Transformer, positional conv 128/16; ~94.4M parameters) with random weig
   and, for int8, onnxruntime dynamic quantization of its MatMul weights; run with the same ONNX
   Runtime session options as wavssl-onnx.
 
-After one warm-up each, the engines alternate run by run (order reversed every round) so machine
-noise hits them alike; reported: the real-time factor (median over runs of seconds per second of
+Idle threads wait passively in every engine (ONNX Runtime without spinning, as wavssl-onnx runs by
+default, and ``OMP_WAIT_POLICY=PASSIVE`` for torch); ``--spin`` makes them all busy-wait, which is
+faster only on an otherwise idle machine. After one warm-up each, the engines alternate run by run
+(order reversed every round) so machine noise hits them alike; reported: the real-time factor (median over runs of seconds per second of
 audio), ratios against wavssl-onnx, file sizes, and the peak RSS of a fresh process that loads only
 that engine and transcribes the clip once (the wavssl-onnx ones with ``import torch`` blocked).
 
@@ -292,11 +294,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every engine")
     ap.add_argument("--runs", type=int, default=7, help="timed runs per engine (after one warm-up)")
-    ap.add_argument("--spin", action="store_true", help="busy-waiting ONNX Runtime threads (both ONNX engines)")
+    ap.add_argument("--spin", action="store_true", help="busy-waiting threads: ONNX Runtime's (every ONNX engine) and "
+                    "OpenMP's OMP_WAIT_POLICY=ACTIVE (torch eager); default: passive waiting for all")
     ap.add_argument("--work", type=Path, help="folder for the exported models (kept and reused; default: temporary)")
     ap.add_argument("--no-rss", action="store_true", help="skip the per-engine peak-RSS subprocesses")
     ap.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     a = ap.parse_args(argv)
+    # the same thread-waiting policy for every engine: ONNX Runtime's spinning (``--spin``) and
+    # OpenMP's (torch eager) go together; set before torch loads OpenMP
+    os.environ["OMP_WAIT_POLICY"] = "ACTIVE" if a.spin else "PASSIVE"
     tmp = None
     if a.work is None:
         tmp = tempfile.TemporaryDirectory(prefix="wavssl_cpu_inference_")
@@ -321,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "benchmark": "cpu_inference", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(), "clip_seconds": a.seconds, "clip": clip_kind, "threads": a.threads, "runs": a.runs,
-        "ort_spinning": a.spin, "rtf": median, "rtf_runs": {k: [round(x, 4) for x in v] for k, v in rtfs.items()},
+        "ort_spinning": a.spin, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "rtf": median, "rtf_runs": {k: [round(x, 4) for x in v] for k, v in rtfs.items()},
         "ratios": {
             "peer_best": peer_best,
             "int8_vs_peer_best": round(median[peer_best] / median["wavssl-onnx int8"], 3),
