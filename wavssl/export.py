@@ -168,12 +168,23 @@ def _graph(model: nn.Module, fused: bool) -> nn.Module:
 
 
 def _export_dynamo(model: nn.Module, info: ModelInfo, path: Path, fused: bool, opset: int) -> None:
+    import logging
+    import warnings
+
     graph = _graph(model, fused)
-    program = torch.onnx.export(
-        graph, _example(info), dynamo=True, input_names=info.inputs, output_names=info.outputs,
-        dynamic_shapes=_dynamic_shapes(info), opset_version=opset, optimize=True,
-        custom_translation_table=translation_table() if fused else None, verbose=False,
-    )
+    exporter_log = logging.getLogger("torch.onnx")  # its notes (torchvision absent, axis renames) are noise here
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                graph, _example(info), dynamo=True, input_names=info.inputs, output_names=info.outputs,
+                dynamic_shapes=_dynamic_shapes(info), opset_version=opset, optimize=True,
+                custom_translation_table=translation_table() if fused else None, verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
     assert program is not None
     program.save(str(path))
 
