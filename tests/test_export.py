@@ -507,3 +507,22 @@ def test_one_hour_file_in_bounded_memory(tiny_dir: Path, speech_dir: Path, tmp_p
     assert out["ok"] and out["duration"] == pytest.approx(3600.0, abs=1.0)
     assert out["last_end"] > 3500.0
     assert out["peak_rss_mb"] < 1024
+
+
+def test_runtime_evaluate_matches_pytorch_scores(tiny_run: Path, tiny_dir: Path, speech_dir: Path,
+                                                 tmp_path: Path) -> None:
+    """``wavssl-onnx evaluate`` (no torch) gives the WER/CER that ``wavssl evaluate`` gives on the same manifest."""
+    lines = (speech_dir / "transcripts.tsv").read_text().splitlines()
+    manifest = tmp_path / "test.tsv"
+    manifest.write_text("\n".join([lines[0], *(f"{speech_dir / p}\t{t}" for p, t in
+                                               (x.split("\t") for x in lines[1:7]))]) + "\n")
+    code = NO_TORCH + "from wavssl_onnx.cli import main; sys.exit(main())"
+    run = subprocess.run([sys.executable, "-c", code, "evaluate", str(tiny_dir), str(manifest), "--json",
+                          "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    onnx_scores = json.loads(run.stdout)
+    ref = subprocess.run([sys.executable, "-m", "wavssl", "evaluate", str(tiny_run), str(manifest), "--json"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    torch_scores = json.loads(ref.stdout)
+    assert onnx_scores["utterances"] == torch_scores["utterances"] == 6
+    assert abs(onnx_scores["cer"] - torch_scores["cer"]) < 0.02 and onnx_scores["words"] == torch_scores["words"]

@@ -1,6 +1,7 @@
 """``wavssl-onnx``: transcribe audio or classify series with an exported model, on a CPU, without PyTorch.
 
     wavssl-onnx transcribe MODEL_DIR a.wav b.flac ... [--int8] [--threads N] [--beam N --lm LM] [--json]
+    wavssl-onnx evaluate MODEL_DIR test.tsv [--int8] [--language ru] [--json]      # WER and CER
     wavssl-onnx classify MODEL_DIR series.npy more.csv ... [--int8] [--threads N] [--json]
     wavssl-onnx info MODEL_DIR
 
@@ -67,6 +68,67 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def read_manifest(path: Path) -> list[tuple[str, str]]:
+    """(audio path, transcript) rows of a TSV manifest whose header names ``path`` and ``text``
+    columns; relative paths are relative to the manifest's folder."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "path" not in header or "text" not in header:
+        raise ValueError(f"{path}: manifest header must name 'path' and 'text' columns")
+    ip, it = header.index("path"), header.index("text")
+    out = []
+    for row in rows[1:]:
+        if len(row) > max(ip, it) and row[ip].strip():
+            audio = Path(row[ip].strip())
+            out.append((str(audio if audio.is_absolute() else path.parent / audio), row[it]))
+    return out
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from .metrics import cer, wer
+    from .recognizer import OfflineRecognizer
+    from .text import normalize_text
+
+    rec = OfflineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin)
+    language = a.language if a.language is not None else rec.info.language
+    rows = [(p, normalize_text(t, language or None)) for p, t in read_manifest(a.manifest)]
+    rows = [(p, t) for p, t in rows if t]
+    start = time.perf_counter()
+    results = rec.run([p for p, _ in rows], beam=a.beam, lm=_lm(a, language), lm_weight=a.lm_weight,
+                      word_bonus=a.word_bonus)
+    elapsed = time.perf_counter() - start
+    refs, hyps = [], []
+    for (_, ref), r in zip(rows, results):
+        if r.error is not None:
+            print(f"wavssl-onnx evaluate: skipped: {r.error}", file=sys.stderr)
+            continue
+        refs.append(ref)
+        hyps.append(r.hypothesis.text)  # type: ignore[union-attr]
+    w, c = wer(refs, hyps), cer(refs, hyps)
+    audio = sum(r.duration for r in results if r.ok)
+    summary = {"model_dir": str(a.model_dir), "manifest": str(a.manifest), "int8": a.int8, "wer": w.rate,
+               "cer": c.rate, "utterances": len(refs), "words": w.ref_units, "skipped": len(rows) - len(refs),
+               "rtf": elapsed / audio if audio else None}
+    if a.json:
+        print(json.dumps(summary))
+    else:
+        print(f"WER {100 * w.rate:.2f}%  CER {100 * c.rate:.2f}%  ({len(refs)} utterances, {w.ref_units} words, "
+              f"{summary['skipped']} skipped, RTF {summary['rtf'] or 0:.3f})")
+    return 0
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
+    p.add_argument("--lm", type=Path, help="n-gram LM: text file (one sentence per line) or a saved LM .json")
+    p.add_argument("--lm-order", type=int, default=4)
+    p.add_argument("--lm-level", choices=["char", "word"], default="char")
+    p.add_argument("--lm-weight", type=float, default=0.5)
+    p.add_argument("--word-bonus", type=float, default=0.0)
+
+
 def _cmd_classify(a: argparse.Namespace) -> int:
     from .classifier import Classifier
 
@@ -102,17 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads; any rate, any "
                    "channels)")
-    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
-    p.add_argument("--lm", type=Path, help="n-gram LM: text file (one sentence per line) or a saved LM .json")
-    p.add_argument("--lm-order", type=int, default=4)
-    p.add_argument("--lm-level", choices=["char", "word"], default="char")
-    p.add_argument("--lm-weight", type=float, default=0.5)
-    p.add_argument("--word-bonus", type=float, default=0.0)
+    _decode_args(p)
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="long files: seconds kept per window")
     p.add_argument("--context-seconds", type=float, default=4.0, help="long files: context each side of a window")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="padded audio per batch of short files")
     p.add_argument("-v", "--verbose", action="store_true", help="print the real-time factor to stderr")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("evaluate", help="WER and CER of an exported recognizer on a manifest (path and text columns)")
+    _model_args(p)
+    p.add_argument("manifest", type=Path, help="TSV with a header naming path and text columns")
+    p.add_argument("--language", help="transcript normalisation (default: the model's)")
+    _decode_args(p)
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("classify", help="class probabilities of series files with an exported classifier")
     _model_args(p)
