@@ -354,7 +354,13 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
               f"({len(vocab)} tokens, {trainable / 1e6:.2f}M trainable parameters, "
               f"{'from scratch' if pretrained_run is None else f'from {pretrained_run}'}) on {len(task.data)} "
               f"utterances ({task.total_seconds / 60:.1f} min) -> {out}", flush=True)
-    state = trainer.train()
+    try:
+        state = trainer.train()
+        if ddp.world_size > 1:
+            torch.distributed.barrier()  # leave together: rank 0 may still be writing the last checkpoint
+    finally:
+        if ddp.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     skipped = task.skipped + task.data.skipped + (valid_set.skipped if valid_set else [])
     if ddp.is_main:
         write_skipped(out / SKIPPED_FILE, skipped)

@@ -209,7 +209,10 @@ def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: boo
         n_params = sum(p.numel() for p in model.parameters())
         print(f"[wavssl] pretraining {n_params / 1e6:.2f}M parameters on {what} -> {run_dir}", flush=True)
     try:
-        return trainer.train()
+        state = trainer.train()
+        if ddp.world_size > 1:
+            torch.distributed.barrier()  # leave together: rank 0 may still be writing the last checkpoint
+        return state
     finally:
         if ddp.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
