@@ -90,14 +90,9 @@ def _finetune_classifier(a: argparse.Namespace, cfg: C.Config) -> int:
 
 def _lm(a: argparse.Namespace) -> object:
     """The n-gram LM of ``--lm`` (a text file to estimate from, or a saved ``.json`` model), or None."""
-    if a.lm is None:
-        return None
-    from wavssl_onnx import NGramLM, normalize_text
+    from wavssl_onnx.lm import load_lm
 
-    if a.lm.suffix == ".json":
-        return NGramLM.load(a.lm)
-    lines = [normalize_text(line, a.language or None) for line in a.lm.read_text(encoding="utf-8").splitlines()]
-    return NGramLM.from_lines([x for x in lines if x], order=a.lm_order, level=a.lm_level)
+    return None if a.lm is None else load_lm(a.lm, language=a.language, order=a.lm_order, level=a.lm_level)
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:

@@ -30,15 +30,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lm(a: argparse.Namespace, language: str) -> object:
-    if a.lm is None:
-        return None
-    from .lm import NGramLM
-    from .text import normalize_text
+    """The n-gram LM of ``--lm``, or None."""
+    from .lm import load_lm
 
-    if a.lm.suffix == ".json":
-        return NGramLM.load(a.lm)
-    lines = [normalize_text(x, language or None) for x in a.lm.read_text(encoding="utf-8").splitlines()]
-    return NGramLM.from_lines([x for x in lines if x], order=a.lm_order, level=a.lm_level)
+    return None if a.lm is None else load_lm(a.lm, language=language, order=a.lm_order, level=a.lm_level)
 
 
 def _cmd_transcribe(a: argparse.Namespace) -> int:

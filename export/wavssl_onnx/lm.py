@@ -255,3 +255,17 @@ class NGramLM:
             return cls.from_dict(data)
         except ValueError as e:
             raise ValueError(f"{target}: invalid n-gram LM: {e}") from e
+
+
+def load_lm(path: str | os.PathLike[str], *, language: str | None = None, order: int = 4,
+            level: str = "char") -> NGramLM:
+    """An LM from ``path``: a saved model (``.json``), or a text file (one sentence per line) whose
+    lines are normalised for ``language`` and estimated into an ``order``-gram ``level`` LM."""
+    from .text import normalize_text
+
+    if str(path).endswith(".json"):
+        return NGramLM.load(path)
+    with open(path, encoding="utf-8") as f:
+        lines = [normalize_text(line, language or None) for line in f.read().splitlines()]
+    return NGramLM.from_lines([x for x in lines if x], order=order, level=level)
+
