@@ -50,6 +50,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._env import cpu_name, git_commit, load_average  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "cpu_inference.jsonl"
 RATE = 16000
 ENGINES = ("wavssl-onnx int8", "wavssl-onnx fp32", "transformers onnx int8", "transformers onnx fp32",
@@ -245,35 +247,6 @@ def peak_rss_mb(engine: str, work: Path, clip_path: Path, threads: int, spin: bo
 # ------------------------------------------------------------------------------------ report
 
 
-def git_commit() -> str | None:
-    """Short HEAD hash, with ``+dirty`` when the library or runtime has uncommitted changes."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        return (head + ("+dirty" if git("status", "--porcelain", "--", "wavssl", "export") else "")) or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> float:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return -1.0
-
-
 def table(record: dict) -> str:
     rows = [f"{'engine':26s} {'RTF (median)':>13s} {'x vs wavssl int8':>17s} {'file MB':>8s} {'peak RSS MB':>12s}"]
     base = record["rtf"]["wavssl-onnx int8"]
@@ -326,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     peer_best = min(peer, key=peer.get)  # type: ignore[arg-type]
     record = {
         "benchmark": "cpu_inference", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "clip_seconds": a.seconds, "clip": clip_kind, "threads": a.threads, "runs": a.runs,
+        "commit": git_commit("wavssl", "export"), "clip_seconds": a.seconds, "clip": clip_kind, "threads": a.threads, "runs": a.runs,
         "ort_spinning": a.spin, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "rtf": median, "rtf_runs": {k: [round(x, 4) for x in v] for k, v in rtfs.items()},
         "ratios": {
             "peer_best": peer_best,

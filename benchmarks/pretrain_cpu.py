@@ -29,7 +29,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._env import cpu_name, git_commit, load_average  # noqa: E402
 
 from wavssl.config import ModelConfig, preset  # noqa: E402
 from wavssl.models import build_model  # noqa: E402
@@ -298,36 +299,6 @@ def top_ops(runners: list[Runner], wav: torch.Tensor, steps: int = 2, rows: int 
 
 
 # ------------------------------------------------------------------------------------------ main
-
-
-def git_commit() -> str | None:
-    """Short HEAD hash, with ``+dirty`` when the library has uncommitted changes."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        return (head + ("+dirty" if git("status", "--porcelain", "--", "wavssl") else "")) or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> float:
-    """1-minute load average (-1 where unknown)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return -1.0
 
 
 def timed(fn: Callable[[], None]) -> float:

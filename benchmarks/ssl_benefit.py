@@ -30,13 +30,14 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._env import git_commit  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -56,17 +57,6 @@ LABEL_SETS = {  # name -> (language, training manifest)
 }
 TESTS = {"ru": ("ru_test", "ru_test_otherspk"), "cs": ("cs_test",), "en": ("en_test",)}
 DEV = {"ru": "ru_dev"}
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "wavssl"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _finished(run: Path, updates: int) -> bool:
@@ -184,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     record = {
         "benchmark": "ssl_benefit", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(), "budget": a.budget, "device": device,
+        "commit": git_commit() or "unknown", "budget": a.budget, "device": device,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "load_average": os.getloadavg(), "pretraining": pre, "runs": rows,
         "wall_seconds": time.perf_counter() - t0,

@@ -35,7 +35,7 @@ from wavssl_onnx.vocab import VOCAB_FILE
 from ..config import Config, architecture
 from ..data.audio import AudioError, _pad_to_multiple, load_audio, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
-from ..models import CTCModel, CTCOutput, build_recognizer
+from ..models import CTCModel, CTCOutput, build_encoder, build_recognizer
 from .trainer import StepOutput, TrainerState
 
 SKIPPED_FILE = "skipped_lines.tsv"
@@ -292,7 +292,7 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
     """
     from .checkpoint import latest_checkpoint, load, load_config
     from .tasks import RunDirError
-    from .trainer import Distributed, Trainer, Validation, init_distributed, resolve_device
+    from .trainer import Trainer, Validation, init_distributed, resolve_device
 
     out = Path(out)
     resume = resume and latest_checkpoint(out) is not None
@@ -320,9 +320,8 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
     c, fe = cfg.ctc, cfg.model.frontend
     torch.manual_seed(cfg.train.seed)
     pretrained = load(pretrained_run) if pretrained_run is not None else None
-    encoder = copy.deepcopy(pretrained.encoder) if pretrained is not None else None
-    probe = build_recognizer(cfg.model, c, 3, encoder=encoder)
-    shortest = min_input_samples(probe.encoder.frontend)
+    encoder = copy.deepcopy(pretrained.encoder) if pretrained is not None else build_encoder(cfg.model)
+    shortest = min_input_samples(encoder.frontend)
     data = read_transcribed(train, sample_rate=fe.sample_rate, language=c.language, min_samples=shortest,
                             max_samples=c.max_samples)
     if vocab is None:
@@ -330,7 +329,7 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
         if ddp.is_main:
             out.mkdir(parents=True, exist_ok=True)
             vocab.save(out / VOCAB_FILE)
-    model = build_recognizer(cfg.model, c, len(vocab), encoder=probe.encoder)
+    model = build_recognizer(cfg.model, c, len(vocab), encoder=encoder)
     model.vocab, model.normalize_audio = vocab, cfg.data.normalize
     task = CTCTask(data, vocab, cfg, model.encoder.frontend, rank=ddp.rank, world_size=ddp.world_size)
     validation = None

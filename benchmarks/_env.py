@@ -1,0 +1,42 @@
+"""What every benchmark records about where it ran: commit, CPU model, load average."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit(*watched: str) -> str | None:
+    """Short HEAD hash, with ``+dirty`` when any ``watched`` path (default ``wavssl``) has uncommitted
+    changes; None outside a git checkout."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        return (head + ("+dirty" if git("status", "--porcelain", "--", *(watched or ("wavssl",))) else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    """1-minute load average (-1 where unknown)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
