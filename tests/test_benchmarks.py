@@ -1,0 +1,99 @@
+"""Smoke tests of the benchmark scripts (CPU, tiny sizes): they run, write their result line, and
+compare like with like."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("transformers")
+
+# the GPU image has no audio I/O packages: the benchmark must run without them
+_BLOCK_AUDIO_IO = "import sys\nfor m in ('soundfile', 'soxr', 'gradio', 'torchaudio'):\n    sys.modules[m] = None\n"
+
+
+def test_gpu_pretrain_cpu_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_pretrain.jsonl"
+    argv = ["benchmarks/gpu_pretrain.py", "--device", "cpu", "--preset", "tiny", "--steps", "2", "--warmup", "1",
+            "--batch-seconds", "2", "--utterance-seconds", "1", "--threads", "2", "--out", str(out)]
+    code = _BLOCK_AUDIO_IO + f"import runpy\nsys.argv = {argv!r}\nrunpy.run_path({argv[0]!r}, run_name='__main__')\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert rec["benchmark"] == "gpu_pretrain" and rec["device"] == "cpu" and rec["preset"] == "tiny"
+    assert rec["batch_shapes"] == [[2, 16000]] and rec["audio_seconds_per_step"] == 2.0
+    results = rec["results"]
+    assert set(results) == {"wavssl", "transformers"}
+    for impl, r in results.items():
+        assert r["status"] == "ok", (impl, r)
+        assert len(r["step_times_s"]) == 2 and r["median_step_s"] > 0
+        assert r["audio_s_per_s"] > 0 and r["audio_s_per_s_mean"] > 0
+        assert r["losses_finite"] and len(r["losses"]) == 4  # 1 warm-up + 2 timed + 1 closing update
+        assert all(isinstance(x, float) and math.isfinite(x) for x in r["losses"])
+    assert results["wavssl"]["params"] == results["transformers"]["params"]
+    ratio = rec["targets"]["speed_ratio"]
+    assert ratio["value"] == pytest.approx(results["wavssl"]["audio_s_per_s"] / results["transformers"]["audio_s_per_s"],
+                                           rel=1e-2)
+    assert ratio["pass"] is None  # GPU targets are not judged on a CPU
+    for name in ("wavssl", "transformers", "ratio", "target"):
+        assert name in proc.stdout
+
+
+def test_tiny_configs_match() -> None:
+    """transformers' config is the wavssl tiny preset's architecture, translated the way the benchmark
+    translates BASE: same widths, depths, codebooks, masking, and the same parameter count."""
+    sys.path.insert(0, str(ROOT))
+    from transformers import Wav2Vec2ForPreTraining
+
+    from benchmarks._wav2vec2 import hf_config, model_config
+    from wavssl.config import preset
+    from wavssl.models import build_model
+
+    m, notes = model_config("tiny")
+    assert any("front end" in n for n in notes)  # tiny's fbank front end becomes a waveform conv stack
+    h = hf_config(m)
+    p = preset("tiny").model
+    assert (h.hidden_size, h.num_hidden_layers, h.num_attention_heads, h.intermediate_size) == (
+        p.context.embed_dim, p.context.num_layers, p.context.num_heads, p.context.ffn_dim)
+    assert (h.num_conv_pos_embeddings, h.num_conv_pos_embedding_groups) == (p.context.pos_conv_kernel,
+                                                                            p.context.pos_conv_groups)
+    assert (h.num_codevector_groups, h.num_codevectors_per_group, h.codevector_dim, h.proj_codevector_dim) == (
+        p.quantizer.groups, p.quantizer.entries, p.quantizer.dim, p.final_dim)
+    assert (h.num_negatives, h.mask_time_prob, h.mask_time_length, h.mask_time_min_masks) == (
+        p.masking.num_negatives, p.masking.mask_prob, p.masking.mask_length, p.masking.min_masks)
+    assert (h.diversity_loss_weight, h.contrastive_logits_temperature) == (p.loss.diversity_weight, p.loss.logit_temp)
+    assert h.conv_dim[-1] == p.frontend.frame_dim and h.feat_extract_norm == "group"
+    n_ours = sum(t.numel() for t in build_model(m).parameters())
+    n_peer = sum(t.numel() for t in Wav2Vec2ForPreTraining(h).parameters())
+    assert n_ours == n_peer
+
+
+def test_gpu_pretrain_records_oom_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An implementation that runs out of memory is recorded as ``oom``; the other one still runs."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from benchmarks import gpu_pretrain
+
+    build = gpu_pretrain.build
+
+    def failing_build(impl: str, cfg, seed: int):
+        if impl == "transformers":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return build(impl, cfg, seed)
+
+    monkeypatch.setattr(gpu_pretrain, "build", failing_build)
+    rec = gpu_pretrain.main(["--device", "cpu", "--preset", "tiny", "--steps", "1", "--warmup", "0",
+                             "--batch-seconds", "0.5", "--utterance-seconds", "0.5", "--no-write"])
+    assert rec["results"]["transformers"]["status"] == "oom"
+    assert rec["results"]["wavssl"]["status"] == "ok" and rec["results"]["wavssl"]["audio_s_per_s"] > 0
+    assert rec["targets"]["speed_ratio"]["value"] is None
