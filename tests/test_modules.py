@@ -10,9 +10,9 @@ import torch
 from wavssl import config as C
 from wavssl import losses
 from wavssl.losses import contrastive_accuracy, contrastive_logits
-from wavssl.models import build_model
+from wavssl.models import MaskSampler, build_model
 from wavssl.modules.context import chunk_attention_mask
-from wavssl.modules.frontend import FbankEncoder, WaveformEncoder
+from wavssl.modules.frontend import FbankEncoder, WaveformEncoder, build_frontend, frame_lengths
 from wavssl.modules.masking import padding_mask, sample_negatives, span_mask
 from wavssl.modules.quantizer import GumbelQuantizer
 
@@ -54,6 +54,70 @@ def test_negatives_come_from_other_masked_frames_of_same_utterance():
     assert hist.min() > 0.5 * hist.mean()
 
 
+@pytest.mark.parametrize("preset", ["tiny", "small", "sensor-tiny"])
+def test_frame_lengths_from_config_match_the_front_end(preset):
+    """Masks are sized on the host from the config: same counts as the module, and F = frames(T)."""
+    fe = C.preset(preset).model.frontend
+    module = build_frontend(fe).eval()
+    lengths = torch.tensor([6000, 3999, 401, 2000])
+    assert torch.equal(frame_lengths(fe, lengths), module.output_lengths(lengths))
+    x = torch.randn(4, fe.in_channels, 6000) if fe.kind == "sensor" else torch.randn(4, 6000)
+    with torch.no_grad():
+        assert module(x, lengths).features.shape[1] == int(frame_lengths(fe, torch.tensor([6000]))[0])
+
+
+def test_host_masks_follow_span_mask_statistics():
+    """MaskSampler (CPU, seeded from the batch seed) draws fairseq span masks like span_mask on the
+    device: ~49% of frames with p = 0.65, span 10; distractors are other masked frames of the row."""
+    cfg = C.base().model
+    samples = torch.tensor([160_000] * 32 + [100_000] * 32)  # 499 and 312 frames of 20 ms
+    frames = frame_lengths(cfg.frontend, samples)
+    unequal = C.base().model
+    unequal.masking.require_same_masks = False
+    host = MaskSampler(unequal)(samples, 160_000, seed=11)
+    torch.manual_seed(0)
+    device = span_mask(frames, 499, 0.65, 10, min_masks=2, require_same_masks=False)
+    host_frac, device_frac = host.mask[:32].float().mean().item(), device[:32].float().mean().item()
+    assert 0.44 < host_frac < 0.53 and abs(host_frac - device_frac) < 0.03, (host_frac, device_frac)
+    assert not (host.mask & padding_mask(frames, 499)).any()
+
+    m = MaskSampler(cfg)(samples, 160_000, seed=11)  # require_same_masks: M frames in every row
+    counts = m.mask.sum(1)
+    assert (counts == m.per_row).all() and m.per_row > 0 and m.index.shape == (64 * m.per_row,)
+    assert torch.equal(m.index, m.mask.flatten().nonzero().squeeze(1))
+    own = torch.arange(m.index.numel())
+    assert m.negatives.shape == (own.numel(), cfg.masking.num_negatives)
+    assert not (m.negatives == own[:, None]).any(), "a distractor is never the frame itself"
+    assert (m.negatives // m.per_row == (own // m.per_row)[:, None]).all(), "distractors stay in the row"
+    again, other = MaskSampler(cfg)(samples, 160_000, seed=11), MaskSampler(cfg)(samples, 160_000, seed=12)
+    assert torch.equal(again.mask, m.mask) and torch.equal(again.negatives, m.negatives)
+    assert not torch.equal(other.mask, m.mask)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "sensor-tiny"])
+def test_pretraining_step_with_host_masks_never_waits_for_the_device(preset, sync_recorder):
+    """Forward + backward with masks drawn on the host run no op that synchronises a GPU with the
+    host; drawn on the device (no masks given) they do, which shows the recorder sees them."""
+    cfg = C.preset(preset).model
+    cfg.frontend.in_channels = 3
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    if cfg.frontend.kind == "sensor":
+        x, lengths = torch.randn(3, 3, 200), torch.tensor([200, 150, 90])
+    else:
+        x, lengths = torch.randn(3, 16000), torch.tensor([16000, 12000, 9000])
+    masks = MaskSampler(cfg)(lengths, x.shape[-1], seed=5)
+    assert masks.per_row > 0 if cfg.masking.require_same_masks else masks.per_row == 0
+    with sync_recorder() as rec:
+        out = model(x, lengths, masks)
+        out.loss.backward()
+    assert not rec.syncs, rec.syncs
+    assert int(out.num_masked) == masks.index.numel() and torch.isfinite(out.loss)
+    with sync_recorder() as rec:
+        model(x, lengths)
+    assert "aten.nonzero.default" in rec.syncs and "aten._local_scalar_dense.default" in rec.syncs
+
+
 def test_quantizer_eval_argmax_train_onehot_and_annealing():
     torch.manual_seed(3)
     q = GumbelQuantizer(16, groups=2, entries=8, dim=12, max_temp=2.0, min_temp=0.5, temp_decay=0.999995)
@@ -63,6 +127,7 @@ def test_quantizer_eval_argmax_train_onehot_and_annealing():
     assert torch.equal(a.codes, b.codes) and a.quantized.shape == (50, 12)
     expect = q.codevectors.view(2, 8, 6)[torch.arange(2)[None], a.codes].reshape(50, 12)
     assert torch.allclose(a.quantized, expect)
+    assert torch.equal(a.code_ids, a.codes[:, 0] + 8 * a.codes[:, 1])  # one id per codevector
     assert 1.0 <= float(a.code_perplexity) <= 16.0
     q.train()
     out = q(x)
@@ -89,7 +154,7 @@ def test_contrastive_logits_discard_identical_distractors():
     y[3] = y[1]  # a codevector collision: rows 1 and 3 have the same target
     c = y.clone()
     neg = torch.tensor([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])
-    logits = contrastive_logits(c, y, neg, 0.1)
+    logits = contrastive_logits(c, y, neg, 0.1, target_ids=torch.tensor([0, 1, 2, 1]))
     assert logits.shape == (4, 4)
     assert torch.isinf(logits[1, 3]) and logits[1, 3] < 0 and torch.isinf(logits[3, 2])
     assert torch.allclose(logits[:, 0], torch.full((4,), 10.0), atol=1e-4)
@@ -103,14 +168,15 @@ def test_contrastive_logits_match_direct_cosine(block, monkeypatch):
     mask[:, 5:30] = True  # 25 masked frames per row
     c, y = torch.randn(100, 16, requires_grad=True), torch.randn(100, 16, requires_grad=True)
     neg = sample_negatives(mask, 10)
+    ids = torch.arange(100)
     ref = _reference_logits(c, y, neg, 0.1)
-    got = contrastive_logits(c, y, neg, 0.1, block=block)
+    got = contrastive_logits(c, y, neg, 0.1, target_ids=ids, block=block)
     assert torch.allclose(got, ref, atol=1e-5)
     g_ref = torch.autograd.grad(ref.logsumexp(1).sum(), (c, y))
     g_got = torch.autograd.grad(got.logsumexp(1).sum(), (c, y))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_ref, g_got))
     monkeypatch.setattr(losses, "FULL_SIMILARITY_MAX_ROWS", 10)  # the gather path for large N
-    assert torch.allclose(contrastive_logits(c, y, neg, 0.1), ref, atol=1e-5)
+    assert torch.allclose(contrastive_logits(c, y, neg, 0.1, target_ids=ids), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm_mode,bias", [("default", False), ("default", True), ("layer_norm", True)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -89,6 +90,26 @@ def test_sigkill_then_resume_matches_uninterrupted_run(speech_dir: Path, tmp_pat
     ref_last, run_last = _log(ref)[-1], _log(run)[-1]
     assert run_last["update"] == ref_last["update"] == 40
     assert abs(run_last["loss"] - ref_last["loss"]) < 0.05, (run_last["loss"], ref_last["loss"])
+
+
+def test_loader_batches_carry_host_masks_and_the_step_never_syncs(speech_dir: Path, tmp_path: Path,
+                                                                  sync_recorder) -> None:
+    """The data pipeline draws each batch's masks from its seed (a resumed epoch gets the same ones);
+    the pretraining step on such a batch runs no op that synchronises a GPU with the host."""
+    cfg = _cfg()
+    task = PretrainTask.from_path(speech_dir, cfg, tmp_path / "run")
+    full = list(itertools.islice(task.batches(0, 0), 3))
+    resumed = next(task.batches(0, 2))
+    assert torch.equal(full[2].masks.mask, resumed.masks.mask)
+    assert torch.equal(full[2].masks.negatives, resumed.masks.negatives)
+    batch = full[0]
+    assert batch.masks.per_row > 0 and batch.masks.mask.shape[0] == batch.waveforms.shape[0]
+    model = wavssl.models.build_model(cfg.model).train()
+    with sync_recorder() as rec:
+        out = task.step(model, batch, torch.device("cpu"))
+        out.loss.backward()
+    assert not rec.syncs, rec.syncs
+    assert int(out.weight) == batch.masks.index.numel()  # the masked frames
 
 
 def _bad_folder(speech_dir: Path, root: Path) -> dict[str, Path]:

@@ -89,7 +89,9 @@ def test_sensor_batches_resume_exactly() -> None:
     tail = list(task.batches(epoch=3, start=4))
     assert len(full) == task.batches_per_epoch() and len(tail) == len(full) - 4
     for a, b in zip(full[4:], tail):
-        assert torch.equal(a.series, b.series) and torch.equal(a.lengths, b.lengths)
+        assert torch.equal(a.batch.series, b.batch.series) and torch.equal(a.batch.lengths, b.batch.lengths)
+        assert torch.equal(a.masks.mask, b.masks.mask) and torch.equal(a.masks.negatives, b.masks.negatives)
+    assert not all(torch.equal(a.masks.mask, b.masks.mask) for a, b in zip(full, list(task.batches(epoch=4, start=0))))
 
 
 def test_masking_adapts_to_very_short_series() -> None:

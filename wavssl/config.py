@@ -263,6 +263,14 @@ class TrainConfig:
     compile: bool = False
     """``torch.compile`` every Transformer layer (regional compilation with dynamic shapes, so batches
     of any length reuse the compiled code; the first updates pay the compile time)."""
+    fsdp: bool = False
+    """Under ``torchrun``, shard parameters, gradients and optimiser state across the ranks with FSDP2
+    (``fully_shard`` per Transformer layer, then the root) instead of replicating them with DDP: for
+    models too large to replicate. Checkpoints stay ordinary full state dicts (gathered on rank 0),
+    so loading, export and resume (with or without FSDP) are unchanged. For pretraining: CTC
+    fine-tuning turns it off (its validation runs on one rank) and classifier fine-tuning runs in
+    one process. Needs ``model.context.layer_drop = 0`` (ranks skipping different layers would not
+    match each other's collectives). Ignored in a single process."""
 
 
 @dataclass(kw_only=True)
@@ -378,6 +386,7 @@ class Config:
             (0 <= cx.layer_drop < 1, "model.context.layer_drop must be in [0, 1)"),
             (q.dim % q.groups == 0, "model.quantizer.dim must be divisible by groups"),
             (q.entries >= 2, "model.quantizer.entries must be >= 2"),
+            (q.entries ** q.groups < 2**63, "model.quantizer: entries ** groups must be < 2**63 (code ids are int64)"),
             (0 < q.min_temp <= q.max_temp, "model.quantizer: need 0 < min_temp <= max_temp"),
             (0 <= mk.mask_prob <= 1, "model.masking.mask_prob must be in [0, 1]"),
             (mk.mask_length >= 1, "model.masking.mask_length must be >= 1"),
@@ -391,6 +400,8 @@ class Config:
             (self.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
             (self.train.precision in ("auto", "bf16", "fp32"), f"train.precision: {self.train.precision!r}"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
+            (not self.train.fsdp or cx.layer_drop == 0,
+             "train.fsdp needs model.context.layer_drop = 0 (ranks would skip different layers)"),
             (self.data.window >= 0 and self.data.hop >= 0, "data.window and data.hop must be >= 0"),
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
             (cl.pooling in POOLINGS, f"classify.pooling: {cl.pooling!r} is not one of {POOLINGS}"),

@@ -39,7 +39,7 @@ the distractors instead of computing the (N, N) similarity matrix."""
 
 
 def contrastive_logits(context: Tensor, targets: Tensor, negatives: Tensor, logit_temp: float, *,
-                                    block: int = 0) -> Tensor:
+                       target_ids: Tensor, block: int = 0) -> Tensor:
     """Cosine-similarity logits of the positive (column 0) and K distractors given as row indices
     into ``targets``.
 
@@ -52,6 +52,8 @@ def contrastive_logits(context: Tensor, targets: Tensor, negatives: Tensor, logi
         context: (N, D) context vectors at masked frames.
         targets: (N, D) their true quantised targets.
         negatives: (N, K) long, row indices into ``targets`` (:func:`~wavssl.modules.masking.sample_negatives`).
+        target_ids: (N,) long, equal for two rows exactly when their targets are the same codevector
+            (:attr:`~wavssl.modules.quantizer.QuantizerOutput.code_ids`).
         block: if > 0, rows come in consecutive blocks of ``block`` (one per utterance, equal masked
             counts) and every row's distractors lie in its own block; only the (N / block) diagonal
             (block, block) similarity blocks are computed. 0 for no such structure.
@@ -70,9 +72,7 @@ def contrastive_logits(context: Tensor, targets: Tensor, negatives: Tensor, logi
         negative = (c @ t.T).gather(1, negatives)
     else:
         negative = torch.einsum("nd,nkd->nk", c, t[negatives])
-    # distractors bit-identical to the positive (a codevector collision) are discarded: ids of the distinct targets
-    ids = torch.unique(targets.detach(), dim=0, return_inverse=True)[1]
-    same = ids[negatives] == ids[:, None]
+    same = target_ids[negatives] == target_ids[:, None]  # a codevector collision: the distractor is the positive
     return torch.cat([positive, negative.masked_fill(same, float("-inf"))], dim=1) / logit_temp
 
 
@@ -96,5 +96,5 @@ def wav2vec2_loss(logits: Tensor, *, prob_perplexity: Tensor, code_perplexity: T
         loss=total, contrastive=contrastive.detach(), diversity=diversity.detach(),
         feature_penalty=feature_penalty.detach(), accuracy=contrastive_accuracy(logits.detach()),
         prob_perplexity=prob_perplexity.detach(), code_perplexity=code_perplexity.detach(),
-        num_masked=torch.tensor(logits.shape[0], device=logits.device), temperature=temperature,
+        num_masked=torch.full((), logits.shape[0], device=logits.device), temperature=temperature,
     )

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .config import ClassifyConfig, ContextConfig, CTCConfig, MaskingConfig, ModelConfig
 from .losses import ContrastiveLoss, contrastive_logits, wav2vec2_loss
 from .modules.context import ContextEncoder, ContextOutput
-from .modules.frontend import build_frontend
-from .modules.masking import channel_mask, padding_mask, sample_negatives, span_mask
+from .modules.frontend import build_frontend, frame_lengths
+from .modules.masking import MaskedFrames, channel_mask, mask_frames, padding_mask, span_mask
 from .modules.quantizer import GumbelQuantizer
 
 
@@ -128,27 +129,28 @@ class SSLModel(nn.Module):
         """Frame features and every layer's output, no masking. wav: (B, T) or sensor (B, C, T); lengths: (B,)."""
         return self.encoder(wav, lengths)
 
-    def forward(self, wav: Tensor, lengths: Tensor | None = None, mask: Tensor | None = None) -> ContrastiveLoss:
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, masks: MaskedFrames | None = None) -> ContrastiveLoss:
         """The pretraining objective on a batch.
 
         Args:
             wav: (B, T) waveforms or (B, C, T) sensor series. lengths: (B,) valid samples (None = all).
-            mask: optional (B, F) bool span mask; sampled with the config's masking when None.
+            masks: the batch's span mask and distractors, drawn on the host by :class:`MaskSampler`
+                (the data pipeline does); then the step never synchronises with the host. When None
+                they are drawn here, on the device, with the config's masking (synchronises).
         """
         mk, ls = self.cfg.masking, self.cfg.loss
         fr = self.encoder.frames(wav, lengths)
-        valid = ~fr.padding_mask
-        feature_penalty = fr.raw.float().pow(2).mean(-1).masked_select(valid).mean()
-        if mask is None:
-            mask = span_mask(fr.lengths, fr.normed.shape[1], mk.mask_prob, mk.mask_length,
-                             min_masks=mk.min_masks, require_same_masks=mk.require_same_masks)
-        _, ctx = self.encoder.contextualise(fr, mask)
-        context = self.final_proj(ctx.last_hidden_state[mask])  # (N, final_dim)
-        q = self.quantizer(self.dropout_features(fr.normed)[mask])
+        valid = (~fr.padding_mask).float()
+        feature_penalty = (fr.raw.float().pow(2).mean(-1) * valid).sum() / valid.sum().clamp(min=1.0)
+        if masks is None:
+            masks = mask_frames(fr.lengths, fr.normed.shape[1], mk.mask_prob, mk.mask_length, mk.num_negatives,
+                                min_masks=mk.min_masks, require_same_masks=mk.require_same_masks)
+        _, ctx = self.encoder.contextualise(fr, masks.mask)
+        context = self.final_proj(_select(ctx.last_hidden_state, masks.index))  # (N, final_dim)
+        q = self.quantizer(_select(self.dropout_features(fr.normed), masks.index))
         targets = self.project_q(q.quantized)  # (N, final_dim)
-        negatives = sample_negatives(mask, mk.num_negatives)  # (N, K) rows of targets
-        logits = contrastive_logits(context, targets, negatives, ls.logit_temp,
-                                                 block=_equal_row_count(mask))
+        logits = contrastive_logits(context, targets, masks.negatives, ls.logit_temp, target_ids=q.code_ids,
+                                    block=masks.per_row)
         return wav2vec2_loss(
             logits, prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
             num_codes=self.quantizer.groups * self.quantizer.entries, feature_penalty=feature_penalty,
@@ -157,11 +159,38 @@ class SSLModel(nn.Module):
         )
 
 
-def _equal_row_count(mask: Tensor) -> int:
-    """Masked frames per row when every row has the same non-zero count (``require_same_masks``), else 0."""
-    counts = mask.sum(1)
-    m = int(counts.max()) if counts.numel() else 0
-    return m if m > 0 and bool((counts == m).all()) else 0
+def _select(x: Tensor, index: Tensor) -> Tensor:
+    """Frames at flat positions: x (B, F, D), index (N,) of ``b * F + t`` -> (N, D)."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, index)
+
+
+@dataclass(frozen=True)
+class MaskSampler:
+    """Draws a pretraining batch's :class:`~wavssl.modules.masking.MaskedFrames` on the host.
+
+    Called with the batch's (B,) valid sample counts (CPU), its padded length T and the batch's seed
+    (a pure function of (train.seed, epoch, batch position)); frame counts come from the front end's
+    output lengths (:func:`~wavssl.modules.frontend.frame_lengths`). The masks are a pure function of
+    those, so a resumed run draws the same ones. Picklable: DataLoader workers call it while the
+    device runs earlier batches.
+    """
+
+    cfg: ModelConfig
+
+    def __call__(self, lengths: Tensor, num_samples: int, seed: int) -> MaskedFrames:
+        """lengths: (B,) samples; num_samples: T -> MaskedFrames over F = frames(T), on the CPU."""
+        fe, mk = self.cfg.frontend, self.cfg.masking
+        frames = frame_lengths(fe, lengths.cpu())
+        num_frames = int(frame_lengths(fe, torch.tensor([num_samples]))[0])
+        generator = torch.Generator().manual_seed(_mask_seed(seed))
+        return mask_frames(frames, num_frames, mk.mask_prob, mk.mask_length, mk.num_negatives,
+                           min_masks=mk.min_masks, require_same_masks=mk.require_same_masks, generator=generator)
+
+
+def _mask_seed(seed: int) -> int:
+    """A seed for the masks derived from a batch's seed: a stream of its own, unrelated to the torch RNG
+    the trainer seeds with the batch seed (dropout, Gumbel noise)."""
+    return int(np.random.SeedSequence([seed, 0x6D61736B]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def build_model(cfg: ModelConfig) -> SSLModel:

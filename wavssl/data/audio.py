@@ -21,7 +21,7 @@ import json
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,6 +30,8 @@ import soundfile as sf
 import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..modules.masking import MaskedFrames
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -324,16 +326,20 @@ class AudioBatch:
         lengths: (B,) int64 number of valid samples per row.
         paths: B source paths, in row order.
         failed: (path, reason) for requested items that failed to decode.
+        masks: the batch's pretraining span mask and distractors, drawn by the dataset's
+            ``masker`` (None without one, or when every item failed).
     """
 
     waveforms: torch.Tensor
     lengths: torch.Tensor
     paths: list[str]
     failed: list[tuple[str, str]]
+    masks: MaskedFrames | None = None
 
     def pin_memory(self) -> AudioBatch:
         """Copy with tensors in pinned memory (called by DataLoader when pin_memory=True)."""
-        return replace(self, waveforms=self.waveforms.pin_memory(), lengths=self.lengths.pin_memory())
+        return replace(self, waveforms=self.waveforms.pin_memory(), lengths=self.lengths.pin_memory(),
+                       masks=self.masks.pin_memory() if self.masks is not None else None)
 
 
 def _normalize(wave: np.ndarray) -> np.ndarray:
@@ -373,6 +379,10 @@ class CropDataset(Dataset[AudioBatch]):
       zero-padded to the longest.
 
     Items that fail to decode are left out and reported in ``AudioBatch.failed``.
+
+    With a ``masker`` (:class:`wavssl.models.MaskSampler` for pretraining), the batch also carries
+    ``masker(lengths, T, batch_seed)``: masks drawn in the loader's workers, on the host, from the
+    same batch seed.
     """
 
     def __init__(
@@ -383,6 +393,7 @@ class CropDataset(Dataset[AudioBatch]):
         max_samples: int,
         pad: bool = False,
         normalize: bool = False,
+        masker: Callable[[torch.Tensor, int, int], MaskedFrames] | None = None,
     ) -> None:
         if max_samples < 1:
             raise ValueError(f"CropDataset: max_samples must be >= 1, got {max_samples}")
@@ -391,6 +402,7 @@ class CropDataset(Dataset[AudioBatch]):
         self.max_samples = max_samples
         self.pad = pad
         self.normalize = normalize
+        self.masker = masker
 
     def __len__(self) -> int:
         return len(self.items)
@@ -417,7 +429,10 @@ class CropDataset(Dataset[AudioBatch]):
         rng = np.random.default_rng(batch_seed)
         crops = [_random_crop(w, target, rng) for w in waves]
         waveforms, lengths = _pad_stack(crops)
-        return AudioBatch(waveforms=waveforms, lengths=lengths, paths=paths, failed=failed)
+        masks = None
+        if self.masker is not None and waves:
+            masks = self.masker(lengths, waveforms.shape[1], batch_seed)
+        return AudioBatch(waveforms=waveforms, lengths=lengths, paths=paths, failed=failed, masks=masks)
 
 
 def _group_by_budget(

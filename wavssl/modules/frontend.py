@@ -251,6 +251,15 @@ def _conv_groupnorm(wav: Tensor, conv: nn.Conv1d, norm: nn.GroupNorm) -> Tensor:
     return torch.bmm(torch.cat([windows, ones], dim=-1), weight)
 
 
+def fbank_output_lengths(lengths: Tensor, win_length: int, hop_length: int, stages: int) -> Tensor:
+    """(B,) sample counts -> (B,) frames of :class:`FbankEncoder`: unpadded STFT frames, then ``stages``
+    halvings by (kernel 3, stride 2, padding 1) convolutions."""
+    lengths = conv_output_lengths(lengths, ((win_length, hop_length),))
+    for _ in range(stages):  # ceil(n / 2)
+        lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+    return lengths
+
+
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0,
                    f_max: float | None = None) -> Tensor:
     """Triangular mel filters (HTK mel scale), shape (n_fft // 2 + 1, n_mels)."""
@@ -266,6 +275,10 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.
     up = (bins[None] - lower) / (centre - lower)
     down = (upper - bins[None]) / (upper - centre)
     return torch.clamp(torch.minimum(up, down), min=0.0).T.contiguous()
+
+
+_STAGES = {1: 0, 2: 1, 4: 2}
+"""fbank subsampling factor -> number of stride-2 convolutions."""
 
 
 class FbankEncoder(nn.Module):
@@ -285,7 +298,7 @@ class FbankEncoder(nn.Module):
         self.register_buffer("dft", basis.float().unsqueeze(1), persistent=False)
         self.register_buffer("mel", mel_filterbank(n_fft, n_mels, sample_rate), persistent=False)
         self.win_length, self.hop_length, self.n_bins = win_length, hop_length, n_bins
-        stages = {1: 0, 2: 1, 4: 2}[subsampling]
+        stages = _STAGES[subsampling]
         layers: list[nn.Module] = [nn.Conv1d(n_mels, channels, 3, padding=1), nn.GELU()]
         for _ in range(stages):
             layers += [nn.Conv1d(channels, channels, 3, stride=2, padding=1), nn.GELU()]
@@ -296,10 +309,7 @@ class FbankEncoder(nn.Module):
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """(B,) sample counts -> (B,) frame counts."""
-        lengths = conv_output_lengths(lengths, ((self.win_length, self.hop_length),))
-        for _ in range(self.stages):  # kernel 3, stride 2, padding 1: ceil(n / 2)
-            lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
-        return lengths
+        return fbank_output_lengths(lengths, self.win_length, self.hop_length, self.stages)
 
     def log_mel(self, wav: Tensor) -> Tensor:
         """(B, T) waveform -> (B, n_mels, N) natural-log mel energies (10 ms hop)."""
@@ -483,6 +493,18 @@ class SensorEncoder(nn.Module):
         if self.training and self.feature_grad_mult != 1.0:
             x = scale_grad(x, self.feature_grad_mult)
         return Frames(x.transpose(1, 2), self.output_lengths(lengths))
+
+
+def frame_lengths(cfg, lengths: Tensor) -> Tensor:  # cfg: FrontendConfig
+    """(B,) input samples -> (B,) frames of the front end ``cfg`` describes: its ``output_lengths``,
+    without building it (the data pipeline sizes masks with it)."""
+    if cfg.kind == "waveform":
+        return conv_output_lengths(lengths, tuple((k, s) for _, k, s in cfg.conv_layers))
+    if cfg.kind == "fbank":
+        return fbank_output_lengths(lengths, cfg.win_length, cfg.hop_length, _STAGES[cfg.subsampling])
+    if cfg.kind == "sensor":
+        return conv_output_lengths(lengths, tuple((k, s) for _, k, s in cfg.sensor_conv_layers))
+    raise ValueError(f"unknown front end kind {cfg.kind!r}")
 
 
 def build_frontend(cfg) -> nn.Module:  # cfg: FrontendConfig

@@ -4,9 +4,17 @@ Span masking follows fairseq's semantics: an utterance of L valid frames gets
 ``max(min_masks, int(mask_prob * L / span + u))`` spans (u ~ U[0, 1) for probabilistic rounding),
 their starts drawn without replacement from ``[0, L - span]``; spans may overlap, so with
 ``mask_prob = 0.65`` and ``span = 10`` about 49% of frames end masked.
+
+Where it runs: pretraining draws a batch's :class:`MaskedFrames` (:func:`mask_frames`) on the host,
+on CPU tensors in the data pipeline, and ships them to the device with the batch, so the training
+step never waits for the device to tell the host how many frames are masked. The same functions on
+device tensors (a model called without masks) are correct but synchronise: picking the top
+``counts.max()`` positions and listing the masked frames need their count on the host.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -96,3 +104,56 @@ def sample_negatives(mask: Tensor, num_negatives: int, *, generator: torch.Gener
     pick = (r * n_other[:, None]).long().clamp(max=(n_other - 1)[:, None])
     pick = pick + (pick >= own[:, None]).long() * (counts[row] > 1).long()[:, None]
     return offsets[row][:, None] + pick
+
+
+@dataclass
+class MaskedFrames:
+    """A batch's span mask and distractors: everything the contrastive loss indexes with.
+
+    Fixed shapes once built, so a training step gathers with them (``index_select``) instead of
+    boolean indexing, which would make the host wait for the device to count masked frames.
+    """
+
+    mask: Tensor
+    """(B, F) bool, True at masked frames (never at padding)."""
+    index: Tensor
+    """(N,) long, flat position ``b * F + t`` of every masked frame, row-major (row by row, ascending)."""
+    negatives: Tensor
+    """(N, K) long, for each masked frame K distractors as positions in ``index``
+    (:func:`sample_negatives`)."""
+    per_row: int
+    """M when every row has the same M > 0 masked frames (``require_same_masks``; then N = B * M and
+    ``index`` viewed as (B, M) lists each row's frames), else 0."""
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "MaskedFrames":
+        """The same masks on ``device``."""
+        return replace(self, mask=self.mask.to(device, non_blocking=non_blocking),
+                       index=self.index.to(device, non_blocking=non_blocking),
+                       negatives=self.negatives.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "MaskedFrames":
+        """Copy in pinned host memory (asynchronous copies to the GPU)."""
+        return replace(self, mask=self.mask.pin_memory(), index=self.index.pin_memory(),
+                       negatives=self.negatives.pin_memory())
+
+
+def mask_frames(lengths: Tensor, num_frames: int, mask_prob: float, span: int, num_negatives: int, *,
+                min_masks: int = 0, require_same_masks: bool = True,
+                generator: torch.Generator | None = None) -> MaskedFrames:
+    """:func:`span_mask` and :func:`sample_negatives` for a batch, with the masked frames listed.
+
+    Args:
+        lengths: (B,) valid frames per utterance. num_frames: F, padded length.
+        mask_prob, span, min_masks, require_same_masks: as :func:`span_mask`.
+        num_negatives: K distractors per masked frame.
+        generator: source of randomness (the global RNG of ``lengths``' device when None); the result
+            is a pure function of the arguments and the generator's state.
+    Returns:
+        MaskedFrames on ``lengths``' device. Meant for CPU tensors; on a GPU it synchronises.
+    """
+    mask = span_mask(lengths, num_frames, mask_prob, span, min_masks=min_masks,
+                     require_same_masks=require_same_masks, generator=generator)
+    counts = mask.sum(1)
+    per_row = int(counts[0]) if counts.numel() and bool((counts == counts[0]).all()) else 0
+    return MaskedFrames(mask=mask, index=mask.flatten().nonzero().squeeze(1),
+                        negatives=sample_negatives(mask, num_negatives, generator=generator), per_row=per_row)

@@ -18,6 +18,9 @@ class QuantizerOutput:
     """(N, dim) concatenated codevectors."""
     codes: Tensor
     """(N, G) index of the chosen entry in each group."""
+    code_ids: Tensor
+    """(N,) the G codes as one integer (mixed radix V): two frames have the same id exactly when
+    they got the same codevector (compared without reading anything back to the host)."""
     prob_perplexity: Tensor
     """() sum over groups of the perplexity of the batch-averaged softmax (drives the diversity loss)."""
     code_perplexity: Tensor
@@ -58,7 +61,8 @@ class GumbelQuantizer(nn.Module):
         n = x.shape[0]
         logits = self.weight_proj(x).float().view(n, self.groups, self.entries)
         codes = logits.argmax(-1)
-        hard = F.one_hot(codes, self.entries).to(logits.dtype)
+        # one-hot without F.one_hot, which reads the codes back to validate them on CPU
+        hard = torch.zeros_like(logits).scatter_(-1, codes.unsqueeze(-1), 1.0)
         probs = torch.softmax(logits, dim=-1)
         if self.training:
             onehot = F.gumbel_softmax(logits, tau=self.temperature, hard=True, dim=-1)
@@ -67,9 +71,11 @@ class GumbelQuantizer(nn.Module):
             onehot = hard
         cv = self.codevectors.view(self.groups, self.entries, -1)
         quantized = torch.einsum("ngv,gvd->ngd", onehot.to(cv.dtype), cv).reshape(n, -1)
+        radix = self.entries ** torch.arange(self.groups, device=codes.device)
         return QuantizerOutput(
             quantized=quantized,
             codes=codes,
+            code_ids=(codes * radix).sum(-1),
             prob_perplexity=_perplexity(probs.mean(0)),
             code_perplexity=_perplexity(hard.mean(0)),
         )

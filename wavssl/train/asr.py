@@ -258,10 +258,11 @@ def evaluate(model: CTCModel, data: TranscribedSet, *, beam: int = 1, lm: NGramL
 
 def ctc_finetune_config(cfg: Config) -> Config:
     """``cfg`` for a recognizer run: ``task = "ctc"``, tri-stage schedule with ``ctc.lr`` and
-    ``ctc.max_updates``."""
+    ``ctc.max_updates``, DDP rather than FSDP (``train.fsdp`` off: validation runs on one rank)."""
     c = cfg.ctc
     optim = dataclasses.replace(cfg.optim, lr=c.lr, max_updates=c.max_updates, schedule="tri_stage")
-    return dataclasses.replace(cfg, task="ctc", optim=optim).validate()
+    train = dataclasses.replace(cfg.train, fsdp=False)
+    return dataclasses.replace(cfg, task="ctc", optim=optim, train=train).validate()
 
 
 @dataclass

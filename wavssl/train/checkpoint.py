@@ -45,27 +45,32 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-def _write_model_files(directory: Path, model: nn.Module, cfg: Config) -> None:
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+def _write_model_files(directory: Path, model: nn.Module, cfg: Config,
+                       model_state: dict[str, torch.Tensor] | None = None) -> None:
+    source = model.state_dict() if model_state is None else model_state
+    state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
     _atomic_write(directory / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
     _atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(to_dict(cfg), indent=2) + "\n"))
 
 
-def save_model(run_dir: str | Path, model: nn.Module, cfg: Config) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (each atomically)."""
-    _write_model_files(Path(run_dir), model, cfg)
+def save_model(run_dir: str | Path, model: nn.Module, cfg: Config,
+               model_state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (each atomically); the weights
+    are ``model_state`` when given (e.g. gathered from a sharded model), else ``model.state_dict()``."""
+    _write_model_files(Path(run_dir), model, cfg, model_state)
 
 
 def save_checkpoint(run_dir: str | Path, model: nn.Module, cfg: Config, trainer_state: dict[str, Any],
-                    num_updates: int, keep_last: int = 3) -> Path:
+                    num_updates: int, keep_last: int = 3, model_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a complete checkpoint directory for ``num_updates``, refresh the top-level weights and
-    delete all but the newest ``keep_last`` checkpoints. Returns the checkpoint directory."""
+    delete all but the newest ``keep_last`` checkpoints (weights as :func:`save_model`). Returns the
+    checkpoint directory."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{num_updates:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp_"))
     try:
-        _write_model_files(tmp, model, cfg)
+        _write_model_files(tmp, model, cfg, model_state)
         _atomic_write(tmp / "trainer_state.pt", lambda p: torch.save(trainer_state, p))
         if final.exists():
             shutil.rmtree(final)
@@ -73,7 +78,7 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, cfg: Config, trainer_
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    save_model(run_dir, model, cfg)
+    save_model(run_dir, model, cfg, model_state)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -7,6 +7,7 @@ the classifier task lives in :mod:`wavssl.train.classify`.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,8 +18,10 @@ from torch import nn
 from ..config import Config
 from ..data.audio import AudioBatch, BucketBatchSampler, CropDataset, ScanResult, make_loader, scan_audio, write_skipped
 from ..data.sensor import SensorBatch, SeriesSet, batch_order, check_series, collate, load_series, window
+from ..models import MaskSampler
 from ..modules.frontend import receptive_field
-from .trainer import StepOutput, TrainerState
+from ..modules.masking import MaskedFrames
+from .trainer import StepOutput, TrainerState, batch_seed
 
 _LOSS_METRICS = ("contrastive", "diversity", "feature_penalty", "accuracy", "prob_perplexity", "code_perplexity")
 
@@ -28,6 +31,9 @@ class PretrainTask:
 
     Files that cannot be used are skipped, counted and listed in ``RUN_DIR/skipped_files.tsv`` —
     at scan time (unreadable, empty, too short) and at load time (decode failures).
+
+    The loader's workers draw every batch's span mask and distractors (:class:`~wavssl.models.MaskSampler`)
+    along with its crops, from the batch seed, so the training step does not synchronise with the host.
     """
 
     def __init__(self, data: ScanResult, cfg: Config, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
@@ -38,7 +44,7 @@ class PretrainTask:
         self.cfg, self.run_dir, self.rank = cfg, Path(run_dir), rank
         self.skipped = list(data.skipped)
         self.dataset = CropDataset(data.items, sample_rate=d.sample_rate, max_samples=d.max_samples, pad=d.pad,
-                                   normalize=d.normalize)
+                                   normalize=d.normalize, masker=MaskSampler(cfg.model))
         self.sampler = BucketBatchSampler([it.num_samples for it in data.items], max_batch_samples=d.max_batch_samples,
                                           max_samples=d.max_samples, seed=cfg.train.seed, num_replicas=world_size,
                                           rank=rank, max_batch_size=d.max_batch_size or None)
@@ -76,9 +82,10 @@ class PretrainTask:
             return None
         wav = batch.waveforms.to(device, non_blocking=True)
         lengths = batch.lengths.to(device, non_blocking=True)
-        out = model(wav, lengths)
+        masks = batch.masks.to(device, non_blocking=True) if batch.masks is not None else None
+        out = model(wav, lengths, masks)
         metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
-        seconds = float(batch.lengths.sum()) / self.cfg.data.sample_rate
+        seconds = sum(batch.lengths.tolist()) / self.cfg.data.sample_rate  # host data
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
@@ -96,12 +103,22 @@ def load_sensor_data(path: str | Path, cfg: Config, *, labels: str | Path | None
     return window(data, cfg.data.window, cfg.data.hop)
 
 
+@dataclass
+class SensorPretrainBatch:
+    """A sensor batch with its pretraining masks (drawn on the host, see :class:`SensorPretrainTask`)."""
+
+    batch: SensorBatch
+    masks: MaskedFrames
+
+
 class SensorPretrainTask:
     """wav2vec 2.0 pretraining on in-memory, unlabelled sensor series (or windows of them).
 
     Batches of ``data.batch_size`` series, padded to their longest, are a pure function of
     (seed, epoch, position) (:func:`~wavssl.data.sensor.batch_order`), so a resumed run continues
     with exactly the batches it would have seen. Under ``torchrun`` rank r takes batches r, r + W, ...
+    Each batch comes with its span mask and distractors, drawn on the host from the batch's seed
+    (:class:`~wavssl.models.MaskSampler`), so the training step does not synchronise with the host.
     """
 
     def __init__(self, data: SeriesSet, cfg: Config, *, rank: int = 0, world_size: int = 1) -> None:
@@ -109,6 +126,7 @@ class SensorPretrainTask:
             raise ValueError("no usable sensor series")
         self.data, self.cfg, self.rank, self.world_size = data, cfg, rank, world_size
         self.lengths = data.lengths
+        self.masker = MaskSampler(cfg.model)
         self.total_seconds = float(self.lengths.sum()) / cfg.model.frontend.sample_rate
 
     def fingerprint(self) -> str:
@@ -123,14 +141,18 @@ class SensorPretrainTask:
     def batches_per_epoch(self) -> int:
         return len(self._order(0))
 
-    def batches(self, epoch: int, start: int) -> Iterator[SensorBatch]:
-        for idx in self._order(epoch)[start:]:
-            yield collate([self.data.series[i] for i in idx])
+    def batches(self, epoch: int, start: int) -> Iterator[SensorPretrainBatch]:
+        for i, idx in enumerate(self._order(epoch)[start:], start):
+            batch = collate([self.data.series[j] for j in idx])
+            seed = batch_seed(self.cfg.train.seed, epoch, i * self.world_size + self.rank)  # the trainer's position
+            yield SensorPretrainBatch(batch, self.masker(batch.lengths, batch.series.shape[-1], seed))
 
-    def step(self, model: nn.Module, batch: SensorBatch, device: torch.device) -> StepOutput | None:
-        out = model(batch.series.to(device), batch.lengths.to(device))
+    def step(self, model: nn.Module, item: SensorPretrainBatch, device: torch.device) -> StepOutput | None:
+        batch = item.batch
+        out = model(batch.series.to(device, non_blocking=True), batch.lengths.to(device, non_blocking=True),
+                    item.masks.to(device, non_blocking=True))
         metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
-        seconds = float(batch.lengths.sum()) / self.cfg.model.frontend.sample_rate
+        seconds = sum(batch.lengths.tolist()) / self.cfg.model.frontend.sample_rate  # host data
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:

@@ -1,10 +1,13 @@
 """One training loop for every task.
 
 AdamW + LR schedule, gradient accumulation and clipping, bf16 autocast on CUDA (fp32 on CPU),
-DistributedDataParallel when launched by ``torchrun`` (the same command otherwise), periodic atomic
-checkpoints with rotation, exact resume (model, optimiser, scheduler, update count, data position,
-RNG), non-finite steps skipped and counted (abort after too many in a row), JSONL + TensorBoard logs
-and a progress bar.
+DistributedDataParallel when launched by ``torchrun`` (the same command otherwise) or, with
+``train.fsdp``, FSDP2 (``fully_shard`` per Transformer layer, then the root), periodic atomic
+checkpoints with rotation (ordinary full state dicts either way), exact resume (model, optimiser,
+scheduler, update count, data position, RNG), non-finite steps skipped and counted (abort after too
+many in a row), JSONL + TensorBoard logs and a progress bar. Between log intervals a step never
+waits for the device (given a task whose step does not either: the pretraining tasks draw masks on
+the host).
 
 A task supplies the data and the per-batch computation (see :class:`Task`); the trainer owns
 everything else.
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from ..config import Config, to_dict
 from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint, save_model
@@ -221,6 +225,61 @@ def apply_speedups(model: nn.Module, cfg: Config) -> None:
             layer.compile(dynamic=True)
 
 
+def shard_model(model: nn.Module, device: torch.device, world_size: int) -> None:
+    """FSDP2, in place: every Transformer layer of the context is its own group (its parameters are
+    gathered just before it runs and freed after), then the root takes the rest (front end,
+    projections, quantizer). Parameters become DTensors sharded over the ``world_size`` ranks."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    for layer in model.encoder.context.layers:  # type: ignore[union-attr]
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _full_options(**kwargs: bool) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def full_model_state(model: nn.Module) -> dict[str, Tensor]:
+    """A sharded model's ordinary state dict on the CPU of rank 0 (empty on the other ranks).
+    Collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full_options(cpu_offload=True))
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser state of a sharded model as ``Optimizer.state_dict()`` has it for the unsharded
+    one (parameters by position), on the CPU of rank 0 (empty on the others). Collective."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    named = get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
+    if not named:
+        return {}
+    position = {name: i for i, name in enumerate(n for g in named["param_groups"] for n in g["params"])}
+    return {"state": {position[n]: v for n, v in named["state"].items()},
+            "param_groups": [{**g, "params": [position[n] for n in g["params"]]} for g in named["param_groups"]]}
+
+
+def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Tensor],
+                     optimizer_state: dict[str, Any]) -> None:
+    """Load ordinary (unsharded) state dicts into a sharded model and its optimiser; every rank
+    passes the full dicts and keeps its shard."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    set_model_state_dict(model, model_state, options=_full_options())
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    groups = optimizer_state["param_groups"]
+    named = {"state": {order[i]: v for i, v in optimizer_state["state"].items()},
+             "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in groups]}
+    set_optimizer_state_dict(model, optimizer, named, options=_full_options())
+
+
 def _copy_to_temp(src: Path, directory: Path) -> Path:
     """A copy of ``src`` inside ``directory`` under a temporary name (for an atomic rename)."""
     tmp = directory / f".{src.name}.tmp"
@@ -242,10 +301,20 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model = model.to(device)
-        self.module = model  # unwrapped, for state dicts and task hooks
+        self.module = model  # unwrapped (sharded in place under FSDP), for state dicts and task hooks
         apply_speedups(model, cfg)
+        self.fsdp = cfg.train.fsdp and self.ddp.world_size > 1
+        self._control = None
+        if self.fsdp and validation is not None:
+            raise ValueError("train.fsdp: validation runs on one rank, a sharded model needs all of them; "
+                             "train without FSDP")
         if self.ddp.world_size > 1:
             check_ranks_agree(cfg, task)
+        if self.fsdp:
+            shard_model(model, device, self.ddp.world_size)
+            if cfg.train.checkpoint_every_seconds > 0:  # ranks agree on wall-time checkpoints over the host
+                self._control = dist.new_group(backend="gloo")
+        elif self.ddp.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=cfg.model.context.layer_drop > 0)
@@ -270,23 +339,46 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         if ckpt is None:
             return False
-        self.module.load_state_dict(load_state_dict(ckpt))
         st = load_trainer_state(ckpt)
-        self.optimizer.load_state_dict(st["optimizer"])
+        if self.fsdp:
+            load_full_states(self.module, self.optimizer, load_state_dict(ckpt), st["optimizer"])
+        else:
+            self.module.load_state_dict(load_state_dict(ckpt))
+            self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.state = TrainerState(**st["trainer"])
         self._in_a_row.fill_(self.state.nonfinite_in_a_row)
         return True
 
-    def _trainer_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "trainer": dict(self.state.__dict__)}
-
     def checkpoint(self) -> None:
+        """Write a checkpoint (rank 0). Under FSDP every rank must call it: the full state is gathered."""
         self._last_checkpoint = time.monotonic()
+        model_state = full_model_state(self.module) if self.fsdp else None
+        optimizer = full_optimizer_state(self.module, self.optimizer) if self.fsdp else self.optimizer.state_dict()
         if self.ddp.is_main:
-            save_checkpoint(self.run_dir, self.module, self.cfg, self._trainer_state(), self.state.num_updates,
-                            keep_last=self.cfg.train.keep_last)
+            trainer_state = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                             "trainer": dict(self.state.__dict__)}
+            save_checkpoint(self.run_dir, self.module, self.cfg, trainer_state, self.state.num_updates,
+                            keep_last=self.cfg.train.keep_last, model_state=model_state)
+
+    def _wall_checkpoint_due(self) -> bool:
+        """``train.checkpoint_every_seconds`` have passed since the last checkpoint (by rank 0's clock
+        under FSDP, where every rank takes part in a checkpoint; shared over a host-side group)."""
+        wall = self.cfg.train.checkpoint_every_seconds
+        due = wall > 0 and time.monotonic() - self._last_checkpoint >= wall
+        if self._control is not None:
+            flag = torch.tensor([int(due)])
+            dist.broadcast(flag, 0, group=self._control)
+            due = bool(flag[0])
+        return due
+
+    def _gradient_sync(self, sync: bool) -> Any:
+        """Context for one micro-batch's backward: gradients are reduced across ranks only when ``sync``
+        (the last micro-batch of an update)."""
+        if self.fsdp:
+            self.model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+            return nullcontext()
+        return nullcontext() if sync or self.ddp.world_size == 1 else self.model.no_sync()  # type: ignore[operator]
 
     # ------------------------------------------------------------------------------------ loop
 
@@ -355,9 +447,8 @@ class Trainer:
             losses = []
             for micro in range(accumulate):
                 batch = next(stream)
-                sync = micro == accumulate - 1 or self.ddp.world_size == 1
-                ctx = nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
-                with ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+                with self._gradient_sync(micro == accumulate - 1), autocast:
                     out = self.task.step(self.model, batch, self.device)
                     if out is None:
                         self.state.empty_batches += 1
@@ -390,9 +481,7 @@ class Trainer:
                 bar.update(1)
             v = self.validation
             validating = v is not None and ((v.every > 0 and n % v.every == 0) or n == max_updates)
-            wall = cfg.train.checkpoint_every_seconds
-            checkpointing = (n % cfg.train.checkpoint_every == 0 or n == max_updates
-                             or (wall > 0 and time.monotonic() - self._last_checkpoint >= wall))
+            checkpointing = n % cfg.train.checkpoint_every == 0 or n == max_updates or self._wall_checkpoint_due()
             logging = n % cfg.train.log_every == 0 or n == max_updates
             if logging or validating or checkpointing:
                 self._sync_nonfinite()
@@ -452,7 +541,8 @@ class Trainer:
         if not params:
             return torch.zeros((), device=self.device)
         clip = self.cfg.optim.clip_norm
-        return torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        return norm.full_tensor() if isinstance(norm, DTensor) else norm  # FSDP: a replicated DTensor
 
     def _log_record(self, sums: dict[str, Tensor | float], weight: Tensor | float, seconds: float,
                     elapsed: float, grad_norm: Tensor) -> dict[str, float]:
