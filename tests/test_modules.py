@@ -247,6 +247,20 @@ def test_padding_does_not_change_valid_frames():
     assert torch.allclose(both.last_hidden_state[1, :n], alone.last_hidden_state[0], atol=1e-4)
 
 
+def test_unpadded_batch_runs_the_context_without_an_attention_mask(monkeypatch):
+    model = build_model(C.small().model).eval()
+    seen = []
+    real = model.encoder.context.attention_mask
+    monkeypatch.setattr(model.encoder.context, "attention_mask",
+                        lambda pad, *a: seen.append(pad is None) or real(pad, *a))
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        without = model.encode(wav)  # lengths unknown = every sample valid: no mask (SDPA's flash path)
+        with_lengths = model.encode(wav, torch.tensor([16000, 16000]))
+    assert seen == [True, False]
+    assert torch.allclose(without.last_hidden_state, with_lengths.last_hidden_state, atol=1e-5)
+
+
 def test_chunk_attention_mask():
     m = chunk_attention_mask(6, 2, left_chunks=1)
     assert m[0].tolist() == [True, True, False, False, False, False]

@@ -44,6 +44,7 @@ class _Frontend:
     normed: Tensor  # (B, F, D)
     lengths: Tensor  # (B,)
     padding_mask: Tensor  # (B, F)
+    unpadded: bool = False  # known on the host: no row has padding (lengths were None)
 
 
 class Encoder(nn.Module):
@@ -61,11 +62,12 @@ class Encoder(nn.Module):
 
     def frames(self, wav: Tensor, lengths: Tensor | None) -> _Frontend:
         """wav: (B, T) [or (B, C, T) for multichannel front ends]; lengths: (B,) samples."""
+        unpadded = lengths is None
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[-1], dtype=torch.long, device=wav.device)
         out = self.frontend(wav, lengths)
         pad = padding_mask(out.lengths, out.features.shape[1])
-        return _Frontend(out.features, self.feature_norm(out.features), out.lengths, pad)
+        return _Frontend(out.features, self.feature_norm(out.features), out.lengths, pad, unpadded)
 
     def contextualise(self, fr: _Frontend, mask: Tensor | None = None,
                       channels: Tensor | None = None) -> tuple[Tensor, ContextOutput]:
@@ -76,7 +78,8 @@ class Encoder(nn.Module):
             x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         if channels is not None:
             x = x.masked_fill(channels.unsqueeze(1), 0.0)
-        return x, self.context(x, fr.padding_mask)
+        # without padding the context gets no mask at all, so SDPA may pick its flash kernel
+        return x, self.context(x, None if fr.unpadded else fr.padding_mask)
 
     def forward(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """wav: (B, T) [or (B, C, T) sensor series]; lengths: (B,) valid samples (None = all) -> EncoderOutput."""

@@ -81,7 +81,9 @@ class PretrainTask:
         if batch.waveforms.shape[0] == 0:
             return None
         wav = batch.waveforms.to(device, non_blocking=True)
-        lengths = batch.lengths.to(device, non_blocking=True)
+        # cropped batches have no padding (known here, on the host): no lengths, no attention mask
+        full = min(batch.lengths.tolist()) == batch.waveforms.shape[-1]
+        lengths = None if full else batch.lengths.to(device, non_blocking=True)
         masks = batch.masks.to(device, non_blocking=True) if batch.masks is not None else None
         out = model(wav, lengths, masks)
         metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
@@ -149,8 +151,9 @@ class SensorPretrainTask:
 
     def step(self, model: nn.Module, item: SensorPretrainBatch, device: torch.device) -> StepOutput | None:
         batch = item.batch
-        out = model(batch.series.to(device, non_blocking=True), batch.lengths.to(device, non_blocking=True),
-                    item.masks.to(device, non_blocking=True))
+        full = min(batch.lengths.tolist()) == batch.series.shape[-1]  # host data: no padding, no attention mask
+        out = model(batch.series.to(device, non_blocking=True),
+                    None if full else batch.lengths.to(device, non_blocking=True), item.masks.to(device, non_blocking=True))
         metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
         seconds = sum(batch.lengths.tolist()) / self.cfg.model.frontend.sample_rate  # host data
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
