@@ -13,7 +13,7 @@ from wavssl.losses import contrastive_accuracy, contrastive_logits
 from wavssl.models import MaskSampler, build_model
 from wavssl.modules.context import chunk_attention_mask
 from wavssl.modules.frontend import FbankEncoder, WaveformEncoder, build_frontend, frame_lengths
-from wavssl.modules.masking import padding_mask, sample_negatives, span_mask
+from wavssl.modules.masking import mask_frames, padding_mask, sample_negatives, span_mask
 from wavssl.modules.quantizer import GumbelQuantizer
 
 
@@ -52,6 +52,20 @@ def test_negatives_come_from_other_masked_frames_of_same_utterance():
     # roughly uniform over the other frames of the row
     hist = torch.bincount(neg[row == 0].flatten(), minlength=int(counts[0]))[: int(counts[0])].float()
     assert hist.min() > 0.5 * hist.mean()
+
+
+def test_cross_sample_negatives_reach_other_utterances():
+    lengths = torch.tensor([40, 30, 20])
+    masks = mask_frames(lengths, 40, 0.4, 2, 5, min_masks=1, require_same_masks=False, cross_sample_negatives=30,
+                        generator=torch.Generator().manual_seed(0))
+    n = masks.index.numel()
+    row = masks.index // 40
+    assert masks.negatives.shape == (n, 35) and masks.per_row == 0
+    own, cross = masks.negatives[:, :5], masks.negatives[:, 5:]
+    assert (row[own] == row[:, None]).all(), "the first K stay within the utterance"
+    assert not (masks.negatives == torch.arange(n)[:, None]).any(), "never the frame itself"
+    assert (row[cross] != row[:, None]).float().mean() > 0.4, "the cross-sample ones mostly leave it"
+    assert cross.min() >= 0 and cross.max() < n
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "sensor-tiny"])

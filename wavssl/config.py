@@ -153,6 +153,11 @@ class MaskingConfig:
     """Equalise the masked-frame count across the batch (fairseq behaviour)."""
     num_negatives: int = 100
     """K: distractors drawn from other masked frames of the same utterance."""
+    cross_sample_negatives: int = 0
+    """More distractors drawn from the masked frames of the whole batch (other recordings included;
+    fairseq's option of the same name). In-utterance distractors alone let the context drop what is
+    constant over a recording (speaker, sensor placement): fine for ASR, a loss for classifying whole
+    recordings, so the sensor presets use them."""
     channel_prob: float = 0.0
     """Probability of masking feature-channel spans (fine-tuning augmentation)."""
     channel_length: int = 64
@@ -391,6 +396,7 @@ class Config:
             (0 <= mk.mask_prob <= 1, "model.masking.mask_prob must be in [0, 1]"),
             (mk.mask_length >= 1, "model.masking.mask_length must be >= 1"),
             (mk.num_negatives >= 1, "model.masking.num_negatives must be >= 1"),
+            (mk.cross_sample_negatives >= 0, "model.masking.cross_sample_negatives must be >= 0"),
             (m.loss.logit_temp > 0, "model.loss.logit_temp must be > 0"),
             (0 < self.data.min_samples <= self.data.max_samples, "data: need 0 < min_samples <= max_samples"),
             (self.data.max_batch_samples >= self.data.max_samples,
@@ -503,7 +509,8 @@ def tiny() -> Config:
 def sensor_tiny() -> Config:
     """A ~0.1M-parameter sensor model (time series of any channel count, here 1 until the data says
     otherwise): stride-1 conv front end that keeps every time step, 2 x 64 Transformer, short spans
-    and few distractors for series of tens of steps; pretrains in about a minute on a 2-core CPU."""
+    and few in-series distractors for series of tens of steps plus 30 from other series of the batch
+    (so the context keeps what tells recordings apart); pretrains in about a minute on a 2-core CPU."""
     cfg = base()
     m = cfg.model
     m.frontend = dataclasses.replace(m.frontend, kind="sensor", sample_rate=100, in_channels=1,
@@ -515,7 +522,7 @@ def sensor_tiny() -> Config:
                                     attention_dropout=0.0, dropout_input=0.1, dropout_features=0.1)
     m.quantizer = dataclasses.replace(m.quantizer, groups=2, entries=32, dim=32, temp_decay=0.998)
     m.masking = dataclasses.replace(m.masking, mask_prob=0.4, mask_length=2, min_masks=1, require_same_masks=False,
-                                    num_negatives=10)
+                                    num_negatives=10, cross_sample_negatives=30)
     m.loss.feature_penalty_weight = 0.1
     m.final_dim = 32
     cfg.data = dataclasses.replace(cfg.data, sample_rate=100, batch_size=32, num_workers=0)

@@ -147,7 +147,8 @@ class SSLModel(nn.Module):
         feature_penalty = (fr.raw.float().pow(2).mean(-1) * valid).sum() / valid.sum().clamp(min=1.0)
         if masks is None:
             masks = mask_frames(fr.lengths, fr.normed.shape[1], mk.mask_prob, mk.mask_length, mk.num_negatives,
-                                min_masks=mk.min_masks, require_same_masks=mk.require_same_masks)
+                                min_masks=mk.min_masks, require_same_masks=mk.require_same_masks,
+                                cross_sample_negatives=mk.cross_sample_negatives)
         _, ctx = self.encoder.contextualise(fr, masks.mask)
         context = self.final_proj(_select(ctx.last_hidden_state, masks.index))  # (N, final_dim)
         q = self.quantizer(_select(self.dropout_features(fr.normed), masks.index))
@@ -187,7 +188,8 @@ class MaskSampler:
         num_frames = int(frame_lengths(fe, torch.tensor([num_samples]))[0])
         generator = torch.Generator().manual_seed(_mask_seed(seed))
         return mask_frames(frames, num_frames, mk.mask_prob, mk.mask_length, mk.num_negatives,
-                           min_masks=mk.min_masks, require_same_masks=mk.require_same_masks, generator=generator)
+                           min_masks=mk.min_masks, require_same_masks=mk.require_same_masks,
+                           cross_sample_negatives=mk.cross_sample_negatives, generator=generator)
 
 
 def _mask_seed(seed: int) -> int:

@@ -119,8 +119,8 @@ class MaskedFrames:
     index: Tensor
     """(N,) long, flat position ``b * F + t`` of every masked frame, row-major (row by row, ascending)."""
     negatives: Tensor
-    """(N, K) long, for each masked frame K distractors as positions in ``index``
-    (:func:`sample_negatives`)."""
+    """(N, K [+ K']) long, for each masked frame K distractors as positions in ``index``
+    (:func:`sample_negatives`), then K' from the whole batch (:func:`sample_cross_negatives`)."""
     per_row: int
     """M when every row has the same M > 0 masked frames (``require_same_masks``; then N = B * M and
     ``index`` viewed as (B, M) lists each row's frames), else 0."""
@@ -137,15 +137,32 @@ class MaskedFrames:
                        negatives=self.negatives.pin_memory())
 
 
+def sample_cross_negatives(num_masked: int, num_negatives: int, *, device: torch.device | None = None,
+                           generator: torch.Generator | None = None) -> Tensor:
+    """Distractors drawn uniformly from all ``num_masked`` masked frames of a batch, never the frame itself.
+
+    Returns:
+        (N, K) long indices into the N flattened masked frames (a single masked frame can only point at
+        itself; the loss discards distractors identical to the positive).
+    """
+    r = torch.rand(num_masked, num_negatives, device=device, generator=generator)
+    others = max(num_masked - 1, 1)
+    pick = (r * others).long().clamp(max=others - 1)
+    own = torch.arange(num_masked, device=device)[:, None]
+    return pick + (pick >= own).long() * int(num_masked > 1)
+
+
 def mask_frames(lengths: Tensor, num_frames: int, mask_prob: float, span: int, num_negatives: int, *,
-                min_masks: int = 0, require_same_masks: bool = True,
+                min_masks: int = 0, require_same_masks: bool = True, cross_sample_negatives: int = 0,
                 generator: torch.Generator | None = None) -> MaskedFrames:
     """:func:`span_mask` and :func:`sample_negatives` for a batch, with the masked frames listed.
 
     Args:
         lengths: (B,) valid frames per utterance. num_frames: F, padded length.
         mask_prob, span, min_masks, require_same_masks: as :func:`span_mask`.
-        num_negatives: K distractors per masked frame.
+        num_negatives: K distractors per masked frame from its own utterance.
+        cross_sample_negatives: K' more from any utterance of the batch (then ``per_row`` is 0: the
+            distractors leave the row blocks).
         generator: source of randomness (the global RNG of ``lengths``' device when None); the result
             is a pure function of the arguments and the generator's state.
     Returns:
@@ -155,5 +172,9 @@ def mask_frames(lengths: Tensor, num_frames: int, mask_prob: float, span: int, n
                      require_same_masks=require_same_masks, generator=generator)
     counts = mask.sum(1)
     per_row = int(counts[0]) if counts.numel() and bool((counts == counts[0]).all()) else 0
-    return MaskedFrames(mask=mask, index=mask.flatten().nonzero().squeeze(1),
-                        negatives=sample_negatives(mask, num_negatives, generator=generator), per_row=per_row)
+    negatives = sample_negatives(mask, num_negatives, generator=generator)
+    if cross_sample_negatives > 0:
+        cross = sample_cross_negatives(negatives.shape[0], cross_sample_negatives, device=mask.device,
+                                       generator=generator)
+        negatives, per_row = torch.cat([negatives, cross], dim=1), 0
+    return MaskedFrames(mask=mask, index=mask.flatten().nonzero().squeeze(1), negatives=negatives, per_row=per_row)
