@@ -102,5 +102,13 @@ def test_few_labels_linear_probe_and_unknown_classes(runs: dict[str, Path]) -> N
     cfg = json.loads((probe / "config.json").read_text())
     assert cfg["classify"]["linear_probe"] is True and cfg["train"]["seed"] == 3
     (root / "odd.tsv").write_text("label\n" + "\n".join(["fast", "walk"] * 15) + "\n")
+    logistic = root / "logistic"
+    done = _wavssl("finetune", str(runs["ssl"]), "--task", "classify", "--train", str(runs["train"]),
+                   "--train-labels", str(runs["train_labels"]), "--out", str(logistic), "--k-per-class", "2",
+                   "--linear-probe", "--no-progress", "--set", "classify.head_init=logistic",
+                   "--set", "classify.max_updates=0", "--set", "classify.all_layers=true")
+    assert done.returncode == 0, done.stderr
+    done = _wavssl("evaluate", str(logistic), str(runs["test"]), "--labels", str(runs["test_labels"]))
+    assert done.returncode == 0 and "accuracy" in done.stdout, done.stderr
     done = _wavssl("evaluate", str(probe), str(runs["test"]), "--labels", str(root / "odd.tsv"))
     assert done.returncode == 2 and "'walk'" in done.stderr and "not among the classifier's classes" in done.stderr

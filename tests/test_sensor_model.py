@@ -17,7 +17,8 @@ from wavssl.models import Encoder, SequenceClassifier, build_classifier, build_m
 from wavssl.modules.context import ContextEncoder
 from wavssl.modules.frontend import SensorEncoder, interpolate_gaps, robust_center_scale
 from wavssl.modules.quantizer import GumbelQuantizer
-from wavssl.train.classify import ClassifyTask, finetune_config, fit_classifier, new_classifier, score
+from wavssl.train.classify import (ClassifyTask, finetune_config, fit_classifier, new_classifier, pooled_features,
+                                   score)
 from wavssl.train.tasks import SensorPretrainTask, pretrain
 
 
@@ -187,3 +188,32 @@ def test_classifier_pooling_freezing_and_fit() -> None:
     one = collate([train.series[0]])
     two = collate([train.series[0], np.zeros((3, 60), np.float32)])
     assert torch.allclose(probe(one.series, one.lengths).logits[0], probe(two.series, two.lengths).logits[0], atol=1e-5)
+
+
+def test_logistic_head_is_the_regularised_optimum_over_all_layers() -> None:
+    cfg = finetune_config(_cfg("classify.all_layers=true", "classify.pooling=stats", "classify.head_init=logistic",
+                               "classify.linear_probe=true", "classify.max_updates=0", "classify.probe_l2=2.0"))
+    train, test = _series(24, seed=0), _series(24, seed=1)
+    torch.manual_seed(0)
+    model = new_classifier(cfg, ["fast", "slow"], train)
+    layers = len(model.encoder.context.layers)
+    assert model.state_dim == 64 * (layers + 1)
+    frozen = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    fit_classifier(model, train, ["fast", "slow"], cfg)
+    assert all(torch.equal(frozen[k], v) for k, v in model.encoder.state_dict().items())
+    # the head's standardisation is the training features' mean and variance
+    x = pooled_features(model, train).double()
+    assert torch.allclose(model.norm.running_mean.double(), x.mean(0), atol=1e-5)
+    assert torch.allclose(model.norm.running_var.double(), x.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
+    # and (W, b) is the optimum of sum CE + lambda/2 ||W||^2: its gradient vanishes there
+    z = ((x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + model.norm.eps))
+    w = model.classifier.weight.detach().double().requires_grad_(True)
+    b = model.classifier.bias.detach().double().requires_grad_(True)
+    y = torch.tensor([["fast", "slow"].index(label) for label in train.labels])
+    loss = torch.nn.functional.cross_entropy(z @ w.T + b, y, reduction="sum") + 1.0 * w.pow(2).sum()
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    assert gw.abs().max() < 1e-3 and gb.abs().max() < 1e-3
+    assert score(model, test, ["fast", "slow"]).accuracy >= 0.9
+    # without it, zero updates is not a fit
+    with pytest.raises(C.ConfigError, match="max_updates"):
+        finetune_config(_cfg("classify.max_updates=0"))

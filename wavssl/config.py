@@ -285,6 +285,17 @@ class ClassifyConfig:
     score weights every frame) or ``stats`` (mean and standard deviation, x-vector style)."""
     layer: int = -1
     """Which context layer's output is pooled (-1 = the last; 0 = the projected front-end frames)."""
+    all_layers: bool = False
+    """Pool the projected front-end frames and every layer's output, concatenated (``layer`` is then
+    ignored): few-label tasks often need what early layers keep and the last one drops."""
+    head_init: str = "random"
+    """``random``, or ``logistic``: before any update, fit the linear head as an L2-regularised
+    logistic regression on the frozen encoder's pooled, standardised features of the training series
+    (closed-form-like, by L-BFGS). With ``linear_probe`` and ``max_updates = 0`` that is the whole
+    fit; otherwise fine-tuning starts from it (linear probe, then fine-tune)."""
+    probe_l2: float = 10.0
+    """lambda of the logistic head fit: minimises sum of cross-entropies + lambda / 2 * ||W||^2
+    (scikit-learn's C = 1 / lambda)."""
     linear_probe: bool = False
     """Freeze the whole encoder and train only the pooling and the linear head."""
     freeze_updates: int = 0
@@ -402,7 +413,8 @@ class Config:
             (self.data.max_batch_samples >= self.data.max_samples,
              "data.max_batch_samples must be >= max_samples (one crop must fit)"),
             (self.optim.schedule in ("polynomial", "tri_stage", "constant"), f"optim.schedule: {self.optim.schedule!r}"),
-            (self.optim.max_updates > 0, "optim.max_updates must be > 0"),
+            (self.optim.max_updates > 0 or (self.task == "classify" and cl.head_init == "logistic"),
+             "optim.max_updates must be > 0"),
             (self.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
             (self.train.precision in ("auto", "bf16", "fp32"), f"train.precision: {self.train.precision!r}"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
@@ -414,7 +426,10 @@ class Config:
             (-1 <= cl.layer <= cx.num_layers, f"classify.layer must be in [-1, {cx.num_layers}]"),
             (0 <= cl.head_dropout < 1, "classify.head_dropout must be in [0, 1)"),
             (0 <= cl.mask_prob < 1, "classify.mask_prob must be in [0, 1)"),
-            (cl.lr > 0 and cl.max_updates > 0, "classify: lr and max_updates must be > 0"),
+            (cl.lr > 0 and (cl.max_updates > 0 or cl.head_init == "logistic"),
+             "classify: lr must be > 0, and max_updates > 0 unless head_init = 'logistic'"),
+            (cl.head_init in ("random", "logistic"), f"classify.head_init: {cl.head_init!r} is not 'random' or 'logistic'"),
+            (cl.probe_l2 > 0, "classify.probe_l2 must be > 0"),
             (0 <= cl.warmup_updates and 0 <= cl.freeze_updates, "classify: warmup_updates and freeze_updates must be >= 0"),
             (cl.batch_size >= 1, "classify.batch_size must be >= 1"),
             (0 <= cl.label_smoothing < 1, "classify.label_smoothing must be in [0, 1)"),

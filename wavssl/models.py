@@ -370,6 +370,7 @@ class SequenceClassifier(nn.Module):
         pooling: ``mean``, ``attention`` or ``stats`` (mean and standard deviation).
         layer: context layer whose output is pooled: -1 the last, 0 the projected front-end frames,
             i in 1..L the output of layer i.
+        all_layers: pool the projected frames and every layer's output concatenated (``layer`` ignored).
         dropout: on the pooled vector.
         use_duration: append log(valid frames) to the pooled vector (pooling alone is blind to how
             long a series is, which often tells classes apart).
@@ -387,14 +388,17 @@ class SequenceClassifier(nn.Module):
     """
 
     def __init__(self, encoder: Encoder, embed_dim: int, num_classes: int, *, pooling: str = "mean",
-                 layer: int = -1, dropout: float = 0.1, use_duration: bool = False, mask_prob: float = 0.0,
-                 mask_length: int = 1) -> None:
+                 layer: int = -1, all_layers: bool = False, dropout: float = 0.1, use_duration: bool = False,
+                 mask_prob: float = 0.0, mask_length: int = 1) -> None:
         super().__init__()
         if pooling not in POOLS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLS)}")
         self.encoder = encoder
-        self.pool: nn.Module = AttentionPool(embed_dim) if pooling == "attention" else POOLS[pooling]()
-        width = embed_dim * (2 if pooling == "stats" else 1) + int(use_duration)
+        self.all_layers = all_layers
+        self.state_dim = embed_dim * (len(encoder.context.layers) + 1 if all_layers else 1)
+        """Width of the frame states :meth:`represent` returns."""
+        self.pool: nn.Module = AttentionPool(self.state_dim) if pooling == "attention" else POOLS[pooling]()
+        width = self.state_dim * (2 if pooling == "stats" else 1) + int(use_duration)
         self.norm = nn.BatchNorm1d(width, affine=False)
         self.dropout = nn.Dropout(dropout)
         self.use_duration = use_duration
@@ -418,8 +422,8 @@ class SequenceClassifier(nn.Module):
         return self
 
     def represent(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """x: (B, T) or (B, C, T); lengths: (B,) -> frame states (B, F, E) of the chosen layer and the
-        (B, F) padding mask."""
+        """x: (B, T) or (B, C, T); lengths: (B,) -> frame states (B, F, state_dim) of the chosen layer
+        (or of all, concatenated) and the (B, F) padding mask."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             fr = self.encoder.frames(x, lengths)
             mask = None
@@ -427,7 +431,9 @@ class SequenceClassifier(nn.Module):
                 mask = span_mask(fr.lengths, fr.normed.shape[1], self.mask_prob, self.mask_length,
                                  require_same_masks=False)
             projected, ctx = self.encoder.contextualise(fr, mask)
-            if self.layer == -1:
+            if self.all_layers:
+                states = torch.cat([projected, *ctx.layer_outputs], dim=-1)
+            elif self.layer == -1:
                 states = ctx.last_hidden_state
             elif self.layer == 0:
                 states = projected
@@ -435,12 +441,17 @@ class SequenceClassifier(nn.Module):
                 states = ctx.layer_outputs[self.layer - 1]
         return states, fr.padding_mask
 
-    def head(self, states: Tensor, padding_mask: Tensor) -> ClassifierOutput:
-        """Pool (B, F, E) states over valid frames and classify -> ClassifierOutput."""
+    def pooled(self, states: Tensor, padding_mask: Tensor) -> Tensor:
+        """(B, F, state_dim) states -> (B, D) pooled vector the head standardises and classifies."""
         pooled = self.pool(states, padding_mask)
         if self.use_duration:
             frames = (~padding_mask).sum(1, keepdim=True).clamp(min=1).to(pooled.dtype)
             pooled = torch.cat([pooled, torch.log(frames)], dim=1)
+        return pooled
+
+    def head(self, states: Tensor, padding_mask: Tensor) -> ClassifierOutput:
+        """Pool (B, F, state_dim) states over valid frames and classify -> ClassifierOutput."""
+        pooled = self.pooled(states, padding_mask)
         return ClassifierOutput(self.classifier(self.dropout(self.norm(pooled))), pooled)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> ClassifierOutput:
@@ -453,7 +464,8 @@ def build_classifier(cfg: ModelConfig, classify: ClassifyConfig, num_classes: in
     """A SequenceClassifier on ``encoder`` (a fresh one from ``cfg`` when None); frozen for a linear probe."""
     model = SequenceClassifier(encoder if encoder is not None else build_encoder(cfg), cfg.context.embed_dim,
                                num_classes, pooling=classify.pooling, layer=classify.layer,
-                               dropout=classify.head_dropout, use_duration=classify.use_duration,
+                               all_layers=classify.all_layers, dropout=classify.head_dropout,
+                               use_duration=classify.use_duration,
                                mask_prob=classify.mask_prob, mask_length=cfg.masking.mask_length)
     if classify.linear_probe:
         model.encoder.requires_grad_(False)

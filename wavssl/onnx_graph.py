@@ -359,10 +359,13 @@ class ClassifierGraph(nn.Module):
         self.encoder = EncoderGraph(model.encoder, fused)
         self.model = model
         self.layer = model.layer
+        self.all_layers = model.all_layers
 
     def forward(self, series: Tensor, lengths: Tensor) -> Tensor:
         projected, outputs, last, _, padding = self.encoder(series, lengths)
-        if self.layer == -1:
+        if self.all_layers:
+            states = torch.cat([projected, *outputs], dim=-1)
+        elif self.layer == -1:
             states = last
         elif self.layer == 0:
             states = projected

@@ -141,7 +141,7 @@ class ClassifyTask:
         """(N, F, E) frame states and (N, F) padding mask of every series, computed once; None if too big."""
         if self._cache is None:
             frames = int(model.encoder.frontend.output_lengths(torch.as_tensor(self.lengths)).max())
-            width = model.encoder.context.layer_norm.normalized_shape[0]
+            width = model.state_dim
             if len(self.data) * frames * width > _CACHE_MAX_ELEMENTS:
                 return None
             states = torch.zeros(len(self.data), frames, width, device=device)
@@ -182,12 +182,73 @@ def finetune_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, task="classify", optim=optim).validate()
 
 
+@torch.no_grad()
+def pooled_features(model: SequenceClassifier, data: SeriesSet, *, batch_size: int = 256,
+                    device: torch.device | str = "cpu") -> Tensor:
+    """(N, D) pooled vectors of every series (before the head's standardisation), encoder in eval mode."""
+    was_training = model.training
+    model.to(device).eval()
+    out: Tensor | None = None
+    for idx in batch_order(data.lengths, batch_size, seed=0, epoch=0):
+        b = collate([data.series[i] for i in idx])
+        pooled = model.pooled(*model.represent(b.series.to(device), b.lengths.to(device))).float()
+        if out is None:
+            out = torch.zeros(len(data), pooled.shape[1], device=device)
+        out[torch.as_tensor(idx, device=device)] = pooled
+    model.train(was_training)
+    assert out is not None, "no series"
+    return out
+
+
+def fit_logistic_head(model: SequenceClassifier, data: SeriesSet, names: list[str], cfg: Config, *,
+                      device: torch.device | str = "cpu") -> float:
+    """Fit the head as an L2-regularised multinomial logistic regression on frozen features.
+
+    The pooled vectors of ``data`` (encoder in eval mode: no dropout, no masking) set the head's
+    standardisation (its BatchNorm running mean and variance), and the linear layer minimises
+    ``sum_i CE(W z_i + b, y_i) + classify.probe_l2 / 2 * ||W||^2`` over the standardised vectors
+    z_i, by L-BFGS in float64 (convex: the optimum does not depend on the start). Returns the
+    training accuracy.
+    """
+    targets = torch.as_tensor(class_indices(data, names, "training data"), device=device)
+    x = pooled_features(model, data, device=device).double()
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    z = (x - mean) / torch.sqrt(var + model.norm.eps)
+    k = model.num_classes
+    w = torch.zeros(k, z.shape[1], dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, device=device, requires_grad=True)
+    lam = cfg.classify.probe_l2
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def objective() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w.T + b, targets, reduction="sum") + 0.5 * lam * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(objective)
+    with torch.no_grad():
+        model.norm.running_mean.copy_(mean.float())
+        model.norm.running_var.copy_(var.float())
+        model.classifier.weight.copy_(w.float())
+        model.classifier.bias.copy_(b.float())
+        return float(((z @ w.T + b).argmax(1) == targets).double().mean())
+
+
 def fit_classifier(model: SequenceClassifier, data: SeriesSet, names: list[str], cfg: Config, *,
                    device: torch.device | str = "cpu") -> TrainerState:
     """Train ``model`` on ``data`` with ``cfg`` (a :func:`finetune_config`) in memory: the
     :class:`ClassifyTask` with the trainer's per-batch RNG seeding, optimiser (AdamW), schedule,
-    clipping and skipping of non-finite steps, without checkpoints or logs. Returns the counters."""
+    clipping and skipping of non-finite steps, without checkpoints or logs. With
+    ``classify.head_init = "logistic"`` the head is first fitted by :func:`fit_logistic_head`.
+    Returns the counters."""
     device = torch.device(device)
+    if cfg.classify.head_init == "logistic":
+        fit_logistic_head(model, data, names, cfg, device=device)
+        if cfg.optim.max_updates == 0:
+            return TrainerState()
     model.to(device).train()
     task = ClassifyTask(data, names, cfg)
     o = cfg.optim
@@ -280,7 +341,7 @@ def finetune(pretrained_run: str | Path, train: SeriesSet, out: str | Path, *, c
             section); the architecture must be the run's.
         scratch: train the same architecture from random initialisation instead.
     """
-    from .checkpoint import load, load_config
+    from .checkpoint import load, load_config, save_model
     from .trainer import Trainer, resolve_device, Distributed
 
     out = Path(out)
@@ -303,7 +364,14 @@ def finetune(pretrained_run: str | Path, train: SeriesSet, out: str | Path, *, c
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"[wavssl] fine-tuning a {len(names)}-class classifier ({n_train / 1e6:.2f}M trainable parameters, "
               f"{'from scratch' if scratch else f'from {pretrained_run}'}) on {len(train)} series -> {out}", flush=True)
-    Trainer(model, task, cfg, out, device=dev, progress=progress).train()
+    if cfg.classify.head_init == "logistic":
+        accuracy = fit_logistic_head(model, train, names, cfg, device=dev)
+        if progress:
+            print(f"[wavssl] logistic head fitted on frozen features: training accuracy {accuracy:.3f}", flush=True)
+    if cfg.optim.max_updates > 0:
+        Trainer(model, task, cfg, out, device=dev, progress=progress).train()
+    else:
+        save_model(out, model.eval(), cfg)
     if valid is None:
         return None
     metrics = score(model, valid, names, where="validation data", device=dev)
