@@ -544,7 +544,8 @@ def sensor_tiny() -> Config:
     _cpu_optim(cfg, lr=2e-3, warmup=100, max_updates=1000)
     cfg.train.log_every = 50
     cfg.train.checkpoint_every = 500
-    cfg.classify = ClassifyConfig()
+    # few labels: statistics of every layer, a logistic head fitted on them, then full fine-tuning
+    cfg.classify = ClassifyConfig(all_layers=True, pooling="stats", head_init="logistic")
     return cfg
 
 
