@@ -7,8 +7,9 @@ Protocol, per data set:
    ``recipes/sensors/configs/<name>.toml``). The test split is never seen.
 2. For k = 1, 2, 5, 10 labelled recordings per class and for all labels, draw 20 random training
    subsets (seed = draw number). On every draw fit
-   - **wavssl-pretrained**: the pretrained encoder + pooled head, fine-tuned with the recipe's
-     ``[classify]`` settings,
+   - **wavssl-pretrained**: the pretrained encoder + pooled head, fitted with the preset's
+     ``[classify]`` recipe (statistics of every layer, a logistic head fitted on the frozen
+     features, then full fine-tuning),
    - **wavssl-scratch**: the same architecture and recipe from random initialisation,
    - **MiniRocket**: ``aeon``'s ``MiniRocketClassifier`` (default settings, ``random_state`` = draw)
      on the same recordings. MiniRocket needs equal lengths, so it reads the equal-length versions
