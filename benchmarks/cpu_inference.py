@@ -11,7 +11,7 @@ post-LN Transformer, positional conv 128/16; ~94.4M parameters) with random weig
   ``torch.set_num_threads``;
 - **transformers ONNX fp32 / int8**: the same model exported with ``torch.onnx.export(dynamo=True)``
   and, for int8, onnxruntime dynamic quantization of its MatMul weights; run with the same ONNX
-  Runtime session options as wavssl-onnx.
+  Runtime session (``wavssl_onnx.session.cpu_session``: options and disabled rewrites) as wavssl-onnx.
 
 Idle threads wait passively in every engine (ONNX Runtime without spinning, as wavssl-onnx runs by
 default, and ``OMP_WAIT_POLICY=PASSIVE`` for torch); ``--spin`` makes them all busy-wait, which is
@@ -164,10 +164,9 @@ def transformers_onnx(model, work: Path, log: Callable[[str], None]) -> tuple[Pa
 
 def engines(work: Path, clip: np.ndarray, threads: int, spin: bool, log: Callable[[str], None]) -> tuple[dict, dict]:
     """name -> zero-argument callable that processes the clip once; and the files behind each."""
-    import onnxruntime as ort
     import torch
     from wavssl_onnx import OfflineRecognizer
-    from wavssl_onnx.session import session_options
+    from wavssl_onnx.session import cpu_session
 
     model_dir, export_meta = wavssl_model_dir(work, log)
     peer = transformers_model(work)
@@ -177,7 +176,7 @@ def engines(work: Path, clip: np.ndarray, threads: int, spin: bool, log: Callabl
     int8 = OfflineRecognizer.from_dir(model_dir, threads=threads, spin=spin, int8=True)
 
     def peer_session(path: Path) -> Callable[[], object]:
-        session = ort.InferenceSession(str(path), session_options(threads, spin), providers=["CPUExecutionProvider"])
+        session = cpu_session(path, threads, spin)
         feed = {"input_values": clip[None]}
         return lambda: session.run(None, feed)
 
@@ -237,9 +236,9 @@ def peak_rss_mb(engine: str, work: Path, clip_path: Path, threads: int, spin: bo
                 "with torch.inference_mode():\n    m(torch.from_numpy(clip)[None])\n")
     else:
         path = work / ("transformers_base.int8.onnx" if "int8" in engine else "transformers_base.onnx")
-        body = ("sys.modules['torch'] = None\nimport onnxruntime as ort\nfrom wavssl_onnx.session import session_options\n"
-                f"s = ort.InferenceSession({str(path)!r}, session_options({threads}, {spin}), "
-                "providers=['CPUExecutionProvider'])\ns.run(None, {'input_values': clip[None]})\n")
+        body = ("sys.modules['torch'] = None\nfrom wavssl_onnx.session import cpu_session\n"
+                f"s = cpu_session({str(path)!r}, {threads}, {spin})\n"
+                "s.run(None, {'input_values': clip[None]})\n")
     # the child's own high-water mark: getrusage's ru_maxrss would carry this (large) process's through fork + exec
     code = head + clip + body + textwrap.dedent("""
         hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")]

@@ -214,12 +214,9 @@ def _set_metadata(path: Path, info: ModelInfo) -> None:
 
 
 def _session(path: Path, threads: int = 0) -> Any:
-    import onnxruntime as ort
+    from wavssl_onnx.session import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads, spin=True)  # the runtime's graph, checked at full speed
 
 
 def _pad(items: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
