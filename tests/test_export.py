@@ -36,8 +36,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 import torch
-from wavssl_onnx import Classifier, ModelDirError, OfflineRecognizer, Vocabulary, cer
+from wavssl_onnx import AudioError, Classifier, ModelDirError, OfflineRecognizer, Vocabulary, cer
+from wavssl_onnx.audio import array_blocks
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE
 
 import wavssl
@@ -308,8 +310,6 @@ def _bad_inputs(speech_dir: Path, tmp_path: Path) -> dict[str, Path]:
              "empty": tmp_path / "empty.wav", "nan": tmp_path / "nan.wav", "missing": tmp_path / "missing.wav",
              "too_short": tmp_path / "short.wav"}
     sf.write(files["good"], wave, rate)
-    import soxr
-
     w8 = soxr.resample(wave, rate, 8000)
     sf.write(files["stereo_8k"], np.stack([w8, 0.5 * w8], axis=1), 8000)
     sf.write(files["odd_rate"], soxr.resample(wave, rate, 11025), 11025)
@@ -345,8 +345,6 @@ def test_cli_bad_inputs_reported_per_file(tiny_dir: Path, speech_dir: Path, tmp_
 
 
 def test_api_bad_inputs(tiny_dir: Path, speech_dir: Path, tmp_path: Path) -> None:
-    from wavssl_onnx import AudioError
-
     files = _bad_inputs(speech_dir, tmp_path)
     rec = OfflineRecognizer.from_dir(tiny_dir, threads=1)
     results = rec.run([files["good"], files["corrupt"], np.zeros(0, np.float32), files["good"]])
@@ -439,6 +437,53 @@ def test_chunked_long_audio_matches_whole(tiny_run: Path, speech_dir: Path, tmp_
     chunked = OfflineRecognizer.from_dir(full, threads=1, chunk_seconds=30.0, context_seconds=4.0)
     ta, tb = whole.transcribe([audio])[0].text, chunked.transcribe([audio])[0].text
     assert cer([ta], [tb]).rate <= 0.05
+
+
+def test_online_stream_matches_offline_windows_and_only_grows(tiny_dir: Path, speech_dir: Path,
+                                                               tmp_path: Path) -> None:
+    audio = _long_audio(speech_dir, 20.0)
+    rec = OfflineRecognizer.from_dir(tiny_dir, threads=1, chunk_seconds=2.0, context_seconds=1.0)
+    offline = rec.log_probs_stream(array_blocks(audio, 16000))
+    stream = rec.stream()
+    assert stream.latency == pytest.approx(3.0, abs=0.05)
+    rng = np.random.default_rng(0)
+    pos, partials = 0, []
+    while pos < len(audio):  # pieces of 10-700 ms, as a microphone or a socket delivers them
+        n = int(rng.integers(160, 11200))
+        stream.accept_waveform(audio[pos: pos + n])
+        pos += n
+        recognised = len(stream.log_probs()) * rec.frame_shift
+        assert recognised >= pos / RATE - stream.latency - 0.05  # text lags by at most chunk + context
+        partials.append(stream.partial.token_ids)
+    final = stream.finish()
+    assert np.array_equal(stream.log_probs(), offline)  # the very frames of the offline windows
+    assert final.text == rec.decode(offline).text
+    for ids in partials:  # greedy partials only grow
+        assert list(final.token_ids[: len(ids)]) == list(ids)
+    with pytest.raises(RuntimeError, match="finished"):
+        stream.accept_waveform(audio[:100])
+    # audio at another rate, int16 and stereo, is converted as it streams
+    audio8k = soxr.resample(audio, RATE, 8000).astype(np.float32)
+    pcm = np.stack([audio8k, audio8k], axis=1)
+    pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
+    stream8k = rec.stream(sample_rate=8000)
+    for start in range(0, len(pcm), 1234):
+        stream8k.accept_waveform(pcm[start: start + 1234])
+    text8k = stream8k.finish().text
+    assert abs(stream8k.samples - len(audio)) <= 16
+    assert cer([text8k], [rec.transcribe([audio8k], sample_rate=8000)[0].text]).rate <= 0.1
+    with pytest.raises(AudioError, match="too short"):
+        rec.stream().finish()
+    # the command line: partials while the file plays, then the same final transcript (no torch)
+    sf.write(tmp_path / "live.wav", audio, RATE)
+    code = NO_TORCH + "from wavssl_onnx.cli import main; sys.exit(main())"
+    run = subprocess.run([sys.executable, "-c", code, "stream", str(tiny_dir), str(tmp_path / "live.wav"), "--json",
+                          "--threads", "1", "--chunk-seconds", "2", "--context-seconds", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert lines[-1]["final"] and lines[-1]["text"] == final.text
+    assert len(lines) > 2 and all("partial" in line for line in lines[:-1])
 
 
 # ----------------------------------------------------------------------------------- classifier

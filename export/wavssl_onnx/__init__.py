@@ -1,7 +1,8 @@
 """wavssl-onnx: the CPU runtime of wavssl (numpy + onnxruntime + soundfile + soxr; never torch).
 
 - Inference on exported models (``wavssl export``): :class:`OfflineRecognizer` (speech -> text with
-  word times; long files in overlapping windows) and :class:`Classifier` (sensor series -> class
+  word times; long files in overlapping windows; ``.stream()`` gives an :class:`OnlineStream` for
+  audio that arrives live) and :class:`Classifier` (sensor series -> class
   probabilities); the model-directory contract in :mod:`wavssl_onnx.model_dir`; the
   ``wavssl-onnx`` command (:mod:`wavssl_onnx.cli`). These load onnxruntime on first use.
 - The text side (numpy only): text normalisation, the CTC character vocabulary, CTC decoding
@@ -26,7 +27,7 @@ from .vocab import VOCAB_FILE, Vocabulary
 __version__ = "0.1.0"
 
 _LAZY = {
-    "OfflineRecognizer": "recognizer", "Result": "recognizer", "Classifier": "classifier",
+    "OfflineRecognizer": "recognizer", "OnlineStream": "recognizer", "Result": "recognizer", "Classifier": "classifier",
     "Prediction": "classifier", "load_series": "classifier", "AudioError": "audio", "read_audio": "audio",
     "ModelInfo": "model_dir", "ModelDirError": "model_dir", "load_model_info": "model_dir",
     "FORMAT_VERSION": "model_dir",
@@ -54,6 +55,7 @@ __all__ = [
     "ModelInfo",
     "NGramLM",
     "OfflineRecognizer",
+    "OnlineStream",
     "Prediction",
     "Result",
     "Vocabulary",

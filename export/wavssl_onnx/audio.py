@@ -63,7 +63,7 @@ def _reason(e: Exception) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
-def _mono(data: np.ndarray) -> np.ndarray:
+def mono(data: np.ndarray) -> np.ndarray:
     """(T,) or (T, C) -> (T,) float32, channels averaged; integer PCM scaled to [-1, 1)."""
     array = np.asarray(data)
     if np.issubdtype(array.dtype, np.integer):
@@ -103,7 +103,7 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(path, f"cannot decode ({_reason(e)})") from e
-    wave = _check(_mono(data), path)
+    wave = _check(mono(data), path)
     return _check(_resample(wave, int(rate), sample_rate, path), path)
 
 
@@ -113,7 +113,7 @@ def from_array(x: np.ndarray, rate: int, sample_rate: int, source: object = "<ar
     if rate <= 0:
         raise AudioError(source, f"invalid sample rate {rate}")
     try:
-        wave = _mono(x)
+        wave = mono(x)
     except ValueError as e:
         raise AudioError(source, str(e)) from e
     return _check(_resample(_check(wave, source), rate, sample_rate, source), source)
@@ -125,7 +125,7 @@ def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: 
     info = probe(path)
     if info.frames == 0:
         raise AudioError(path, "no audio samples (zero-length audio)")
-    resampler = None if info.sample_rate == sample_rate else _stream_resampler(path, info.sample_rate, sample_rate)
+    resampler = None if info.sample_rate == sample_rate else stream_resampler(path, info.sample_rate, sample_rate)
     block = max(1, int(block_seconds * info.sample_rate))
     produced = 0
     try:
@@ -133,7 +133,7 @@ def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: 
             while True:
                 data = f.read(block, dtype="float32", always_2d=True)
                 last = len(data) < block
-                wave = _mono(data) if len(data) else np.zeros(0, np.float32)
+                wave = mono(data) if len(data) else np.zeros(0, np.float32)
                 if wave.size and not np.isfinite(wave).all():
                     raise AudioError(path, "contains NaN or infinite samples")
                 if resampler is not None:
@@ -151,7 +151,7 @@ def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: 
         raise AudioError(path, "no audio samples (zero-length audio)")
 
 
-def _stream_resampler(path: object, rate: int, target: int) -> soxr.ResampleStream:
+def stream_resampler(path: object, rate: int, target: int) -> soxr.ResampleStream:
     try:
         return soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
     except Exception as e:

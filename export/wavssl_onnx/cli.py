@@ -1,6 +1,7 @@
 """``wavssl-onnx``: transcribe audio or classify series with an exported model, on a CPU, without PyTorch.
 
     wavssl-onnx transcribe MODEL_DIR a.wav b.flac ... [--int8] [--threads N] [--beam N --lm LM] [--json]
+    wavssl-onnx stream MODEL_DIR a.wav [--chunk-seconds 2 --context-seconds 1] [--realtime] [--json]
     wavssl-onnx evaluate MODEL_DIR test.tsv [--int8] [--language ru] [--json]      # WER and CER
     wavssl-onnx classify MODEL_DIR series.npy more.csv ... [--int8] [--threads N] [--json]
     wavssl-onnx info MODEL_DIR
@@ -60,6 +61,36 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     audio = sum(r.duration for r in results if r.ok)
     if a.verbose and audio > 0:
         print(f"wavssl-onnx: {audio:.1f} s of audio in {elapsed:.2f} s (RTF {elapsed / audio:.3f})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_stream(a: argparse.Namespace) -> int:
+    from .audio import AudioError, stream_audio
+    from .recognizer import OfflineRecognizer, Result
+
+    rec = OfflineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin,
+                                     chunk_seconds=a.chunk_seconds, context_seconds=a.context_seconds)
+    lm = _lm(a, rec.info.language)
+    failed = 0
+    for path in a.audio:
+        stream, shown, start = rec.stream(), "", time.perf_counter()
+        try:
+            for block in stream_audio(path, rec.sample_rate, block_seconds=a.block_ms / 1000):
+                if a.realtime:  # pace the file like a live source
+                    time.sleep(max(0.0, (stream.samples + len(block)) / rec.sample_rate - (time.perf_counter() - start)))
+                if stream.accept_waveform(block) and stream.partial.text != shown:
+                    shown = stream.partial.text
+                    t = stream.samples / rec.sample_rate
+                    print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "partial": shown},
+                                     ensure_ascii=False) if a.json else f"{path}\t{t:7.2f}s\t{shown}", flush=True)
+            final = stream.finish(beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)  # type: ignore[arg-type]
+        except AudioError as e:
+            failed += 1
+            print(f"wavssl-onnx stream: error: {e}", file=sys.stderr)
+            continue
+        result = Result(str(path), final, duration=stream.samples / rec.sample_rate)
+        print(json.dumps({**result.to_dict(), "final": True}, ensure_ascii=False) if a.json
+              else f"{path}\tfinal\t{final.text}", flush=True)
     return 1 if failed else 0
 
 
@@ -165,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-seconds", type=float, default=60.0, help="padded audio per batch of short files")
     p.add_argument("-v", "--verbose", action="store_true", help="print the real-time factor to stderr")
     p.set_defaults(func=_cmd_transcribe)
+
+    p = sub.add_parser("stream", help="recognise audio files as if they arrived live: partial transcripts while "
+                       "the audio plays, then the final one")
+    _model_args(p)
+    p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads)")
+    _decode_args(p)
+    p.add_argument("--chunk-seconds", type=float, default=2.0, help="seconds recognised per window")
+    p.add_argument("--context-seconds", type=float, default=1.0, help="context each side of a window; text lags "
+                   "the audio by at most chunk + context")
+    p.add_argument("--block-ms", type=float, default=100.0, help="audio pushed at a time")
+    p.add_argument("--realtime", action="store_true", help="pace the file at real time, like a microphone")
+    p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser("evaluate", help="WER and CER of an exported recognizer on a manifest (path and text columns)")
     _model_args(p)

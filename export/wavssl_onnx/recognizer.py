@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioError, Source, array_blocks, from_array, probe, read_audio, source_name, stream_audio
+from .audio import (AudioError, Source, array_blocks, from_array, mono, probe, read_audio, source_name, stream_audio,
+                    stream_resampler)
 from .decoding import Hypothesis, beam_search, greedy_decode
 from .lm import NGramLM
 from .model_dir import ModelInfo
@@ -57,6 +58,56 @@ class Result:
         return {"path": self.source, "text": self.hypothesis.text, "duration": round(self.duration, 3),
                 "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
                           for w in self.hypothesis.words]}
+
+
+class Windows:
+    """Overlapping inference windows over audio that arrives in pieces (at the model's rate).
+
+    Window k keeps the samples [k * chunk, (k + 1) * chunk) and sees ``context`` more on each side;
+    its frames outside the kept part are dropped. Frame f of a window starting at sample s is global
+    frame s / hop + f, since s is a whole number of frames, so the kept pieces concatenate into the
+    frame grid of the whole input. Memory: at most chunk + 2 * context samples are held.
+    """
+
+    def __init__(self, recognizer: "OfflineRecognizer") -> None:
+        self.recognizer = recognizer
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = 0
+        """Global index of ``buffer[0]``."""
+        self.keep_from = 0
+        """First sample whose frames are not out yet."""
+        self.emitted = False
+
+    def push(self, block: np.ndarray) -> list[np.ndarray]:
+        """Add samples; returns the (F_k, V) log-probs of every window completed by them (maybe none)."""
+        r = self.recognizer
+        hop, chunk, ctx = r.info.frame_shift_samples, r.chunk, r.context
+        self.buffer = np.concatenate([self.buffer, np.asarray(block, dtype=np.float32).reshape(-1)])
+        out = []
+        while self.buffer_start + len(self.buffer) >= self.keep_from + chunk + ctx:
+            start = max(0, self.keep_from - ctx)
+            window = self.buffer[start - self.buffer_start: self.keep_from + chunk + ctx - self.buffer_start]
+            first = (self.keep_from - start) // hop
+            out.append(r.forward([window])[0][first: first + chunk // hop])
+            self.keep_from += chunk
+            drop = max(0, self.keep_from - ctx) - self.buffer_start
+            self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
+        self.emitted |= bool(out)
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        """The frames after the last full window (no right context), if the audio left makes any."""
+        r = self.recognizer
+        end = self.buffer_start + len(self.buffer)
+        if end <= self.keep_from and self.emitted:
+            return []
+        start = max(0, self.keep_from - r.context)
+        window = self.buffer[start - self.buffer_start:]
+        first = (self.keep_from - start) // r.info.frame_shift_samples
+        self.keep_from = end
+        if len(window) < r.info.min_samples:
+            return []
+        return [r.forward([window])[0][first:]]
 
 
 class OfflineRecognizer:
@@ -151,34 +202,18 @@ class OfflineRecognizer:
         return out
 
     def log_probs_stream(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
-        """(F, V) log-probabilities of audio arriving in blocks, window by window.
-
-        Window k keeps the samples [k * chunk, (k + 1) * chunk) and sees ``context`` more on each
-        side; its frames outside the kept part are dropped. Frame f of a window starting at sample s
-        is global frame s / hop + f, since s is a whole number of frames.
-        """
-        hop, chunk, ctx = self.info.frame_shift_samples, self.chunk, self.context
-        buffer, buffer_start, keep_from = np.zeros(0, np.float32), 0, 0
-        pieces: list[np.ndarray] = []
-        for block in blocks:
-            buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32)])
-            while buffer_start + len(buffer) >= keep_from + chunk + ctx:
-                start = max(0, keep_from - ctx)
-                window = buffer[start - buffer_start: keep_from + chunk + ctx - buffer_start]
-                first = (keep_from - start) // hop
-                pieces.append(self.forward([window])[0][first: first + chunk // hop])
-                keep_from += chunk
-                drop = max(0, keep_from - ctx) - buffer_start
-                buffer, buffer_start = buffer[drop:], buffer_start + drop
-        end = buffer_start + len(buffer)
-        if end > keep_from or not pieces:
-            start = max(0, keep_from - ctx)
-            window = buffer[start - buffer_start:]
-            if len(window) >= self.info.min_samples:
-                pieces.append(self.forward([window])[0][(keep_from - start) // hop:])
+        """(F, V) log-probabilities of audio arriving in blocks, window by window (:class:`Windows`)."""
+        windows = Windows(self)
+        pieces = [piece for block in blocks for piece in windows.push(block)]
+        pieces += windows.finish()
         if not pieces:
             return np.zeros((0, len(self.vocab)), np.float32)
         return np.concatenate(pieces)
+
+    def stream(self, *, sample_rate: int | None = None) -> "OnlineStream":
+        """A push-style stream: feed audio as it arrives, read the transcript so far, finish at the end
+        (see :class:`OnlineStream`)."""
+        return OnlineStream(self, sample_rate=sample_rate or self.sample_rate)
 
     # ------------------------------------------------------------------------------ decoding
 
@@ -253,3 +288,85 @@ class OfflineRecognizer:
             if r.error is not None:
                 raise AudioError(r.source, r.error.removeprefix(f"{r.source}: "))
         return [r.hypothesis for r in results]  # type: ignore[misc]
+
+
+class OnlineStream:
+    """Streaming recognition: push audio as it arrives, read the transcript so far, finish at the end.
+
+    Built by :meth:`OfflineRecognizer.stream`. Audio goes through the recognizer's overlapping
+    windows (:class:`Windows`): a ``chunk_seconds`` piece is recognised once ``context_seconds`` of
+    audio after it has arrived, so text lags the audio by at most chunk + context (see
+    :attr:`latency`; e.g. ``from_dir(..., chunk_seconds=2, context_seconds=1)`` for 3 s). The
+    frames, and so :meth:`finish`'s result, are exactly those of transcribing the whole input with
+    the same recognizer; :attr:`partial` (greedy) only ever grows: its token ids are a prefix of
+    the final greedy ones. Memory is bounded by one window plus the (F, V) log-probs so far.
+
+    Args:
+        recognizer: the model and its window settings.
+        sample_rate: rate of the pushed audio; other than the model's, it is resampled as it
+            streams (soxr).
+    """
+
+    def __init__(self, recognizer: OfflineRecognizer, *, sample_rate: int) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"invalid sample rate {sample_rate}")
+        self.recognizer = recognizer
+        self.windows = Windows(recognizer)
+        self.resampler = (None if sample_rate == recognizer.sample_rate
+                          else stream_resampler("<stream>", sample_rate, recognizer.sample_rate))
+        self.pieces: list[np.ndarray] = []
+        self.samples = 0
+        """Samples received so far (at the model's rate)."""
+        self.finished = False
+
+    @property
+    def latency(self) -> float:
+        """Most seconds between a sample arriving and its frames being recognised."""
+        r = self.recognizer
+        return (r.chunk + r.context) / r.sample_rate
+
+    def accept_waveform(self, samples: np.ndarray) -> int:
+        """Push (n,) or (n, channels) samples (float, or integer PCM) at the stream's rate; returns how
+        many new output frames they completed."""
+        if self.finished:
+            raise RuntimeError("the stream is finished")
+        wave = mono(np.asarray(samples))
+        if wave.size and not np.isfinite(wave).all():
+            raise AudioError("<stream>", "contains NaN or infinite samples")
+        if self.resampler is not None:
+            wave = np.ascontiguousarray(self.resampler.resample_chunk(wave), dtype=np.float32)
+        self.samples += wave.size
+        new = self.windows.push(wave)
+        self.pieces += new
+        return sum(len(p) for p in new)
+
+    def log_probs(self) -> np.ndarray:
+        """(F, V) log-probabilities of the frames recognised so far."""
+        if not self.pieces:
+            return np.zeros((0, len(self.recognizer.vocab)), np.float32)
+        if len(self.pieces) > 1:
+            self.pieces = [np.concatenate(self.pieces)]
+        return self.pieces[0]
+
+    @property
+    def partial(self) -> Hypothesis:
+        """Greedy transcript of the frames recognised so far (word times in seconds from the start)."""
+        return self.recognizer.decode(self.log_probs())
+
+    def finish(self, *, beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5,
+               word_bonus: float = 0.0) -> Hypothesis:
+        """End of input: recognise the audio still held and decode everything (greedy, or prefix beam
+        search with an optional LM). Raises :class:`AudioError` if the stream held too little audio
+        for one frame."""
+        if not self.finished:
+            if self.resampler is not None:
+                tail = np.ascontiguousarray(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True),
+                                            dtype=np.float32)
+                self.samples += tail.size
+                self.pieces += self.windows.push(tail)
+            self.pieces += self.windows.finish()
+            self.finished = True
+        if not self.pieces:
+            raise AudioError("<stream>", f"too short: {self.samples} samples at {self.recognizer.sample_rate} Hz; "
+                                         f"the model needs at least {self.recognizer.info.min_samples}")
+        return self.recognizer.decode(self.log_probs(), beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
