@@ -133,13 +133,15 @@ def preln_model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def classifier() -> torch.nn.Module:
-    """Sensor classifier: 3 channels, per-series robust normalisation, attention pooling over all layers."""
+    """Sensor classifier: 3 channels, per-series robust normalisation, attention pooling over all layers
+    plus segment means."""
     torch.manual_seed(3)
     cfg = C.sensor_tiny()
     cfg.model.frontend.in_channels = 3
     cfg.model.frontend.sensor_norm = "instance"
     cfg.classify.pooling = "attention"
     cfg.classify.all_layers = True
+    cfg.classify.segments = 3
     cfg.classify.use_duration = True
     model = build_classifier(cfg.model, cfg.classify, 4)
     model.norm.running_mean.normal_()

@@ -217,3 +217,16 @@ def test_logistic_head_is_the_regularised_optimum_over_all_layers() -> None:
     # without it, zero updates is not a fit
     with pytest.raises(C.ConfigError, match="max_updates"):
         finetune_config(_cfg("classify.max_updates=0", "classify.head_init=random"))
+
+
+def test_segment_means_follow_time_order_and_ignore_padding() -> None:
+    x = torch.arange(10, dtype=torch.float32).view(1, 10, 1).repeat(2, 1, 1)  # frame t has value t
+    pad = torch.zeros(2, 10, dtype=torch.bool)
+    pad[1, 6:] = True  # row 1: 6 valid frames
+    out = models.segment_means(x, pad, 2)
+    assert out.tolist() == [[2.0, 7.0], [1.0, 4.0]]  # halves: 0-4 | 5-9 and 0-2 | 3-5
+    short = models.segment_means(x[:1, :1], pad[:1, :1], 3)  # fewer frames than parts: empty parts are 0
+    assert short.tolist() == [[0.0, 0.0, 0.0]]
+    cfg = _cfg("classify.segments=4", "classify.pooling=mean")
+    model = build_classifier(cfg.model, cfg.classify, 2)
+    assert model.classifier.in_features == model.state_dim * 5 + 1

@@ -288,6 +288,9 @@ class ClassifyConfig:
     all_layers: bool = False
     """Pool the projected front-end frames and every layer's output, concatenated (``layer`` is then
     ignored): few-label tasks often need what early layers keep and the last one drops."""
+    segments: int = 0
+    """Also pool the mean of each of this many equal parts of the valid frames, in order (coarse
+    temporal shape, e.g. of a gesture, which whole-series pooling cannot see); 0 = off."""
     head_init: str = "random"
     """``random``, or ``logistic``: before any update, fit the linear head as an L2-regularised
     logistic regression on the frozen encoder's pooled, standardised features of the training series
@@ -430,6 +433,7 @@ class Config:
              "classify: lr must be > 0, and max_updates > 0 unless head_init = 'logistic'"),
             (cl.head_init in ("random", "logistic"), f"classify.head_init: {cl.head_init!r} is not 'random' or 'logistic'"),
             (cl.probe_l2 > 0, "classify.probe_l2 must be > 0"),
+            (cl.segments >= 0, "classify.segments must be >= 0"),
             (0 <= cl.warmup_updates and 0 <= cl.freeze_updates, "classify: warmup_updates and freeze_updates must be >= 0"),
             (cl.batch_size >= 1, "classify.batch_size must be >= 1"),
             (0 <= cl.label_smoothing < 1, "classify.label_smoothing must be in [0, 1)"),

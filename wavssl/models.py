@@ -326,6 +326,19 @@ def masked_mean(x: Tensor, padding_mask: Tensor) -> Tensor:
     return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
 
+def segment_means(x: Tensor, padding_mask: Tensor, segments: int) -> Tensor:
+    """Means over ``segments`` equal, consecutive parts of each row's valid frames, in order:
+    x (B, F, E), padding_mask (B, F) -> (B, segments * E). Frame t of a row with n valid frames
+    belongs to part floor(segments * t / n); a part with no frame (n < segments) gives zeros."""
+    valid = (~padding_mask).to(x.dtype)
+    n = valid.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    part = torch.floor(segments * torch.arange(x.shape[1], device=x.device, dtype=x.dtype)[None, :] / n)  # (B, F)
+    onehot = (part.unsqueeze(-1) == torch.arange(segments, device=x.device, dtype=x.dtype)).to(x.dtype)
+    weights = onehot * valid.unsqueeze(-1)  # (B, F, S)
+    sums = torch.einsum("bfs,bfe->bse", weights, x)
+    return (sums / weights.sum(1).clamp(min=1.0).unsqueeze(-1)).flatten(1)
+
+
 class AttentionPool(nn.Module):
     """Softmax-weighted mean over valid frames; a learned linear score per frame."""
 
@@ -371,6 +384,8 @@ class SequenceClassifier(nn.Module):
         layer: context layer whose output is pooled: -1 the last, 0 the projected front-end frames,
             i in 1..L the output of layer i.
         all_layers: pool the projected frames and every layer's output concatenated (``layer`` ignored).
+        segments: also the means of that many consecutive equal parts of the valid frames
+            (:func:`segment_means`); 0 = off.
         dropout: on the pooled vector.
         use_duration: append log(valid frames) to the pooled vector (pooling alone is blind to how
             long a series is, which often tells classes apart).
@@ -388,8 +403,8 @@ class SequenceClassifier(nn.Module):
     """
 
     def __init__(self, encoder: Encoder, embed_dim: int, num_classes: int, *, pooling: str = "mean",
-                 layer: int = -1, all_layers: bool = False, dropout: float = 0.1, use_duration: bool = False,
-                 mask_prob: float = 0.0, mask_length: int = 1) -> None:
+                 layer: int = -1, all_layers: bool = False, segments: int = 0, dropout: float = 0.1,
+                 use_duration: bool = False, mask_prob: float = 0.0, mask_length: int = 1) -> None:
         super().__init__()
         if pooling not in POOLS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLS)}")
@@ -398,7 +413,8 @@ class SequenceClassifier(nn.Module):
         self.state_dim = embed_dim * (len(encoder.context.layers) + 1 if all_layers else 1)
         """Width of the frame states :meth:`represent` returns."""
         self.pool: nn.Module = AttentionPool(self.state_dim) if pooling == "attention" else POOLS[pooling]()
-        width = self.state_dim * (2 if pooling == "stats" else 1) + int(use_duration)
+        self.segments = segments
+        width = self.state_dim * ((2 if pooling == "stats" else 1) + segments) + int(use_duration)
         self.norm = nn.BatchNorm1d(width, affine=False)
         self.dropout = nn.Dropout(dropout)
         self.use_duration = use_duration
@@ -444,6 +460,8 @@ class SequenceClassifier(nn.Module):
     def pooled(self, states: Tensor, padding_mask: Tensor) -> Tensor:
         """(B, F, state_dim) states -> (B, D) pooled vector the head standardises and classifies."""
         pooled = self.pool(states, padding_mask)
+        if self.segments:
+            pooled = torch.cat([pooled, segment_means(states, padding_mask, self.segments)], dim=1)
         if self.use_duration:
             frames = (~padding_mask).sum(1, keepdim=True).clamp(min=1).to(pooled.dtype)
             pooled = torch.cat([pooled, torch.log(frames)], dim=1)
@@ -464,7 +482,8 @@ def build_classifier(cfg: ModelConfig, classify: ClassifyConfig, num_classes: in
     """A SequenceClassifier on ``encoder`` (a fresh one from ``cfg`` when None); frozen for a linear probe."""
     model = SequenceClassifier(encoder if encoder is not None else build_encoder(cfg), cfg.context.embed_dim,
                                num_classes, pooling=classify.pooling, layer=classify.layer,
-                               all_layers=classify.all_layers, dropout=classify.head_dropout,
+                               all_layers=classify.all_layers, segments=classify.segments,
+                               dropout=classify.head_dropout,
                                use_duration=classify.use_duration,
                                mask_prob=classify.mask_prob, mask_length=cfg.masking.mask_length)
     if classify.linear_probe:
