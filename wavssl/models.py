@@ -447,15 +447,18 @@ class SequenceClassifier(nn.Module):
                 mask = span_mask(fr.lengths, fr.normed.shape[1], self.mask_prob, self.mask_length,
                                  require_same_masks=False)
             projected, ctx = self.encoder.contextualise(fr, mask)
-            if self.all_layers:
-                states = torch.cat([projected, *ctx.layer_outputs], dim=-1)
-            elif self.layer == -1:
-                states = ctx.last_hidden_state
-            elif self.layer == 0:
-                states = projected
-            else:
-                states = ctx.layer_outputs[self.layer - 1]
+            states = self.select_states(projected, ctx.layer_outputs, ctx.last_hidden_state)
         return states, fr.padding_mask
+
+    def select_states(self, projected: Tensor, layer_outputs: tuple[Tensor, ...] | list[Tensor],
+                      last: Tensor) -> Tensor:
+        """The frame states the head pools, (B, F, state_dim): every layer's output concatenated
+        (``all_layers``) or the chosen ``layer``'s (0 = ``projected``, -1 = ``last``)."""
+        if self.all_layers:
+            return torch.cat([projected, *layer_outputs], dim=-1)
+        if self.layer == -1:
+            return last
+        return projected if self.layer == 0 else layer_outputs[self.layer - 1]
 
     def pooled(self, states: Tensor, padding_mask: Tensor) -> Tensor:
         """(B, F, state_dim) states -> (B, D) pooled vector the head standardises and classifies."""
@@ -483,8 +486,7 @@ def build_classifier(cfg: ModelConfig, classify: ClassifyConfig, num_classes: in
     model = SequenceClassifier(encoder if encoder is not None else build_encoder(cfg), cfg.context.embed_dim,
                                num_classes, pooling=classify.pooling, layer=classify.layer,
                                all_layers=classify.all_layers, segments=classify.segments,
-                               dropout=classify.head_dropout,
-                               use_duration=classify.use_duration,
+                               dropout=classify.head_dropout, use_duration=classify.use_duration,
                                mask_prob=classify.mask_prob, mask_length=cfg.masking.mask_length)
     if classify.linear_probe:
         model.encoder.requires_grad_(False)

@@ -358,17 +358,8 @@ class ClassifierGraph(nn.Module):
         model = frozen_copy(model)  # type: ignore[assignment]
         self.encoder = EncoderGraph(model.encoder, fused)
         self.model = model
-        self.layer = model.layer
-        self.all_layers = model.all_layers
 
     def forward(self, series: Tensor, lengths: Tensor) -> Tensor:
         projected, outputs, last, _, padding = self.encoder(series, lengths)
-        if self.all_layers:
-            states = torch.cat([projected, *outputs], dim=-1)
-        elif self.layer == -1:
-            states = last
-        elif self.layer == 0:
-            states = projected
-        else:
-            states = outputs[self.layer - 1]
+        states = self.model.select_states(projected, outputs, last)
         return torch.log_softmax(self.model.head(states, padding).logits, dim=-1)

@@ -78,11 +78,12 @@ def _cmd_stream(a: argparse.Namespace) -> int:
             for block in stream_audio(path, rec.sample_rate, block_seconds=a.block_ms / 1000):
                 if a.realtime:  # pace the file like a live source
                     time.sleep(max(0.0, (stream.samples + len(block)) / rec.sample_rate - (time.perf_counter() - start)))
-                if stream.accept_waveform(block) and stream.partial.text != shown:
-                    shown = stream.partial.text
-                    t = stream.samples / rec.sample_rate
-                    print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "partial": shown},
-                                     ensure_ascii=False) if a.json else f"{path}\t{t:7.2f}s\t{shown}", flush=True)
+                if not stream.accept_waveform(block) or (text := stream.partial.text) == shown:
+                    continue
+                shown = text
+                t = stream.samples / rec.sample_rate
+                print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "partial": shown},
+                                 ensure_ascii=False) if a.json else f"{path}\t{t:7.2f}s\t{shown}", flush=True)
             final = stream.finish(beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)  # type: ignore[arg-type]
         except AudioError as e:
             failed += 1

@@ -120,7 +120,7 @@ class MaskedFrames:
     """(N,) long, flat position ``b * F + t`` of every masked frame, row-major (row by row, ascending)."""
     negatives: Tensor
     """(N, K [+ K']) long, for each masked frame K distractors as positions in ``index``
-    (:func:`sample_negatives`), then K' from the whole batch (:func:`sample_cross_negatives`)."""
+    (:func:`sample_negatives`), then K' from the whole batch (``cross_sample_negatives``)."""
     per_row: int
     """M when every row has the same M > 0 masked frames (``require_same_masks``; then N = B * M and
     ``index`` viewed as (B, M) lists each row's frames), else 0."""
@@ -135,21 +135,6 @@ class MaskedFrames:
         """Copy in pinned host memory (asynchronous copies to the GPU)."""
         return replace(self, mask=self.mask.pin_memory(), index=self.index.pin_memory(),
                        negatives=self.negatives.pin_memory())
-
-
-def sample_cross_negatives(num_masked: int, num_negatives: int, *, device: torch.device | None = None,
-                           generator: torch.Generator | None = None) -> Tensor:
-    """Distractors drawn uniformly from all ``num_masked`` masked frames of a batch, never the frame itself.
-
-    Returns:
-        (N, K) long indices into the N flattened masked frames (a single masked frame can only point at
-        itself; the loss discards distractors identical to the positive).
-    """
-    r = torch.rand(num_masked, num_negatives, device=device, generator=generator)
-    others = max(num_masked - 1, 1)
-    pick = (r * others).long().clamp(max=others - 1)
-    own = torch.arange(num_masked, device=device)[:, None]
-    return pick + (pick >= own).long() * int(num_masked > 1)
 
 
 def mask_frames(lengths: Tensor, num_frames: int, mask_prob: float, span: int, num_negatives: int, *,
@@ -173,8 +158,8 @@ def mask_frames(lengths: Tensor, num_frames: int, mask_prob: float, span: int, n
     counts = mask.sum(1)
     per_row = int(counts[0]) if counts.numel() and bool((counts == counts[0]).all()) else 0
     negatives = sample_negatives(mask, num_negatives, generator=generator)
-    if cross_sample_negatives > 0:
-        cross = sample_cross_negatives(negatives.shape[0], cross_sample_negatives, device=mask.device,
-                                       generator=generator)
+    if cross_sample_negatives > 0:  # the batch's masked frames as one row: any frame but itself
+        every = torch.ones(1, negatives.shape[0], dtype=torch.bool, device=mask.device)
+        cross = sample_negatives(every, cross_sample_negatives, generator=generator)
         negatives, per_row = torch.cat([negatives, cross], dim=1), 0
     return MaskedFrames(mask=mask, index=mask.flatten().nonzero().squeeze(1), negatives=negatives, per_row=per_row)
