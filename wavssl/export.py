@@ -13,8 +13,10 @@ PyTorch-free runtime (``wavssl_onnx``) runs, with an optional int8 variant and a
    log-probabilities of any valid frame differ by more than ``atol`` (default
    :data:`PARITY_ATOL`) or the output lengths differ;
 4. ``--int8``: onnxruntime dynamic quantization of the MatMul and fused Attention weights (the conv
-   front end runs as MatMuls, so it is covered too); its deviation from fp32 (log-prob difference,
-   frame argmax agreement, greedy transcript agreement) is printed and stored;
+   front end runs as MatMuls, so it is covered too), then :mod:`wavssl.onnx_int8`'s rewrites (each
+   activation quantized once ahead of window gathers; the positional conv as an int8 product); its
+   deviation from fp32 (log-prob difference, frame argmax agreement, greedy transcript agreement)
+   is printed and stored;
 5. ``wavssl.json`` (see :mod:`wavssl_onnx.model_dir`) and the same keys in each ONNX file's
    ``metadata_props``; files are written in a temporary directory and moved into place at the end.
 """
@@ -39,6 +41,7 @@ from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_
 
 from .models import CTCModel, SequenceClassifier, frame_shift_samples
 from .onnx_graph import ClassifierGraph, CTCGraph, translation_table
+from .onnx_int8 import int8_grouped_conv, quantize_before_gather
 
 PARITY_ATOL = 1e-3
 """Largest allowed |log p_onnx - log p_torch| on any valid frame and token (fp32 graph)."""
@@ -366,15 +369,22 @@ def _int8_excluded(path: Path) -> list[str]:
 
 def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = True) -> None:
     """Dynamic int8 quantization of MatMul and Attention weights (activations quantized per tensor
-    at run time); small MatMuls (see INT8_MIN_DIM), convolutions and everything else stay float."""
+    at run time) and of grouped 1-D convolutions (the positional conv), then each activation
+    quantized once ahead of window gathers (``wavssl.onnx_int8``); small MatMuls (see
+    INT8_MIN_DIM), the front end's first block and everything else stay float."""
     import logging
 
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=per_channel,
                      weight_type=QuantType.QInt8, nodes_to_exclude=_int8_excluded(src),
                      extra_options={"MatMulConstBOnly": True})
+    proto = onnx.load(str(dst))
+    quantize_before_gather(proto)
+    int8_grouped_conv(proto)
+    onnx.save(proto, str(dst))
     _set_metadata(dst, info)
 
 

@@ -10,9 +10,8 @@ its eval-mode ``forward``, in a form ONNX Runtime runs fast on a CPU:
   ``fused=False`` keeps standard ONNX (SDPA with boolean masks) for other runtimes.
 - **Conv front end as matrix products** (``fused=True``, waveform front end): every strided conv of
   the wav2vec2 feature encoder runs on channels-last frames as one ``Gather`` of its k-sample windows
-  and one ``MatMul`` (which int8 quantization then covers, unlike ``Conv``); the first two blocks
-  run as one product on the raw samples, and the first block's utterance-wide GroupNorm is folded
-  into its weights from the windows' mean and covariance.
+  and one ``MatMul`` (which int8 quantization then covers, unlike ``Conv``); the first block's
+  utterance-wide GroupNorm is folded into its weights from the windows' mean and covariance.
 - **Per-utterance standardisation** in the graph when the model was trained on standardised audio,
   over each row's valid samples only.
 
@@ -163,12 +162,12 @@ class MatMulWaveformFrontend(nn.Module):
     """:class:`~wavssl.modules.frontend.WaveformEncoder` (eval) on channels-last frames, each conv as
     windows @ weight; same function, float rounding aside.
 
-    The first two blocks run as one product: block 1's window of k1 block-0 frames is one window of
-    s0 (k1 - 1) + k0 samples, and block 0's weight, repeated at the k1 tap offsets, maps it to the
-    k1 * C0 inputs block 1 reads, which are never gathered from a stored block-0 output.
+    Block 0 reads k0-sample windows of the waveform; every later block gathers its k-frame windows
+    of the previous block's output (``conv_windows``), which int8 quantization then covers as one
+    product (``wavssl.onnx_int8.quantize_before_gather`` makes it quantize each frame once).
 
     Block 0's GroupNorm (``norm_mode="default"``: one group per channel, statistics over all frames
-    of the padded row, as in PyTorch) is folded into that weight: with m and S the mean and
+    of the padded row, as in PyTorch) is folded into its weight: with m and S the mean and
     covariance of block 0's windows, channel c has mean w_c.m and variance w_c' S w_c, so the block
     is windows @ (w * scale) + shift with a per-utterance scale and shift (the shift rides in the
     product as a constant-1 input column).
@@ -176,8 +175,6 @@ class MatMulWaveformFrontend(nn.Module):
 
     def __init__(self, frontend: WaveformEncoder) -> None:
         super().__init__()
-        if len(frontend.blocks) < 2:
-            raise ValueError("the MatMul front end needs at least two conv blocks")
         self.specs = frontend.specs
         self.weights = nn.ParameterList()
         self.norms = nn.ModuleList()
@@ -199,57 +196,39 @@ class MatMulWaveformFrontend(nn.Module):
             else:
                 self.kinds.append("none")
                 self.norms.append(nn.Identity())
-        (k0, s0), (k1, _) = self.specs[0], self.specs[1]
-        c0 = self.weights[0].shape[1]
-        self.span = s0 * (k1 - 1) + k0
-        """Samples of one block-1 window."""
-        merged = torch.zeros(self.span, k1 * c0)
-        for tap in range(k1):  # block-0 frame ``tap`` of the window starts at sample tap * s0
-            merged[tap * s0: tap * s0 + k0, tap * c0: (tap + 1) * c0] = self.weights[0].detach()
-        self.register_buffer("merged", merged)
 
-    def _first_two_inputs(self, wav: Tensor) -> Tensor:
-        """(B, T) -> (B, F1, k1 * C0): GELU(norm(block 0)) at the k1 taps of every block-1 window."""
-        (k0, s0), (k1, s1) = self.specs[0], self.specs[1]
-        c0 = self.weights[0].shape[1]
-        windows = conv_windows(wav.unsqueeze(-1), self.span, s0 * s1)  # (B, F1, span)
+    def _first_block(self, wav: Tensor) -> Tensor:
+        """(B, T) -> (B, F0, C0): GELU(norm(block 0)) with a GroupNorm folded into the product."""
+        kernel, stride = self.specs[0]
+        windows = conv_windows(wav.unsqueeze(-1), kernel, stride)  # (B, F0, k0)
+        if self.kinds[0] != "group":
+            return self._finish(0, windows @ self.weights[0])
+        norm, w = self.norms[0], self.weights[0]  # w: (k0, C0)
         b, frames = windows.shape[:2]
-        if self.kinds[0] == "group":
-            norm = self.norms[0]
-            w = self.weights[0]  # (k0, C0)
-            first = conv_windows(wav.unsqueeze(-1), k0, s0)  # (B, F0, k0): every block-0 frame, for the statistics
-            mean = first.mean(1, keepdim=True)  # (B, 1, k0)
-            centred = first - mean
-            cov = centred.transpose(1, 2) @ centred / first.shape[1]  # (B, k0, k0), biased like GroupNorm
-            var = ((cov @ w) * w).sum(1)  # (B, C0)
-            scale = norm.weight * torch.rsqrt(var + norm.eps)  # (B, C0); the conv bias cancels
-            shift = norm.bias - scale * (mean.squeeze(1) @ w)  # (B, C0)
-            weight = torch.cat([self.merged.unsqueeze(0) * scale.repeat(1, k1).unsqueeze(1),
-                                shift.repeat(1, k1).unsqueeze(1)], dim=1)  # (B, span + 1, k1 * C0)
-            ones = windows.new_ones(b, frames, 1)
-            x = torch.cat([windows, ones], dim=-1) @ weight
-        else:
-            x = windows @ self.merged
-            if self.bias0 is not None:
-                x = x + self.bias0.repeat(k1)
-            if self.kinds[0] == "layer":
-                x = _norm_last(self.norms[0], x.reshape(b, frames, k1, c0)).reshape(b, frames, k1 * c0)
+        mean = windows.mean(1, keepdim=True)  # (B, 1, k0)
+        centred = windows - mean
+        cov = centred.transpose(1, 2) @ centred / frames  # (B, k0, k0), biased like GroupNorm
+        var = ((cov @ w) * w).sum(1)  # (B, C0)
+        scale = norm.weight * torch.rsqrt(var + norm.eps)  # (B, C0); the conv bias cancels
+        shift = norm.bias - scale * (mean.squeeze(1) @ w)  # (B, C0)
+        weight = torch.cat([w.unsqueeze(0) * scale.unsqueeze(1), shift.unsqueeze(1)], dim=1)  # (B, k0 + 1, C0)
+        return F.gelu(torch.cat([windows, windows.new_ones(b, frames, 1)], dim=-1) @ weight)
+
+    def _finish(self, i: int, x: Tensor) -> Tensor:
+        """Bias, per-frame LayerNorm (if any) and GELU of block ``i``'s product x (B, F, C)."""
+        bias = getattr(self, f"bias{i}")
+        if bias is not None:
+            x = x + bias
+        if self.kinds[i] == "layer":
+            x = _norm_last(self.norms[i], x)
         return F.gelu(x)
 
     def forward(self, wav: Tensor) -> Tensor:
         """wav: (B, T) -> frames (B, F, D)."""
-        x = self._first_two_inputs(wav)
+        x = self._first_block(wav)
         for i in range(1, len(self.specs)):
             kernel, stride = self.specs[i]
-            if i > 1:
-                x = conv_windows(x, kernel, stride)
-            x = x @ self.weights[i]
-            bias = getattr(self, f"bias{i}")
-            if bias is not None:
-                x = x + bias
-            if self.kinds[i] == "layer":
-                x = _norm_last(self.norms[i], x)
-            x = F.gelu(x)
+            x = self._finish(i, conv_windows(x, kernel, stride) @ self.weights[i])
         return x
 
 

@@ -1,0 +1,106 @@
+"""The int8 graph rewrites (wavssl.onnx_int8) on small hand-built graphs, run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from wavssl.onnx_int8 import int8_grouped_conv, quantize_before_gather  # noqa: E402
+
+
+def _run(model: object, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    return session.run(None, feeds)[0]
+
+
+def _conv_model(channels: int, groups: int, kernel: int, pads: tuple[int, int], bias: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((channels, channels // groups, kernel)) / np.sqrt(kernel)).astype(np.float32)
+    inits = [numpy_helper.from_array(weight, "w")]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b"))
+        inputs.append("b")
+    node = helper.make_node("Conv", inputs, ["y"], name="pos_conv", group=groups, kernel_shape=[kernel],
+                            pads=list(pads))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", channels, "T"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", channels, "T_out"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@pytest.mark.parametrize("bias,pads,window_groups", [(True, (8, 7), 4), (False, (3, 3), 1), (True, (0, 0), 16)])
+def test_grouped_conv_becomes_int8_product_close_to_float(bias: bool, pads: tuple[int, int], window_groups: int) -> None:
+    model = _conv_model(channels=64, groups=8, kernel=16, pads=pads, bias=bias)
+    x = np.random.default_rng(1).standard_normal((2, 64, 50)).astype(np.float32)
+    want = _run(model, {"x": x})
+    assert int8_grouped_conv(model, max_window_groups=window_groups) == 1
+    assert [n.op_type for n in model.graph.node].count("Conv") == 0
+    assert "MatMulInteger" in {n.op_type for n in model.graph.node}
+    assert {t.name for t in model.graph.initializer}.isdisjoint({"w"})  # the float weight is gone
+    got = _run(model, {"x": x})
+    assert got.shape == want.shape
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < 0.02, err
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.9995
+
+
+def test_grouped_conv_window_group_runs_agree_exactly() -> None:
+    x = np.random.default_rng(2).standard_normal((1, 32, 40)).astype(np.float32)
+    outs = []
+    for window_groups in (1, 3, 4):  # 3 leaves a short last run
+        model = _conv_model(channels=32, groups=4, kernel=9, pads=(4, 4), bias=True)
+        int8_grouped_conv(model, max_window_groups=window_groups)
+        outs.append(_run(model, {"x": x}))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_ungrouped_or_strided_conv_is_left_alone() -> None:
+    model = _conv_model(channels=8, groups=1, kernel=3, pads=(1, 1), bias=False)
+    assert int8_grouped_conv(model) == 0
+    model = _conv_model(channels=8, groups=2, kernel=3, pads=(1, 1), bias=False)
+    model.graph.node[0].attribute.append(helper.make_attribute("strides", [2]))
+    assert int8_grouped_conv(model) == 0
+
+
+def _windows_model(frames: int = 41, channels: int = 16, out: int = 24, seed: int = 0):
+    """x (1, F, C) -> GELU-free toy of the MatMul front end: gather 3-frame windows at stride 2,
+    reshape, MatMul by a constant weight."""
+    rng = np.random.default_rng(seed)
+    n = (frames - 3) // 2 + 1
+    index = (np.arange(n) * 2)[:, None] + np.arange(3)
+    nodes = [
+        helper.make_node("Gather", ["x", "idx"], ["win"], axis=1),
+        helper.make_node("Reshape", ["win", "shape"], ["a"]),
+        helper.make_node("MatMul", ["a", "w"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(index.reshape(-1).astype(np.int64), "idx"),
+             numpy_helper.from_array(np.array([1, n, 3 * channels], np.int64), "shape"),
+             numpy_helper.from_array(rng.standard_normal((3 * channels, out)).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, frames, channels])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n, out])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+def test_quantize_before_gather_gathers_bytes_and_keeps_the_result(tmp_path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(_windows_model(), str(src))
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    model = onnx.load(str(dst))
+    # the windows cover every frame, so quantizing before the gather changes nothing
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 41, 16)).astype(np.float32)
+    before = _run(model, {"x": x})
+    assert quantize_before_gather(model) == 1
+    producer = {o: n for n in model.graph.node for o in n.output}
+    gather = next(n for n in model.graph.node if n.op_type == "Gather")
+    assert producer[gather.input[0]].op_type == "DynamicQuantizeLinear"
+    after = _run(model, {"x": x})
+    np.testing.assert_array_equal(after, before)
+    assert quantize_before_gather(model) == 0  # nothing left to move

@@ -1,0 +1,213 @@
+"""Rewrites of a dynamically quantized ONNX graph (after ``onnxruntime.quantization.quantize_dynamic``)
+that make it faster on a CPU. Pure functions on ``onnx.ModelProto``; ``wavssl.export`` applies them.
+
+- :func:`quantize_before_gather`: the quantizer puts a ``DynamicQuantizeLinear`` right before each
+  int8 product, so a product over gathered windows (the MatMul front end's strided convs, whose
+  windows overlap) quantizes every frame k/s times, in float. Moving the quantization ahead of the
+  ``Gather`` (and any ``Reshape``) quantizes each frame once and gathers bytes, not floats. The
+  scale then comes from all frames rather than those the windows cover, which differ by at most
+  the ``(L - k) % s`` frames past the last window.
+- :func:`int8_grouped_conv`: a grouped 1-D convolution with constant weights (the context
+  encoder's positional conv: 768 channels, 16 groups, kernel 128) becomes a uint8 ``Gather`` of
+  each group's windows and one batched ``MatMulInteger`` with per-output-channel int8 weights:
+  ONNX Runtime's float grouped ``Conv`` runs at the float peak and the int8 product at about
+  twice that. Groups are done a few at a time so the window buffer stays bounded
+  (``max_window_groups``).
+
+Measured on BASE, 10 s, 2 threads (``benchmarks/cpu_inference.py``; see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_UINT8_PASSTHROUGH = ("Gather", "Reshape")
+
+
+def _index(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    producer = {name: node for node in graph.node for name in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producer, consumers
+
+
+def _toposort(graph: Any) -> None:
+    """Re-order ``graph.node`` so every node follows its inputs' producers; drops stale value_info."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered, pending = [], list(graph.node)
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in known for name in node.input):
+                ordered.append(node)
+                known.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError(f"graph has a cycle or a missing input at {rest[0].name!r}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+    del graph.value_info[:]  # element types changed along moved chains; ONNX Runtime re-infers them
+
+
+def quantize_before_gather(model: Any) -> int:
+    """Move each ``DynamicQuantizeLinear`` that reads ``Gather``/``Reshape`` chains (containing a
+    ``Gather``) of a float tensor to read that tensor; the chain then carries uint8. In place.
+
+    Returns:
+        The number of quantizations moved.
+    """
+    graph = model.graph
+    producer, consumers = _index(graph)
+    moved = 0
+    for dql in [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]:
+        chain, tensor = [], dql.input[0]
+        while tensor in producer and producer[tensor].op_type in _UINT8_PASSTHROUGH \
+                and len(consumers.get(tensor, [])) == 1:
+            chain.append(producer[tensor])
+            tensor = producer[tensor].input[0]
+        if not any(n.op_type == "Gather" for n in chain):
+            continue
+        quantized = dql.output[0]
+        dql.input[0] = tensor
+        dql.output[0] = f"{quantized}_before_gather"
+        chain[-1].input[0] = dql.output[0]
+        chain[0].output[0] = quantized
+        moved += 1
+    if moved:
+        _toposort(graph)
+    return moved
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _grouped_conv_spec(node: Any, initializers: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """(groups, kernel, pad_left, pad_right) when ``node`` is a grouped 1-D stride-1 Conv with a
+    constant weight (and bias); else None."""
+    if node.op_type != "Conv" or node.input[1] not in initializers:
+        return None
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in initializers:
+        return None
+    a = _attrs(node)
+    kernel = list(a.get("kernel_shape", initializers[node.input[1]].dims[2:]))
+    if len(kernel) != 1 or a.get("group", 1) < 2 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    if list(a.get("strides", [1])) != [1] or list(a.get("dilations", [1])) != [1]:
+        return None
+    pads = list(a.get("pads", [0, 0]))
+    return int(a["group"]), int(kernel[0]), int(pads[0]), int(pads[1])
+
+
+def int8_grouped_conv(model: Any, *, max_window_groups: int = 4) -> int:
+    """Replace each grouped 1-D stride-1 ``Conv`` with constant weights by int8 windows @ weight.
+
+    For input x (B, C, T) float, weight (C_out, C/G, K): x is quantized per tensor to uint8
+    (``DynamicQuantizeLinear``), laid out (B, G, T, C/G), padded with its zero point, and for each
+    run of up to ``max_window_groups`` groups the K-frame windows are gathered,
+    (B, g, T_out, K * C/G), and multiplied by the int8 weight (g, K * C/G, C_out/G) (symmetric, one
+    scale per output channel), then scaled back to float and the bias added: (B, C_out, T_out), the
+    Conv's output. In place.
+
+    Returns:
+        The number of convolutions replaced.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    count = 0
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        spec = _grouped_conv_spec(conv, initializers)
+        if spec is None:
+            continue
+        groups, kernel, pad_left, pad_right = spec
+        weight = numpy_helper.to_array(initializers[conv.input[1]]).astype(np.float32)
+        c_out, c_group, _ = weight.shape
+        o_group = c_out // groups
+        # rows k * C/G + c, columns o, per group: tap-major windows @ this
+        w = weight.reshape(groups, o_group, c_group, kernel).transpose(0, 3, 2, 1).reshape(
+            groups, kernel * c_group, o_group)
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0  # (G, 1, O/G)
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        w_q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        bias = numpy_helper.to_array(initializers[conv.input[2]]).astype(np.float32) \
+            if len(conv.input) > 2 and conv.input[2] else None
+
+        p = f"{conv.name}_int8"
+        new_inits: list[Any] = []
+
+        def const(suffix: str, value: np.ndarray, p: str = p, new_inits: list[Any] = new_inits) -> str:
+            new_inits.append(numpy_helper.from_array(np.asarray(value), f"{p}_{suffix}"))
+            return f"{p}_{suffix}"
+
+        x, y = conv.input[0], conv.output[0]
+        nodes = [
+            helper.make_node("DynamicQuantizeLinear", [x], [f"{p}_xq", f"{p}_xs", f"{p}_xz"]),
+            helper.make_node("Reshape", [f"{p}_xq", const("grouped", np.array([0, groups, c_group, -1], np.int64))],
+                             [f"{p}_xg"]),
+            helper.make_node("Transpose", [f"{p}_xg"], [f"{p}_xt"], perm=[0, 1, 3, 2]),  # (B, G, T, C/G)
+            helper.make_node("Pad", [f"{p}_xt", const("pads", np.array([0, 0, pad_left, 0, 0, 0, pad_right, 0],
+                                                                        np.int64)), f"{p}_xz"], [f"{p}_xp"]),
+            helper.make_node("Shape", [f"{p}_xp"], [f"{p}_tp"], start=2, end=3),
+            helper.make_node("Sub", [f"{p}_tp", const("k1", np.array([kernel - 1], np.int64))], [f"{p}_tout"]),
+            helper.make_node("Squeeze", [f"{p}_tout"], [f"{p}_n"]),
+            helper.make_node("Range", [const("zero", np.array(0, np.int64)), f"{p}_n",
+                                       const("one", np.array(1, np.int64))], [f"{p}_t"]),
+            helper.make_node("Unsqueeze", [f"{p}_t", const("axis1", np.array([1], np.int64))], [f"{p}_tc"]),
+            helper.make_node("Add", [f"{p}_tc", const("taps", np.arange(kernel, dtype=np.int64)[None, :])],
+                             [f"{p}_idx"]),  # (T_out, K)
+        ]
+        parts = []
+        for j, start in enumerate(range(0, groups, max_window_groups)):
+            stop = min(groups, start + max_window_groups)
+            q = f"{p}_{j}"
+            nodes += [
+                helper.make_node("Slice", [f"{p}_xp", const(f"s{j}", np.array([start], np.int64)),
+                                           const(f"e{j}", np.array([stop], np.int64)),
+                                           const(f"a{j}", np.array([1], np.int64))], [f"{q}_x"]),
+                helper.make_node("Gather", [f"{q}_x", f"{p}_idx"], [f"{q}_win"], axis=2),  # (B, g, T_out, K, C/G)
+                helper.make_node("Reshape", [f"{q}_win", const(f"w{j}", np.array([0, 0, 0, kernel * c_group],
+                                                                                   np.int64))], [f"{q}_a"]),
+                helper.make_node("MatMulInteger", [f"{q}_a", const(f"wq{j}", w_q[start:stop]), f"{p}_xz"],
+                                 [f"{q}_acc"]),  # (B, g, T_out, O/G) int32
+                helper.make_node("Cast", [f"{q}_acc"], [f"{q}_f"], to=TensorProto.FLOAT),
+                helper.make_node("Mul", [f"{p}_xs", const(f"sc{j}", scale[start:stop])], [f"{q}_scale"]),
+                helper.make_node("Mul", [f"{q}_f", f"{q}_scale"], [f"{q}_y"]),
+            ]
+            parts.append(f"{q}_y")
+        nodes.append(helper.make_node("Concat", parts, [f"{p}_y"], axis=1) if len(parts) > 1
+                     else helper.make_node("Identity", parts, [f"{p}_y"]))
+        out = f"{p}_y"
+        if bias is not None:
+            nodes.append(helper.make_node("Add", [out, const("bias", bias.reshape(groups, 1, o_group))], [f"{p}_yb"]))
+            out = f"{p}_yb"
+        nodes += [
+            helper.make_node("Transpose", [out], [f"{p}_yt"], perm=[0, 1, 3, 2]),  # (B, G, O/G, T_out)
+            helper.make_node("Reshape", [f"{p}_yt", const("out", np.array([0, c_out, -1], np.int64))], [y]),
+        ]
+        position = list(graph.node).index(conv)
+        graph.node.remove(conv)
+        for offset, node in enumerate(nodes):
+            graph.node.insert(position + offset, node)
+        graph.initializer.extend(new_inits)
+        count += 1
+    if count:
+        _toposort(graph)
+        _drop_unused_initializers(graph)
+    return count
+
+
+def _drop_unused_initializers(graph: Any) -> None:
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
