@@ -16,6 +16,7 @@ from wavssl.data.sensor import (
     draw_per_class,
     label_names,
     load_series,
+    time_stretch,
     window,
 )
 from wavssl.train.classify import classification_metrics
@@ -162,6 +163,55 @@ def test_checks_batches_and_draws() -> None:
     assert sorted(np.bincount([int(labels[i]) for i in picked]).tolist()) == [2, 2, 2, 2]
     assert np.array_equal(picked, draw_per_class(data, 2, seed=5))
     assert len(draw_per_class(data, 0, seed=5)) == 40 and len(draw_per_class(data, 50, seed=5)) == 40
+
+
+def test_time_stretch_resamples_the_same_curve() -> None:
+    t = np.linspace(0.0, 1.0, 101)
+    series = np.stack([np.sin(2 * np.pi * t), t]).astype(np.float32)  # (2, 101)
+    slow = time_stretch(series, 1.5)
+    fast = time_stretch(series, 0.5)
+    assert slow.shape == (2, 152) and fast.shape == (2, 50) and slow.dtype == np.float32
+    for out in (slow, fast):  # same start, end and curve, on a denser or coarser grid
+        grid = np.linspace(0.0, 1.0, out.shape[1])
+        np.testing.assert_allclose(out[0], np.sin(2 * np.pi * grid), atol=2e-3)
+        np.testing.assert_allclose(out[1], grid, atol=1e-6)
+    assert time_stretch(series, 1.0) is series
+    assert time_stretch(series[:, :1], 3.0).shape == (2, 3) and time_stretch(series, 0.001).shape == (2, 1)
+    nan = series.copy()
+    nan[1, 50] = np.nan
+    assert 1 <= np.isnan(time_stretch(nan, 1.5)[1]).sum() <= 4 and not np.isnan(time_stretch(nan, 1.5)[0]).any()
+
+
+def test_time_stretch_augments_training_batches_reproducibly() -> None:
+    import dataclasses
+
+    from wavssl import config as C
+    from wavssl.data.sensor import SeriesSet
+    from wavssl.train.classify import ClassifyTask
+
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=(2, n)).astype(np.float32) for n in rng.integers(20, 40, size=12)]
+    data = SeriesSet(series, [str(i % 3) for i in range(12)], [f"f{i}" for i in range(12)], list(range(12)))
+    cfg = C.preset("sensor-tiny")
+    plain = ClassifyTask(data, ["0", "1", "2"], cfg)
+    cfg = dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, time_stretch=0.5, batch_size=4))
+    task = ClassifyTask(data, ["0", "1", "2"], cfg)
+    first = list(task.batches(epoch=0, start=0))
+    again = list(task.batches(epoch=0, start=1))  # resuming mid-epoch gives the same later batches
+    assert all(torch_equal(a.batch.series, b.batch.series) for a, b in zip(first[1:], again))
+    stretched = np.concatenate([b.batch.lengths.numpy() for b in first])
+    original = np.concatenate([data.lengths[b.indices] for b in first])
+    assert (stretched != original).mean() > 0.5
+    assert np.all(stretched <= np.round(original * 1.5) + 1) and np.all(stretched >= np.floor(original / 1.5))
+    assert not torch_equal(first[0].batch.series, list(task.batches(epoch=1, start=0))[0].batch.series)
+    unchanged = list(plain.batches(epoch=0, start=0))[0]
+    assert unchanged.batch.lengths.tolist() == data.lengths[unchanged.indices].tolist()
+
+
+def torch_equal(a: object, b: object) -> bool:
+    import torch
+
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(torch.equal(a, b))
 
 
 def test_classification_metrics_accuracy_and_macro_f1() -> None:

@@ -471,6 +471,21 @@ class SensorBatch:
     """(B,) class indices, or None when unlabelled."""
 
 
+def time_stretch(series: np.ndarray, factor: float) -> np.ndarray:
+    """``series`` (C, T) resampled to round(T * factor) steps (at least 1) by linear interpolation
+    on a grid spanning the same first and last step: the same motion performed faster (factor < 1)
+    or slower. NaNs spread to the steps interpolated from them (the encoder imputes them)."""
+    channels, steps = series.shape
+    target = max(1, round(steps * factor))
+    if target == steps:
+        return series
+    grid = np.linspace(0.0, steps - 1.0, target) if target > 1 else np.zeros(1)
+    left = np.minimum(np.floor(grid).astype(np.int64), steps - 1)
+    right = np.minimum(left + 1, steps - 1)
+    w = (grid - left).astype(np.float32)
+    return (series[:, left] * (1.0 - w) + series[:, right] * w).astype(series.dtype, copy=False)
+
+
 def collate(series: list[np.ndarray], targets: list[int] | None = None) -> SensorBatch:
     """Pad ``(C, T_i)`` arrays at the end into one batch."""
     lengths = [s.shape[1] for s in series]

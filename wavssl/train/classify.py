@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config
-from ..data.sensor import SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names
+from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
+                           time_stretch)
 from ..models import SequenceClassifier, build_classifier
 from .schedules import lr_multiplier
 from .trainer import StepOutput, TrainerState, batch_seed
@@ -126,8 +127,14 @@ class ClassifyTask:
 
     def batches(self, epoch: int, start: int) -> Iterator[ClassifyBatch]:
         order = batch_order(self.lengths, self.cfg.classify.batch_size, seed=self.cfg.train.seed, epoch=epoch)
-        for idx in order[start:]:
-            yield ClassifyBatch(collate([self.data.series[i] for i in idx], [self.targets[i] for i in idx]), idx)
+        for position, idx in enumerate(order[start:], start):
+            series = [self.data.series[i] for i in idx]
+            stretch = self.cfg.classify.time_stretch
+            if stretch > 0:  # a pure function of (seed, epoch, position), like the order
+                rng = np.random.default_rng([self.cfg.train.seed, epoch, position, 1])
+                factors = np.exp(rng.uniform(-math.log1p(stretch), math.log1p(stretch), len(series)))
+                series = [time_stretch(x, float(f)) for x, f in zip(series, factors)]
+            yield ClassifyBatch(collate(series, [self.targets[i] for i in idx]), idx)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         c = self.cfg.classify
