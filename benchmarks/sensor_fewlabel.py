@@ -24,7 +24,7 @@ standard deviation over draws of accuracy and macro-F1, and the summed seconds o
 seconds at one thread; wavssl-pretrained also lists its one pretraining run). Appends one JSON line
 to ``benchmarks/results/sensor_fewlabel.jsonl`` and prints a table.
 
-    python benchmarks/sensor_fewlabel.py                      # full protocol (~25 min on 2 cores)
+    python benchmarks/sensor_fewlabel.py                      # full protocol (~30 min on 2 cores)
     python benchmarks/sensor_fewlabel.py --quick              # 3 draws, k = 1 and all
     python benchmarks/sensor_fewlabel.py --datasets BasicMotions --draws 5 --ks 1,all
 """
