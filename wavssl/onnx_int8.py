@@ -64,11 +64,12 @@ def quantize_before_gather(model: Any) -> int:
     """
     graph = model.graph
     producer, consumers = _index(graph)
+    outputs = {o.name for o in graph.output}
     moved = 0
     for dql in [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]:
         chain, tensor = [], dql.input[0]
         while tensor in producer and producer[tensor].op_type in _UINT8_PASSTHROUGH \
-                and len(consumers.get(tensor, [])) == 1:
+                and len(consumers.get(tensor, [])) == 1 and tensor not in outputs:
             chain.append(producer[tensor])
             tensor = producer[tensor].input[0]
         if not any(n.op_type == "Gather" for n in chain):
