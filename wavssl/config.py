@@ -311,7 +311,8 @@ class ClassifyConfig:
     time_stretch: float = 0.0
     """Fine-tuning augmentation: each training series in each batch is resampled in time by a
     factor drawn log-uniformly from [1 / (1 + x), 1 + x] (``wavssl.data.sensor.time_stretch``), the
-    same movement done faster or slower; 0 = off. Sensor series only."""
+    same movement done faster or slower; 0 = off. Steps with the encoder frozen (a linear probe,
+    ``freeze_updates``) reuse cached features of the unstretched series instead."""
     use_duration: bool = True
     """Give the head log(number of valid frames) besides the pooled vector: pooling is blind to how
     long a series is, which often tells classes apart (gestures, utterances); constant for windows."""
