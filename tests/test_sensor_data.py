@@ -204,6 +204,8 @@ def test_time_stretch_augments_training_batches_reproducibly() -> None:
     assert (stretched != original).mean() > 0.5
     assert np.all(stretched <= np.round(original * 1.5) + 1) and np.all(stretched >= np.floor(original / 1.5))
     assert not torch_equal(first[0].batch.series, list(task.batches(epoch=1, start=0))[0].batch.series)
+    with pytest.raises(C.ConfigError, match="classify.time_stretch must be >= 0"):
+        dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, time_stretch=-0.1)).validate()
     unchanged = list(plain.batches(epoch=0, start=0))[0]
     assert unchanged.batch.lengths.tolist() == data.lengths[unchanged.indices].tolist()
 

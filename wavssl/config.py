@@ -439,6 +439,7 @@ class Config:
             (cl.head_init in ("random", "logistic"), f"classify.head_init: {cl.head_init!r} is not 'random' or 'logistic'"),
             (cl.probe_l2 > 0, "classify.probe_l2 must be > 0"),
             (cl.segments >= 0, "classify.segments must be >= 0"),
+            (cl.time_stretch >= 0, "classify.time_stretch must be >= 0"),
             (0 <= cl.warmup_updates and 0 <= cl.freeze_updates, "classify: warmup_updates and freeze_updates must be >= 0"),
             (cl.batch_size >= 1, "classify.batch_size must be >= 1"),
             (0 <= cl.label_smoothing < 1, "classify.label_smoothing must be in [0, 1)"),
