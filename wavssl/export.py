@@ -203,13 +203,18 @@ def _export_torchscript(model: nn.Module, info: ModelInfo, path: Path, opset: in
                       output_names=info.outputs, dynamic_axes=axes, opset_version=min(opset, 17))
 
 
+def _put_metadata(proto: Any, info: ModelInfo) -> None:
+    """Replace an ONNX model's ``metadata_props`` by ``info``'s keys (in memory)."""
+    del proto.metadata_props[:]
+    for key, value in info.metadata_props().items():
+        proto.metadata_props.add(key=key, value=value)
+
+
 def _set_metadata(path: Path, info: ModelInfo) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in info.metadata_props().items():
-        proto.metadata_props.add(key=key, value=value)
+    _put_metadata(proto, info)
     onnx.save(proto, str(path))
 
 
@@ -384,8 +389,8 @@ def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = 
     proto = onnx.load(str(dst))
     quantize_before_gather(proto)
     int8_grouped_conv(proto)
+    _put_metadata(proto, info)
     onnx.save(proto, str(dst))
-    _set_metadata(dst, info)
 
 
 # ------------------------------------------------------------------------------------ export

@@ -134,12 +134,7 @@ def int8_grouped_conv(model: Any, *, max_window_groups: int = 4) -> int:
         weight = numpy_helper.to_array(initializers[conv.input[1]]).astype(np.float32)
         c_out, c_group, _ = weight.shape
         o_group = c_out // groups
-        # rows k * C/G + c, columns o, per group: tap-major windows @ this
-        w = weight.reshape(groups, o_group, c_group, kernel).transpose(0, 3, 2, 1).reshape(
-            groups, kernel * c_group, o_group)
-        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0  # (G, 1, O/G)
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        w_q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        w_q, scale = _group_weights_int8(weight, groups)
         bias = numpy_helper.to_array(initializers[conv.input[2]]).astype(np.float32) \
             if len(conv.input) > 2 and conv.input[2] else None
 
@@ -201,10 +196,21 @@ def int8_grouped_conv(model: Any, *, max_window_groups: int = 4) -> int:
             graph.node.insert(position + offset, node)
         graph.initializer.extend(new_inits)
         count += 1
-    if count:
-        _toposort(graph)
+    if count:  # the new nodes sit where the Conv was, so the order stays topological
         _drop_unused_initializers(graph)
     return count
+
+
+def _group_weights_int8(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grouped conv weight (C_out, C/G, K) -> per group the (K * C/G, C_out/G) matrix that tap-major
+    windows (row k * C/G + c) multiply, as symmetric int8 with one scale per output channel:
+    (G, K * C/G, C_out/G) int8 and (G, 1, C_out/G) float32 scales."""
+    c_out, c_group, kernel = weight.shape
+    w = weight.reshape(groups, c_out // groups, c_group, kernel).transpose(0, 3, 2, 1).reshape(
+        groups, kernel * c_group, c_out // groups)
+    scale = np.abs(w).max(axis=1, keepdims=True) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
 
 
 def _drop_unused_initializers(graph: Any) -> None:

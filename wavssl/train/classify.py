@@ -127,9 +127,9 @@ class ClassifyTask:
 
     def batches(self, epoch: int, start: int) -> Iterator[ClassifyBatch]:
         order = batch_order(self.lengths, self.cfg.classify.batch_size, seed=self.cfg.train.seed, epoch=epoch)
+        stretch = self.cfg.classify.time_stretch
         for position, idx in enumerate(order[start:], start):
             series = [self.data.series[i] for i in idx]
-            stretch = self.cfg.classify.time_stretch
             if stretch > 0:  # a pure function of (seed, epoch, position), like the order
                 rng = np.random.default_rng([self.cfg.train.seed, epoch, position, 1])
                 factors = np.exp(rng.uniform(-math.log1p(stretch), math.log1p(stretch), len(series)))

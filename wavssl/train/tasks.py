@@ -81,9 +81,7 @@ class PretrainTask:
         if batch.waveforms.shape[0] == 0:
             return None
         wav = batch.waveforms.to(device, non_blocking=True)
-        # cropped batches have no padding (known here, on the host): no lengths, no attention mask
-        full = min(batch.lengths.tolist()) == batch.waveforms.shape[-1]
-        lengths = None if full else batch.lengths.to(device, non_blocking=True)
+        lengths = _padded_lengths(batch.lengths, wav.shape[-1], device)
         masks = batch.masks.to(device, non_blocking=True) if batch.masks is not None else None
         out = model(wav, lengths, masks)
         metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
@@ -92,6 +90,13 @@ class PretrainTask:
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
+
+
+def _padded_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> torch.Tensor | None:
+    """Host ``lengths`` on ``device``, or None when no row is padded (every length is ``size``): the
+    model then builds no attention mask, so SDPA may pick its flash kernel (checked on the host,
+    so the step stays free of device syncs)."""
+    return None if min(lengths.tolist()) == size else lengths.to(device, non_blocking=True)
 
 
 def sensor_receptive_field(cfg: Config) -> int:
@@ -151,9 +156,9 @@ class SensorPretrainTask:
 
     def step(self, model: nn.Module, item: SensorPretrainBatch, device: torch.device) -> StepOutput | None:
         batch = item.batch
-        full = min(batch.lengths.tolist()) == batch.series.shape[-1]  # host data: no padding, no attention mask
         out = model(batch.series.to(device, non_blocking=True),
-                    None if full else batch.lengths.to(device, non_blocking=True), item.masks.to(device, non_blocking=True))
+                    _padded_lengths(batch.lengths, batch.series.shape[-1], device),
+                    item.masks.to(device, non_blocking=True))
         metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
         seconds = sum(batch.lengths.tolist()) / self.cfg.model.frontend.sample_rate  # host data
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
