@@ -38,7 +38,7 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
-from wavssl_onnx import AudioError, Classifier, ModelDirError, OfflineRecognizer, Vocabulary, cer
+from wavssl_onnx import AudioError, Classifier, ModelDirError, OfflineRecognizer, OnlineRecognizer, Vocabulary, cer
 from wavssl_onnx.audio import array_blocks
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE
 
@@ -170,7 +170,7 @@ def test_model_directory_contract(tiny_dir: Path) -> None:
     import onnx
 
     info = json.loads((tiny_dir / CONFIG_FILE).read_text())
-    assert info["format"] == "wavssl-onnx" and info["format_version"] == FORMAT_VERSION
+    assert info["format"] == "wavssl-onnx" and info["format_version"] == 1  # offline models: older runtimes read them
     assert info["kind"] == "ctc" and info["sample_rate"] == RATE and info["frame_shift"] == pytest.approx(0.02)
     assert info["vocabulary"]["tokens"] == _vocab().tokens and info["blank_id"] == 0 and info["delimiter_id"] == 2
     assert info["inputs"] == ["waveform", "lengths"] and info["outputs"] == ["log_probs", "frame_lengths"]
@@ -444,38 +444,44 @@ def test_chunked_long_audio_matches_whole(tiny_run: Path, speech_dir: Path, tmp_
 def test_online_stream_matches_offline_windows_and_only_grows(tiny_dir: Path, speech_dir: Path,
                                                                tmp_path: Path) -> None:
     audio = _long_audio(speech_dir, 20.0)
-    rec = OfflineRecognizer.from_dir(tiny_dir, threads=1, chunk_seconds=2.0, context_seconds=1.0)
-    offline = rec.log_probs_stream(array_blocks(audio, 16000))
-    stream = rec.stream()
-    assert stream.latency == pytest.approx(3.0, abs=0.05)
+    rec = OnlineRecognizer.from_dir(tiny_dir, threads=1, chunk_seconds=2.0, context_seconds=1.0)
+    offline = rec.recognizer.log_probs_stream(array_blocks(audio, 16000))
+    stream = rec.create_stream()
+    assert rec.latency == pytest.approx(3.0, abs=0.05)
     rng = np.random.default_rng(0)
     pos, partials = 0, []
     while pos < len(audio):  # pieces of 10-700 ms, as a microphone or a socket delivers them
         n = int(rng.integers(160, 11200))
-        stream.accept_waveform(audio[pos: pos + n])
+        stream.accept_waveform(RATE, audio[pos: pos + n])
         pos += n
-        recognised = len(stream.log_probs()) * rec.frame_shift
-        assert recognised >= pos / RATE - stream.latency - 0.05  # text lags by at most chunk + context
-        partials.append(stream.partial.token_ids)
-    final = stream.finish()
-    assert np.array_equal(stream.log_probs(), offline)  # the very frames of the offline windows
-    assert final.text == rec.decode(offline).text
+        partials.append(rec.decode(stream).token_ids)
+        recognised = len(stream.log_probs(len(rec.vocab))) * rec.frame_shift
+        assert recognised >= pos / RATE - rec.latency - 0.05  # text lags by at most chunk + context
+    stream.input_finished()
+    final = rec.decode(stream)
+    assert np.array_equal(stream.log_probs(len(rec.vocab)), offline)  # the very frames of the offline windows
+    assert final.text == rec.recognizer.decode(offline).text
     for ids in partials:  # greedy partials only grow
         assert list(final.token_ids[: len(ids)]) == list(ids)
-    with pytest.raises(RuntimeError, match="finished"):
-        stream.accept_waveform(audio[:100])
-    # audio at another rate, int16 and stereo, is converted as it streams
+    with pytest.raises(RuntimeError, match="input_finished"):
+        stream.accept_waveform(RATE, audio[:100])
+    # audio at another rate, int16 and stereo, is converted as it streams; the rate stays fixed
     audio8k = soxr.resample(audio, RATE, 8000).astype(np.float32)
     pcm = np.stack([audio8k, audio8k], axis=1)
     pcm = (np.clip(pcm, -1, 1) * 32767).astype(np.int16)
-    stream8k = rec.stream(sample_rate=8000)
+    stream8k = rec.create_stream()
     for start in range(0, len(pcm), 1234):
-        stream8k.accept_waveform(pcm[start: start + 1234])
-    text8k = stream8k.finish().text
+        stream8k.accept_waveform(8000, pcm[start: start + 1234])
+    with pytest.raises(ValueError, match="8000 Hz"):
+        stream8k.accept_waveform(RATE, audio[:100])
+    stream8k.input_finished()
+    text8k = rec.decode(stream8k).text
     assert abs(stream8k.samples - len(audio)) <= 16
-    assert cer([text8k], [rec.transcribe([audio8k], sample_rate=8000)[0].text]).rate <= 0.1
+    assert cer([text8k], [rec.recognizer.transcribe([audio8k], sample_rate=8000)[0].text]).rate <= 0.1
+    empty = rec.create_stream()
+    empty.input_finished()
     with pytest.raises(AudioError, match="too short"):
-        rec.stream().finish()
+        rec.decode(empty)
     # the command line: partials while the file plays, then the same final transcript (no torch)
     sf.write(tmp_path / "live.wav", audio, RATE)
     code = NO_TORCH + "from wavssl_onnx.cli import main; sys.exit(main())"

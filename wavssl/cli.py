@@ -190,7 +190,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     from .export import export
 
     export(a.run, a.out, int8=a.int8, fused=not a.portable, opset=a.opset, check_audio=a.check_audio,
-           atol=a.atol, per_channel=a.per_channel, exporter=a.exporter)
+           atol=a.atol, per_channel=a.per_channel, exporter=a.exporter, streaming=a.streaming)
     return 0
 
 
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="recognizer or classifier run directory")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
+    p.add_argument("--streaming", action="store_true", help="a chunk-by-chunk model with explicit state (the "
+                   "recognizer must have been fine-tuned with model.context.attention_chunk > 0)")
     p.add_argument("--per-tensor", dest="per_channel", action="store_false",
                    help="int8: one weight scale per tensor (default: per output channel)")
     p.add_argument("--portable", action="store_true", help="standard ONNX ops only (no ONNX Runtime contrib ops; "

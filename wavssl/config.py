@@ -592,10 +592,12 @@ PRESETS: dict[str, Callable[[], Config]] = {
 
 
 def architecture(model: ModelConfig) -> ModelConfig:
-    """``model`` with its regularisation (dropouts, layer drop) zeroed: what must match for weights to
-    carry over between a pretraining and a fine-tuning run."""
+    """``model`` with its regularisation (dropouts, layer drop) and attention chunking zeroed: what
+    must match for weights to carry over between a pretraining and a fine-tuning run (a model
+    pretrained with full attention may be fine-tuned with chunked attention, for streaming)."""
     context = dataclasses.replace(model.context, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                                  dropout_input=0.0, dropout_features=0.0, layer_drop=0.0)
+                                  dropout_input=0.0, dropout_features=0.0, layer_drop=0.0, attention_chunk=0,
+                                  attention_left_chunks=-1)
     return dataclasses.replace(model, context=context)
 
 

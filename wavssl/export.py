@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE, ModelInfo
+from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE, STREAMING_VERSION, ModelInfo
 
 from .models import CTCModel, SequenceClassifier, frame_shift_samples
 from .onnx_graph import ClassifierGraph, CTCGraph, translation_table
@@ -49,6 +49,10 @@ PARITY_SECONDS = (1.0, 7.3, 60.0)
 """Single-utterance check lengths (besides the shortest allowed input)."""
 PADDED_BATCH_SECONDS = (3.0, 2.2, 0.4)
 """Lengths of the zero-padded batch in the parity check."""
+FRONTEND_FILE = "frontend.onnx"
+"""A streaming model's front-end graph."""
+STREAM_BLOCK_SECONDS = 0.37
+"""Audio pushed at a time in the streaming parity check (not a multiple of any chunk)."""
 INT8_MIN_DIM = 64
 """MatMuls with a weight side (K or N) below this stay float (a waveform-facing first conv, the
 output head): quantizing them saves nothing and costs accuracy."""
@@ -146,6 +150,23 @@ def model_info(model: nn.Module, language: str = "", sample_rate: int | None = N
     raise ExportError(f"cannot export a {type(model).__name__}; export a CTCModel or SequenceClassifier")
 
 
+def streaming_info(model: CTCModel, language: str = "", sample_rate: int | None = None) -> ModelInfo:
+    """The ``wavssl.json`` description of a streaming export (step graph I/O, chunk geometry, state
+    tensors); raises :class:`ExportError` when the model cannot stream (and says why)."""
+    from .streaming import StreamingError, stream_geometry
+
+    if not isinstance(model, CTCModel):
+        raise ExportError("--streaming applies to speech recognizers (CTC) only")
+    try:
+        g = stream_geometry(model)
+    except StreamingError as e:
+        raise ExportError(str(e)) from e
+    return dataclasses.replace(
+        model_info(model, language, sample_rate), inputs=["frames", *(s.name for s in g.states)],
+        outputs=["log_probs", *(s.output for s in g.states)], files={"fp32": MODEL_FILE, "frontend": FRONTEND_FILE},
+        streaming=g, format_version=STREAMING_VERSION)
+
+
 # ------------------------------------------------------------------------------------ exporting
 
 
@@ -170,11 +191,12 @@ def _graph(model: nn.Module, fused: bool) -> nn.Module:
     return ClassifierGraph(model, fused).eval()  # type: ignore[arg-type]
 
 
-def _export_dynamo(model: nn.Module, info: ModelInfo, path: Path, fused: bool, opset: int) -> None:
+def _dynamo(graph: nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str], output_names: list[str],
+            dynamic_shapes: tuple[dict[int, Any], ...], path: Path, fused: bool, opset: int) -> None:
+    """``torch.onnx.export(..., dynamo=True)`` of ``graph`` to ``path`` (exporter notes silenced)."""
     import logging
     import warnings
 
-    graph = _graph(model, fused)
     exporter_log = logging.getLogger("torch.onnx")  # its notes (torchvision absent, axis renames) are noise here
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)
@@ -182,14 +204,38 @@ def _export_dynamo(model: nn.Module, info: ModelInfo, path: Path, fused: bool, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                graph, _example(info), dynamo=True, input_names=info.inputs, output_names=info.outputs,
-                dynamic_shapes=_dynamic_shapes(info), opset_version=opset, optimize=True,
+                graph, example, dynamo=True, input_names=input_names, output_names=output_names,
+                dynamic_shapes=dynamic_shapes, opset_version=opset, optimize=True,
                 custom_translation_table=translation_table() if fused else None, verbose=False,
             )
     finally:
         exporter_log.setLevel(level)
     assert program is not None
     program.save(str(path))
+
+
+def _export_dynamo(model: nn.Module, info: ModelInfo, path: Path, fused: bool, opset: int) -> None:
+    _dynamo(_graph(model, fused), _example(info), info.inputs, info.outputs, _dynamic_shapes(info), path, fused, opset)
+
+
+def _export_streaming(model: CTCModel, info: ModelInfo, out: Path, fused: bool, opset: int) -> None:
+    """The front-end graph (dynamic batch and time) and the chunk step graph (dynamic batch and
+    chunk length 1..C, plus the R look-ahead frames) of a streaming recognizer, into ``out``."""
+    from .streaming import ChunkStepGraph, FrontendGraph
+
+    g = info.streaming
+    assert g is not None
+    batch = torch.export.Dim("batch", min=1)
+    wav, lengths = _example(info)
+    _dynamo(FrontendGraph(model, fused).eval(), (wav, lengths), g.frontend_inputs, g.frontend_outputs,
+            _dynamic_shapes(info), out / FRONTEND_FILE, fused, opset)
+    c, r = g.chunk_frames, g.lookahead_frames
+    states = tuple(torch.zeros(2, *s.shape, dtype=getattr(torch, s.dtype)) for s in g.states)
+    processed = torch.tensor([c * g.left_chunks, 0])  # one stream with a full cache, one just started
+    example = (torch.randn(2, c + r, g.frame_dim), *states[:-1], processed)
+    frames = torch.export.Dim("frames", min=r + 1, max=c + r)
+    shapes = ({0: batch, 1: frames}, *({0: batch} for _ in states))
+    _dynamo(ChunkStepGraph(model).eval(), example, info.inputs, info.outputs, shapes, out / MODEL_FILE, fused, opset)
 
 
 def _export_torchscript(model: nn.Module, info: ModelInfo, path: Path, opset: int) -> None:
@@ -328,6 +374,44 @@ def parity_check(model: nn.Module, path: Path, info: ModelInfo, audio: Sequence[
     return rows
 
 
+def streaming_parity(model: nn.Module, out: Path, info: ModelInfo, step_file: str, audio: Sequence[np.ndarray] = (),
+                     reference: str | None = None) -> list[ParityRow]:
+    """Stream each check input through the ONNX front end and step graph ``out/step_file`` (blocks of
+    :data:`STREAM_BLOCK_SECONDS`) and compare with the PyTorch model's offline forward on the whole
+    input (or, with ``reference``, with streaming through that step graph); one row per check batch."""
+    from wavssl_onnx.audio import array_blocks
+    from wavssl_onnx.recognizer import OfflineRecognizer
+
+    def recognizer(name: str) -> OfflineRecognizer:
+        return OfflineRecognizer(info, _session(out / name), frontend=_session(out / FRONTEND_FILE))
+
+    rec = recognizer(step_file)
+    ref = recognizer(reference) if reference is not None else None
+    block = int(STREAM_BLOCK_SECONDS * info.sample_rate)
+    rows = []
+    for label, items in _check_inputs(info, audio):
+        wants, gots = [], []
+        for wave in items:
+            got = rec.log_probs_stream(array_blocks(wave, block))
+            want = ref.log_probs_stream(array_blocks(wave, block)) if ref is not None else \
+                _torch_outputs(model, wave[None], np.array([len(wave)]))[0][0]
+            wants.append(want)
+            gots.append(got)
+        want_len = np.array([len(w) for w in wants])
+        got_len = np.array([len(g) for g in gots])
+        pad = int(max(want_len.max(), got_len.max()))
+        rows.append(_compare(label, info, _stack(wants, pad), want_len, _stack(gots, pad), got_len))
+    return rows
+
+
+def _stack(arrays: Sequence[np.ndarray], frames: int) -> np.ndarray:
+    """(F_i, V) arrays zero-padded to (B, frames, V)."""
+    out = np.zeros((len(arrays), frames, arrays[0].shape[1]), np.float32)
+    for i, a in enumerate(arrays):
+        out[i, : len(a)] = a
+    return out
+
+
 def format_parity(rows: Sequence[ParityRow], title: str) -> str:
     """A small text table of parity rows."""
     lines = [title, f"  {'input':34s} {'frames':>7s} {'max|dlogp|':>11s} {'argmax':>7s} {'text':>6s}"]
@@ -399,7 +483,7 @@ def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = 
 def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, fused: bool = True,
            opset: int = 18, exporter: str = "dynamo", check_audio: Sequence[str | Path | np.ndarray] = (),
            atol: float = PARITY_ATOL, per_channel: bool = True, language: str | None = None,
-           log: Callable[[str], None] | None = print) -> ExportReport:
+           streaming: bool = False, log: Callable[[str], None] | None = print) -> ExportReport:
     """Export a fine-tuned recognizer or classifier (a run directory or the model itself) to ``out``.
 
     Args:
@@ -414,6 +498,9 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
         atol: parity tolerance on log-probabilities (fp32).
         per_channel: int8 weight scales per output channel (default; as fast as per tensor and closer to fp32).
         language: transcript language stored for the runtime (default: the run's ``ctc.language``).
+        streaming: write a streaming model (a recognizer trained with chunked attention): a
+            front-end graph and a chunk step graph with explicit state (see :mod:`wavssl.streaming`);
+            the parity check then streams each input and compares with the offline forward.
         log: where progress and the parity tables go (None: silent).
 
     Raises:
@@ -421,12 +508,15 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
     """
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
+    if streaming and exporter != "dynamo":
+        raise ValueError("a streaming export uses the dynamo exporter")
     _require_onnx()
     say = log or (lambda _: None)
     start = time.perf_counter()
     model, run_language, rate = _load(run)
     model = model.eval()
-    info = model_info(model, language if language is not None else run_language, rate)
+    language = language if language is not None else run_language
+    info = streaming_info(model, language, rate) if streaming else model_info(model, language, rate)  # type: ignore[arg-type]
     audio = [_read_check_audio(x, info) for x in check_audio]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -434,7 +524,9 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
     try:
         onnx_path = tmp / MODEL_FILE
         used = exporter
-        if exporter == "dynamo":
+        if streaming:
+            _export_streaming(model, info, tmp, fused, opset)  # type: ignore[arg-type]
+        elif exporter == "dynamo":
             try:
                 _export_dynamo(model, info, onnx_path, fused, opset)
             except Exception as e:
@@ -444,9 +536,17 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
         if used == "torchscript":
             fused = False
             _export_torchscript(model, info, onnx_path, opset)
-        _set_metadata(onnx_path, info)
-        parity = parity_check(model, onnx_path, info, audio)
-        say(format_parity(parity, f"[wavssl export] parity ONNX fp32 vs PyTorch (tolerance {atol:g} on log-probs):"))
+        for name in info.files.values():
+            _set_metadata(tmp / name, info)
+
+        def check(graph: str, reference: Path | None = None) -> list[ParityRow]:
+            if streaming:
+                return streaming_parity(model, tmp, info, graph, audio, reference=reference and reference.name)
+            return parity_check(model, tmp / graph, info, audio, reference=reference)
+
+        parity = check(MODEL_FILE)
+        what = "streamed ONNX fp32 vs offline PyTorch" if streaming else "ONNX fp32 vs PyTorch"
+        say(format_parity(parity, f"[wavssl export] parity {what} (tolerance {atol:g} on log-probs):"))
         bad = [r for r in parity if not r.max_abs_diff <= atol]
         if bad:
             raise ExportError(f"parity check failed: max |log p_onnx - log p_torch| = "
@@ -458,10 +558,10 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
             "torch": torch.__version__, "wavssl": _wavssl_version(),
         }
         int8_rows: list[ParityRow] = []
-        files = {"fp32": MODEL_FILE}
+        files = dict(info.files)
         if int8:
             quantize_int8(onnx_path, tmp / INT8_FILE, info, per_channel=per_channel)
-            int8_rows = parity_check(model, tmp / INT8_FILE, info, audio, reference=onnx_path)
+            int8_rows = check(INT8_FILE, reference=onnx_path)
             say(format_parity(int8_rows, "[wavssl export] int8 vs fp32 ONNX (dynamic quantization, informational):"))
             if not all(math.isfinite(r.max_abs_diff) for r in int8_rows):
                 raise ExportError("the int8 model gives non-finite outputs; nothing written")
@@ -476,8 +576,9 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
         for name in files.values():  # the final description in every graph too
             _set_metadata(tmp / name, info)
         info.save(tmp)
-        if not int8:
-            (out / INT8_FILE).unlink(missing_ok=True)  # a stale int8 graph would not match this export
+        for name in (INT8_FILE, FRONTEND_FILE):  # a stale graph would not match this export
+            if name not in files.values():
+                (out / name).unlink(missing_ok=True)
         for name in [*files.values(), CONFIG_FILE]:
             (tmp / name).replace(out / name)
     finally:
@@ -520,4 +621,4 @@ def describe(model_dir: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["FORMAT_VERSION", "PARITY_ATOL", "ExportError", "ExportReport", "ParityRow", "export", "format_parity",
-           "model_info", "parity_check", "quantize_int8"]
+           "model_info", "parity_check", "quantize_int8", "streaming_info", "streaming_parity"]

@@ -1,8 +1,9 @@
 """wavssl-onnx: the CPU runtime of wavssl (numpy + onnxruntime + soundfile + soxr; never torch).
 
 - Inference on exported models (``wavssl export``): :class:`OfflineRecognizer` (speech -> text with
-  word times; long files in overlapping windows; ``.stream()`` gives an :class:`OnlineStream` for
-  audio that arrives live) and :class:`Classifier` (sensor series -> class
+  word times; long files in overlapping windows), :class:`OnlineRecognizer` (audio that arrives
+  live: ``create_stream`` / ``accept_waveform`` / ``decode`` / ``input_finished``, chunk by chunk for
+  models exported with ``--streaming``) and :class:`Classifier` (sensor series -> class
   probabilities); the model-directory contract in :mod:`wavssl_onnx.model_dir`; the
   ``wavssl-onnx`` command (:mod:`wavssl_onnx.cli`). These load onnxruntime on first use.
 - The text side (numpy only): text normalisation, the CTC character vocabulary, CTC decoding
@@ -27,7 +28,7 @@ from .vocab import VOCAB_FILE, Vocabulary
 __version__ = "0.1.0"
 
 _LAZY = {
-    "OfflineRecognizer": "recognizer", "OnlineStream": "recognizer", "Result": "recognizer", "Classifier": "classifier",
+    "OfflineRecognizer": "recognizer", "OnlineRecognizer": "recognizer", "Result": "recognizer", "Classifier": "classifier",
     "Prediction": "classifier", "load_series": "classifier", "AudioError": "audio", "read_audio": "audio",
     "ModelInfo": "model_dir", "ModelDirError": "model_dir", "load_model_info": "model_dir",
     "FORMAT_VERSION": "model_dir",
@@ -55,7 +56,7 @@ __all__ = [
     "ModelInfo",
     "NGramLM",
     "OfflineRecognizer",
-    "OnlineStream",
+    "OnlineRecognizer",
     "Prediction",
     "Result",
     "Vocabulary",

@@ -66,25 +66,27 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
 
 def _cmd_stream(a: argparse.Namespace) -> int:
     from .audio import AudioError, stream_audio
-    from .recognizer import OfflineRecognizer, Result
+    from .recognizer import OnlineRecognizer, Result
 
-    rec = OfflineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin,
-                                     chunk_seconds=a.chunk_seconds, context_seconds=a.context_seconds)
+    rec = OnlineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin,
+                                    chunk_seconds=a.chunk_seconds, context_seconds=a.context_seconds)
     lm = _lm(a, rec.info.language)
     failed = 0
     for path in a.audio:
-        stream, shown, start = rec.stream(), "", time.perf_counter()
+        stream, shown, start = rec.create_stream(), "", time.perf_counter()
         try:
             for block in stream_audio(path, rec.sample_rate, block_seconds=a.block_ms / 1000):
                 if a.realtime:  # pace the file like a live source
                     time.sleep(max(0.0, (stream.samples + len(block)) / rec.sample_rate - (time.perf_counter() - start)))
-                if not stream.accept_waveform(block) or (text := stream.partial.text) == shown:
+                stream.accept_waveform(rec.sample_rate, block)
+                if (text := rec.decode(stream).text) == shown:
                     continue
                 shown = text
                 t = stream.samples / rec.sample_rate
                 print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "partial": shown},
                                  ensure_ascii=False) if a.json else f"{path}\t{t:7.2f}s\t{shown}", flush=True)
-            final = stream.finish(beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)  # type: ignore[arg-type]
+            stream.input_finished()
+            final = rec.decode(stream, beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)  # type: ignore[arg-type]
         except AudioError as e:
             failed += 1
             print(f"wavssl-onnx stream: error: {e}", file=sys.stderr)
@@ -203,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads)")
     _decode_args(p)
-    p.add_argument("--chunk-seconds", type=float, default=2.0, help="seconds recognised per window")
-    p.add_argument("--context-seconds", type=float, default=1.0, help="context each side of a window; text lags "
-                   "the audio by at most chunk + context")
+    p.add_argument("--chunk-seconds", type=float, default=2.0, help="offline models: seconds recognised per "
+                   "window (a model exported with --streaming runs by its own chunks)")
+    p.add_argument("--context-seconds", type=float, default=1.0, help="offline models: context each side of a "
+                   "window; text lags the audio by at most chunk + context")
     p.add_argument("--block-ms", type=float, default=100.0, help="audio pushed at a time")
     p.add_argument("--realtime", action="store_true", help="pace the file at real time, like a microphone")
     p.set_defaults(func=_cmd_stream)

@@ -5,6 +5,7 @@ MODEL_DIR/
   wavssl.json       the contract below (UTF-8 JSON object)
   model.onnx        float32 graph
   model.int8.onnx   optional: MatMul/Attention weights int8 (dynamic quantization)
+  frontend.onnx     streaming models only: the stateless front end (waveform -> projected frames)
 ```
 
 ``wavssl.json`` keys (the same keys also sit in each ONNX file's ``metadata_props``, every value
@@ -23,7 +24,13 @@ JSON-encoded, so a lone ``.onnx`` file still describes itself):
 - ctc: ``vocabulary`` (``tokens``, ``blank``, ``unk``, ``word_delimiter`` as ``vocab.json``) plus
   ``blank_id`` and ``delimiter_id``; ``language`` (text normalisation of transcripts, may be "").
   classify: ``class_names``.
-- ``files``: ``{"fp32": "model.onnx", "int8": "model.int8.onnx"}`` (int8 only when written).
+- ``files``: ``{"fp32": "model.onnx", "int8": "model.int8.onnx"}`` (int8 only when written; a
+  streaming model adds ``"frontend": "frontend.onnx"``).
+- ``streaming`` (format version 2; ``wavssl export --streaming``): the chunk geometry and state
+  tensors (:class:`wavssl_onnx.streaming.StreamGeometry`). ``model.onnx`` is then the step graph:
+  ``frames`` (B, n + R, E), ``pos_cache``, ``kv_cache``, ``processed`` -> ``log_probs`` (B, n, V) and
+  each state's ``*_out``; ``frontend.onnx`` maps ``waveform`` + ``lengths`` to ``frames`` (B, F, E) +
+  ``frame_lengths``.
 - ``export``: how it was made (exporter, opset, parity figures); informational.
 """
 
@@ -36,11 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .streaming import StreamGeometry
 from .vocab import Vocabulary
 
 FORMAT = "wavssl-onnx"
-FORMAT_VERSION = 1
-"""Newest model-directory format this runtime reads (and ``wavssl export`` writes)."""
+FORMAT_VERSION = 2
+"""Newest model-directory format this runtime reads. ``wavssl export`` writes 1 for offline models
+(so older runtimes still read them) and 2 for streaming ones (they need this runtime)."""
+STREAMING_VERSION = 2
+"""First format version with streaming models."""
 CONFIG_FILE = "wavssl.json"
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -75,9 +86,11 @@ class ModelInfo:
     in_channels: int = 1
     normalize_audio: bool = False
     language: str = ""
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
     export: dict[str, Any] = field(default_factory=dict)
     """Informational: exporter, opset, parity figures."""
+    streaming: StreamGeometry | None = None
+    """Streaming models: chunk geometry and state tensors of the step graph (``model.onnx``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The ``wavssl.json`` content."""
@@ -95,6 +108,8 @@ class ModelInfo:
             out["language"] = self.language
         if self.class_names is not None:
             out["class_names"] = list(self.class_names)
+        if self.streaming is not None:
+            out["streaming"] = self.streaming.to_dict()
         out["export"] = dict(self.export)
         return out
 
@@ -129,6 +144,7 @@ class ModelInfo:
                 class_names=names, in_channels=int(data.get("in_channels", 1)),
                 normalize_audio=bool(data.get("normalize_audio", False)), language=str(data.get("language", "")),
                 format_version=version, export=dict(data.get("export", {})),
+                streaming=StreamGeometry.from_dict(data["streaming"]) if "streaming" in data else None,
             )
         except ModelDirError:
             raise
@@ -138,6 +154,8 @@ class ModelInfo:
         if info.sample_rate <= 0 or info.frame_shift <= 0 or info.min_samples < 1 or "fp32" not in info.files:
             raise ModelDirError(f"{where}: invalid model description (sample_rate, frame_shift, min_samples "
                                 f"and files.fp32 must be set)")
+        if info.streaming is not None and ("frontend" not in info.files or kind != "ctc"):
+            raise ModelDirError(f"{where}: a streaming model needs kind 'ctc' and files.frontend")
         return info
 
     def save(self, model_dir: str | os.PathLike[str]) -> Path:
@@ -173,9 +191,11 @@ def load_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelDirError(f"{path}: not valid JSON: {e}") from e
     info = ModelInfo.from_dict(data, str(path))
-    model = root / info.files["fp32"]
-    if not model.is_file():
-        raise ModelDirError(f"{model}: missing (the float32 model named in {path})")
+    for key in ("fp32", "frontend"):
+        model = root / info.files.get(key, info.files["fp32"])
+        if not model.is_file():
+            raise ModelDirError(f"{model}: missing (the {'float32' if key == 'fp32' else 'front-end'} model "
+                                f"named in {path})")
     return info
 
 

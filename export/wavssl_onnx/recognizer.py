@@ -9,11 +9,14 @@ score, word times in seconds) per input.
   zero-padded under a ``max_batch_seconds`` budget (the graph masks the padding; a model with an
   utterance-wide GroupNorm front end sees the padding in that norm's statistics, as in PyTorch, so
   sorting keeps it small).
-- Long inputs stream through overlapping windows: each ``chunk_seconds`` piece is run with up to
-  ``context_seconds`` of audio on each side, whose frames are discarded, and the kept frames are
-  concatenated on the global frame grid (window starts are whole frames), so word times need no
-  offsetting and memory stays bounded whatever the file length. Each window is one utterance to
-  the model (standardised on its own when the model does that).
+- Long inputs stream through overlapping windows (:class:`wavssl_onnx.streaming.Windows`): each
+  ``chunk_seconds`` piece is run with up to ``context_seconds`` of audio on each side, whose frames
+  are discarded, and the kept frames are concatenated on the global frame grid (window starts are
+  whole frames), so word times need no offsetting and memory stays bounded whatever the file
+  length. Each window is one utterance to the model (standardised on its own when the model does that).
+- A streaming model (``wavssl export --streaming``) runs every input chunk by chunk
+  (:class:`wavssl_onnx.streaming.ChunkEngine`), which gives its offline result.
+- :class:`OnlineRecognizer` recognises audio as it arrives (either kind of model).
 - Decoding: greedy, or prefix beam search with an optional n-gram LM, over the whole input.
 """
 
@@ -27,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from .audio import (AudioError, Source, array_blocks, from_array, mono, probe, read_audio, source_name, stream_audio,
-                    stream_resampler)
+from .audio import AudioError, Source, array_blocks, from_array, probe, read_audio, source_name, stream_audio
 from .decoding import Hypothesis, beam_search, greedy_decode
 from .lm import NGramLM
-from .model_dir import ModelInfo
-from .session import open_model
+from .model_dir import ModelDirError, ModelInfo
+from .session import cpu_session, open_model
+from .streaming import ChunkEngine, Engine, StreamGeometry, StreamingDecoder, Windows
 from .vocab import Vocabulary
 
 
@@ -60,71 +63,52 @@ class Result:
                           for w in self.hypothesis.words]}
 
 
-class Windows:
-    """Overlapping inference windows over audio that arrives in pieces (at the model's rate).
+class OrtFrontend:
+    """A streaming model's front-end graph: (T,) float32 window -> (F, E) projected frames."""
 
-    Window k keeps the samples [k * chunk, (k + 1) * chunk) and sees ``context`` more on each side;
-    its frames outside the kept part are dropped. Frame f of a window starting at sample s is global
-    frame s / hop + f, since s is a whole number of frames, so the kept pieces concatenate into the
-    frame grid of the whole input. Memory: at most chunk + 2 * context samples are held.
-    """
+    def __init__(self, session: Any, geometry: StreamGeometry) -> None:
+        self.session, self.names = session, geometry.frontend_inputs
 
-    def __init__(self, recognizer: "OfflineRecognizer") -> None:
-        self.recognizer = recognizer
-        self.buffer = np.zeros(0, np.float32)
-        self.buffer_start = 0
-        """Global index of ``buffer[0]``."""
-        self.keep_from = 0
-        """First sample whose frames are not out yet."""
-        self.emitted = False
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        frames, lengths = self.session.run(None, {self.names[0]: np.ascontiguousarray(window[None], np.float32),
+                                                  self.names[1]: np.array([len(window)], np.int64)})
+        return frames[0, : int(lengths[0])]
 
-    def push(self, block: np.ndarray) -> list[np.ndarray]:
-        """Add samples; returns the (F_k, V) log-probs of every window completed by them (maybe none)."""
-        r = self.recognizer
-        hop, chunk, ctx = r.info.frame_shift_samples, r.chunk, r.context
-        self.buffer = np.concatenate([self.buffer, np.asarray(block, dtype=np.float32).reshape(-1)])
-        out = []
-        while self.buffer_start + len(self.buffer) >= self.keep_from + chunk + ctx:
-            start = max(0, self.keep_from - ctx)
-            window = self.buffer[start - self.buffer_start: self.keep_from + chunk + ctx - self.buffer_start]
-            first = (self.keep_from - start) // hop
-            out.append(r.forward([window])[0][first: first + chunk // hop])
-            self.keep_from += chunk
-            drop = max(0, self.keep_from - ctx) - self.buffer_start
-            self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
-        self.emitted |= bool(out)
-        return out
 
-    def finish(self) -> list[np.ndarray]:
-        """The frames after the last full window (no right context), if the audio left makes any."""
-        r = self.recognizer
-        end = self.buffer_start + len(self.buffer)
-        if end <= self.keep_from and self.emitted:
-            return []
-        start = max(0, self.keep_from - r.context)
-        window = self.buffer[start - self.buffer_start:]
-        first = (self.keep_from - start) // r.info.frame_shift_samples
-        self.keep_from = end
-        if len(window) < r.info.min_samples:
-            return []
-        return [r.forward([window])[0][first:]]
+class OrtStep:
+    """A streaming model's step graph as a :data:`wavssl_onnx.streaming.StepFn`."""
+
+    def __init__(self, session: Any, info: ModelInfo) -> None:
+        assert info.streaming is not None
+        self.session, self.frames_name = session, info.inputs[0]
+        self.states = info.streaming.states
+        self.outputs = [info.outputs[0], *(s.output for s in self.states)]
+
+    def __call__(self, frames: np.ndarray, states: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        out = self.session.run(self.outputs, {self.frames_name: frames, **states})
+        return out[0], {s.name: o for s, o in zip(self.states, out[1:])}
 
 
 class OfflineRecognizer:
     """A CTC recognizer on ONNX Runtime. Build it with :meth:`from_dir`."""
 
     def __init__(self, info: ModelInfo, session: Any, *, chunk_seconds: float = 30.0, context_seconds: float = 4.0,
-                 max_batch_seconds: float = 60.0, max_batch_size: int = 8) -> None:
+                 max_batch_seconds: float = 60.0, max_batch_size: int = 8, frontend: Any = None) -> None:
         if info.vocabulary is None:
             raise ValueError("a recognizer needs a vocabulary")
         if chunk_seconds <= 0 or context_seconds < 0 or max_batch_seconds <= 0 or max_batch_size < 1:
             raise ValueError("chunk_seconds, max_batch_seconds and max_batch_size must be positive, "
                              "context_seconds >= 0")
+        if (info.streaming is None) != (frontend is None):
+            raise ValueError("a streaming model needs its front-end session (and only a streaming model has one)")
         self.info, self.session = info, session
         self.vocab: Vocabulary = info.vocabulary
+        self.streaming = info.streaming
+        """Chunk geometry of a streaming model (``wavssl export --streaming``); None for an offline one."""
+        self.frontend = None if frontend is None else OrtFrontend(frontend, info.streaming)  # type: ignore[arg-type]
         hop, rate = info.frame_shift_samples, info.sample_rate
         self.chunk = max(1, round(chunk_seconds * rate / hop)) * hop
-        """Samples kept per long-audio window (whole frames)."""
+        """Samples kept per long-audio window (whole frames; offline models)."""
         self.context = max(math.ceil(max(info.min_samples - hop, 0) / hop), round(context_seconds * rate / hop)) * hop
         """Samples of left/right context per window (at least what a frame's receptive field needs)."""
         self.max_batch_samples = int(max_batch_seconds * rate)
@@ -144,12 +128,22 @@ class OfflineRecognizer:
             chunk_seconds, context_seconds: long-audio windows (see the module docstring).
             max_batch_seconds, max_batch_size: padded-batch budget for short inputs.
 
+        A streaming model (``wavssl export --streaming``) runs chunk by chunk for every input, with
+        the same result as its offline forward; the window and batch settings do not apply to it.
+
         Raises:
             ModelDirError: the directory is invalid, incomplete or from a newer format; names the file.
         """
         info, session, _ = open_model(model_dir, "ctc", threads=threads, int8=int8, spin=spin)
+        frontend = None
+        if info.streaming is not None:
+            path = os.path.join(model_dir, info.files["frontend"])
+            try:
+                frontend = cpu_session(path, threads, spin)
+            except Exception as e:
+                raise ModelDirError(f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
         return cls(info, session, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                   max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size)
+                   max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size, frontend=frontend)
 
     @property
     def sample_rate(self) -> int:
@@ -162,13 +156,33 @@ class OfflineRecognizer:
 
     @property
     def long_threshold(self) -> int:
-        """Inputs longer than this many samples are run in overlapping windows."""
-        return self.chunk + 2 * self.context
+        """Inputs longer than this many samples stream (overlapping windows; every input of a
+        streaming model)."""
+        return 0 if self.streaming is not None else self.chunk + 2 * self.context
+
+    @property
+    def latency(self) -> float:
+        """Streaming: most seconds between a sample arriving and its frames being recognised."""
+        if self.streaming is not None:
+            return self.streaming.latency_samples / self.sample_rate
+        return (self.chunk + self.context) / self.sample_rate
+
+    def new_engine(self) -> Engine:
+        """A fresh engine for one stream: chunk by chunk for a streaming model, else overlapping
+        windows of ``chunk_seconds`` with ``context_seconds`` each side."""
+        if self.streaming is not None:
+            assert self.frontend is not None
+            return ChunkEngine(self.frontend, OrtStep(self.session, self.info), self.streaming, self.info.min_samples)
+        return Windows(lambda w: self.forward([w])[0], hop=self.info.frame_shift_samples, chunk=self.chunk,
+                       left=self.context, right=self.context, min_samples=self.info.min_samples)
 
     # ------------------------------------------------------------------------------ inference
 
     def forward(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """One padded batch: (T_i,) float32 waveforms at the model's rate -> (F_i, V) log-probs each."""
+        """One padded batch: (T_i,) float32 waveforms at the model's rate -> (F_i, V) log-probs each
+        (offline models)."""
+        if self.streaming is not None:
+            raise ValueError("a streaming model runs chunk by chunk: use log_probs or log_probs_stream")
         lengths = np.array([len(w) for w in waves], dtype=np.int64)
         batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
         for i, w in enumerate(waves):
@@ -202,18 +216,13 @@ class OfflineRecognizer:
         return out
 
     def log_probs_stream(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
-        """(F, V) log-probabilities of audio arriving in blocks, window by window (:class:`Windows`)."""
-        windows = Windows(self)
-        pieces = [piece for block in blocks for piece in windows.push(block)]
-        pieces += windows.finish()
+        """(F, V) log-probabilities of audio arriving in blocks (:meth:`new_engine`)."""
+        engine = self.new_engine()
+        pieces = [piece for block in blocks for piece in engine.push(block)]
+        pieces += engine.finish()
         if not pieces:
             return np.zeros((0, len(self.vocab)), np.float32)
         return np.concatenate(pieces)
-
-    def stream(self, *, sample_rate: int | None = None) -> "OnlineStream":
-        """A push-style stream: feed audio as it arrives, read the transcript so far, finish at the end
-        (see :class:`OnlineStream`)."""
-        return OnlineStream(self, sample_rate=sample_rate or self.sample_rate)
 
     # ------------------------------------------------------------------------------ decoding
 
@@ -290,83 +299,28 @@ class OfflineRecognizer:
         return [r.hypothesis for r in results]  # type: ignore[misc]
 
 
-class OnlineStream:
-    """Streaming recognition: push audio as it arrives, read the transcript so far, finish at the end.
+class OnlineRecognizer(StreamingDecoder):
+    """Streaming recognition with the API of :mod:`wavssl_onnx.streaming` (``create_stream``,
+    ``stream.accept_waveform(sample_rate, samples)``, ``decode(stream)``, ``stream.input_finished()``).
 
-    Built by :meth:`OfflineRecognizer.stream`. Audio goes through the recognizer's overlapping
-    windows (:class:`Windows`): a ``chunk_seconds`` piece is recognised once ``context_seconds`` of
-    audio after it has arrived, so text lags the audio by at most chunk + context (see
-    :attr:`latency`; e.g. ``from_dir(..., chunk_seconds=2, context_seconds=1)`` for 3 s). The
-    frames, and so :meth:`finish`'s result, are exactly those of transcribing the whole input with
-    the same recognizer; :attr:`partial` (greedy) only ever grows: its token ids are a prefix of
-    the final greedy ones. Memory is bounded by one window plus the (F, V) log-probs so far.
-
-    Args:
-        recognizer: the model and its window settings.
-        sample_rate: rate of the pushed audio; other than the model's, it is resampled as it
-            streams (soxr).
+    A streaming model (``wavssl export --streaming``) runs chunk by chunk: every frame once, text
+    lagging by one attention chunk plus the model's look-ahead (:attr:`latency`, e.g. 0.65 s). An
+    offline model runs in overlapping windows (``chunk_seconds`` recognised once ``context_seconds``
+    more audio has arrived: text lags by chunk + context, and each window's context is recomputed).
+    Either way the frames, and so the final result, are those of transcribing the whole input with
+    the same recognizer, and greedy partial results only grow.
     """
 
-    def __init__(self, recognizer: OfflineRecognizer, *, sample_rate: int) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"invalid sample rate {sample_rate}")
+    def __init__(self, recognizer: OfflineRecognizer) -> None:
+        super().__init__(recognizer.new_engine, recognizer.vocab, sample_rate=recognizer.sample_rate,
+                         frame_shift=recognizer.frame_shift, latency=recognizer.latency)
         self.recognizer = recognizer
-        self.windows = Windows(recognizer)
-        self.resampler = (None if sample_rate == recognizer.sample_rate
-                          else stream_resampler("<stream>", sample_rate, recognizer.sample_rate))
-        self.pieces: list[np.ndarray] = []
-        self.samples = 0
-        """Samples received so far (at the model's rate)."""
-        self.finished = False
+        self.info = recognizer.info
 
-    @property
-    def latency(self) -> float:
-        """Most seconds between a sample arriving and its frames being recognised."""
-        r = self.recognizer
-        return (r.chunk + r.context) / r.sample_rate
-
-    def accept_waveform(self, samples: np.ndarray) -> int:
-        """Push (n,) or (n, channels) samples (float, or integer PCM) at the stream's rate; returns how
-        many new output frames they completed."""
-        if self.finished:
-            raise RuntimeError("the stream is finished")
-        wave = mono(np.asarray(samples))
-        if wave.size and not np.isfinite(wave).all():
-            raise AudioError("<stream>", "contains NaN or infinite samples")
-        if self.resampler is not None:
-            wave = np.ascontiguousarray(self.resampler.resample_chunk(wave), dtype=np.float32)
-        self.samples += wave.size
-        new = self.windows.push(wave)
-        self.pieces += new
-        return sum(len(p) for p in new)
-
-    def log_probs(self) -> np.ndarray:
-        """(F, V) log-probabilities of the frames recognised so far."""
-        if not self.pieces:
-            return np.zeros((0, len(self.recognizer.vocab)), np.float32)
-        if len(self.pieces) > 1:
-            self.pieces = [np.concatenate(self.pieces)]
-        return self.pieces[0]
-
-    @property
-    def partial(self) -> Hypothesis:
-        """Greedy transcript of the frames recognised so far (word times in seconds from the start)."""
-        return self.recognizer.decode(self.log_probs())
-
-    def finish(self, *, beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5,
-               word_bonus: float = 0.0) -> Hypothesis:
-        """End of input: recognise the audio still held and decode everything (greedy, or prefix beam
-        search with an optional LM). Raises :class:`AudioError` if the stream held too little audio
-        for one frame."""
-        if not self.finished:
-            if self.resampler is not None:
-                tail = np.ascontiguousarray(self.resampler.resample_chunk(np.zeros(0, np.float32), last=True),
-                                            dtype=np.float32)
-                self.samples += tail.size
-                self.pieces += self.windows.push(tail)
-            self.pieces += self.windows.finish()
-            self.finished = True
-        if not self.pieces:
-            raise AudioError("<stream>", f"too short: {self.samples} samples at {self.recognizer.sample_rate} Hz; "
-                                         f"the model needs at least {self.recognizer.info.min_samples}")
-        return self.recognizer.decode(self.log_probs(), beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike[str], *, threads: int | None = None, int8: bool = False,
+                 spin: bool = False, chunk_seconds: float = 2.0, context_seconds: float = 1.0) -> OnlineRecognizer:
+        """Load an exported recognizer (arguments as :meth:`OfflineRecognizer.from_dir`; the window
+        settings apply to offline models only)."""
+        return cls(OfflineRecognizer.from_dir(model_dir, threads=threads, int8=int8, spin=spin,
+                                              chunk_seconds=chunk_seconds, context_seconds=context_seconds))

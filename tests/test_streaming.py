@@ -1,0 +1,202 @@
+"""Streaming recognition of chunked-attention models: PyTorch chunk steps, ``wavssl export --streaming``
+and the runtime's ``OnlineRecognizer``, each against the model's offline forward on the whole input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from wavssl_onnx import ModelDirError, OfflineRecognizer, OnlineRecognizer, Vocabulary
+from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION
+
+from wavssl import config as C
+from wavssl.export import ExportError, export
+from wavssl.models import CTCModel, build_recognizer
+from wavssl.streaming import StreamingError, StreamingRecognizer, stream_geometry
+from wavssl.train.checkpoint import save_model
+
+RATE = 16000
+NO_TORCH = "import sys; sys.modules['torch'] = None\n"
+
+
+def _model(cfg: C.Config, *, chunk: int = 8, left: int = 2, lookahead: int = -1, seed: int = 0) -> CTCModel:
+    """A random recognizer with chunked attention whose log-probs spread (random head and norms)."""
+    cfg = dataclasses.replace(cfg, task="ctc")
+    cfg.model.context = dataclasses.replace(cfg.model.context, attention_chunk=chunk, attention_left_chunks=left,
+                                            pos_conv_lookahead=lookahead)
+    vocab = Vocabulary(["<blank>", "<unk>", "|", *string.ascii_lowercase, "'"])
+    torch.manual_seed(seed)
+    model = build_recognizer(cfg.model, cfg.ctc, len(vocab))
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.LayerNorm):
+            torch.nn.init.normal_(mod.weight, 1.0, 0.2)
+            torch.nn.init.normal_(mod.bias, 0.0, 0.2)
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 1.0)
+    model.vocab = vocab
+    return model.eval()
+
+
+def _waveform_cfg() -> C.Config:
+    """Per-frame (LayerNorm) conv front end, pre-LN Transformer: the other streaming-capable layout."""
+    cfg = C.base()
+    m = cfg.model
+    m.frontend = dataclasses.replace(m.frontend, conv_layers=((64, 10, 5),) + ((64, 3, 2),) * 4 + ((64, 2, 2),) * 2,
+                                     norm_mode="layer_norm", conv_bias=True)
+    m.context = dataclasses.replace(m.context, embed_dim=64, num_layers=2, num_heads=2, ffn_dim=128,
+                                    pos_conv_kernel=16, pos_conv_groups=4, layer_norm_first=True)
+    return cfg
+
+
+def _offline(model: CTCModel, wave: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(wave)[None]).log_probs()[0].numpy()
+
+
+def _push_randomly(rec, wave: np.ndarray, seed: int) -> tuple[object, list[list[int]]]:  # type: ignore[no-untyped-def]
+    """Stream ``wave`` in pieces of 10-200 ms, decoding after each; returns the stream and the partials."""
+    rng = np.random.default_rng(seed)
+    stream, partials, pos = rec.create_stream(), [], 0
+    while pos < len(wave):
+        n = int(rng.integers(160, 3200))
+        stream.accept_waveform(RATE, wave[pos: pos + n])
+        pos = min(pos + n, len(wave))
+        partials.append(list(rec.decode(stream).token_ids))
+        done = len(stream.log_probs(len(rec.vocab))) * rec.frame_shift
+        assert done >= pos / RATE - rec.latency - 1e-6  # text lags by at most the model's latency
+    stream.input_finished()
+    return stream, partials
+
+
+@pytest.mark.parametrize("kind,lookahead", [("tiny", -1), ("tiny", 0), ("waveform", 3)])
+def test_chunk_steps_equal_the_offline_forward(kind: str, lookahead: int) -> None:
+    model = _model(C.tiny() if kind == "tiny" else _waveform_cfg(), lookahead=lookahead)
+    rec = StreamingRecognizer(model)
+    g = rec.geometry
+    assert g.chunk_frames == 8 and g.left_chunks == 2 and g.lookahead_frames == model.encoder.context.pos_conv.lookahead
+    assert g.left_samples % g.frame_shift_samples == 0
+    rng = np.random.default_rng(1)
+    for n in (400, 5000, 3 * RATE + 123):  # one frame, less than a chunk's worth of look-ahead, many chunks
+        wave = (rng.standard_normal(n) * 0.1).astype(np.float32)
+        stream, partials = _push_randomly(rec, wave, seed=n)
+        final = rec.decode(stream)
+        got, want = stream.log_probs(len(model.vocab)), _offline(model, wave)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-4)
+        for ids in partials:  # greedy partials only grow
+            assert final.token_ids[: len(ids)] == ids
+
+
+def test_the_chunk_mask_matters() -> None:
+    """A model whose chunks see the whole left context is not what a bounded cache computes: the
+    streaming result follows the attention mask, so changing the mask changes it."""
+    model = _model(C.tiny())
+    wave = (np.random.default_rng(2).standard_normal(4 * RATE) * 0.1).astype(np.float32)
+    rec = StreamingRecognizer(model)
+    stream, _ = _push_randomly(rec, wave, seed=0)
+    rec.decode(stream)
+    streamed = stream.log_probs(len(model.vocab))
+    model.encoder.context.attention_left_chunks = 6  # the offline forward now sees more left context
+    assert np.abs(streamed - _offline(model, wave)).max() > 1e-2
+
+
+def test_models_that_cannot_stream_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(StreamingError, match="attention_chunk"):
+        stream_geometry(_model(C.tiny(), chunk=0))
+    with pytest.raises(StreamingError, match="attention_left_chunks"):
+        stream_geometry(_model(C.tiny(), left=-1))
+    cfg = _waveform_cfg()
+    cfg.model.frontend = dataclasses.replace(cfg.model.frontend, norm_mode="default", conv_bias=False)
+    with pytest.raises(StreamingError, match="norm_mode"):
+        stream_geometry(_model(cfg))
+    standardised = _model(C.tiny())
+    standardised.normalize_audio = True
+    with pytest.raises(StreamingError, match="normalize"):
+        stream_geometry(standardised)
+    with pytest.raises(ExportError, match="attention_chunk"):  # the exporter says the same, writes nothing
+        export(_model(C.tiny(), chunk=0), tmp_path / "m", streaming=True, log=None)
+    assert not (tmp_path / "m" / CONFIG_FILE).exists()
+
+
+def test_chunked_attention_is_a_fine_tuning_setting() -> None:
+    """Weights pretrained with full attention carry over to a chunked-attention recognizer."""
+    full, chunked = C.tiny().model, C.tiny().model
+    chunked.context = dataclasses.replace(chunked.context, attention_chunk=16, attention_left_chunks=4)
+    assert C.architecture(full) == C.architecture(chunked)
+    chunked.context = dataclasses.replace(chunked.context, pos_conv_kernel=16)
+    assert C.architecture(full) != C.architecture(chunked)
+
+
+@pytest.fixture(scope="module")
+def streaming_model() -> CTCModel:
+    return _model(C.tiny(), chunk=16, left=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def streaming_dir(streaming_model: CTCModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("stream_run") / "run"
+    cfg = dataclasses.replace(C.tiny(), task="ctc")
+    cfg.model.context = dataclasses.replace(cfg.model.context, attention_chunk=16, attention_left_chunks=2)
+    save_model(run, streaming_model, cfg)
+    streaming_model.vocab.save(run)  # type: ignore[union-attr]
+    out = tmp_path_factory.mktemp("stream_onnx")
+    report = export(run, out, int8=True, streaming=True, log=None)
+    assert report.max_abs_diff <= 1e-3 and {r.label.split(" ")[0] for r in report.parity} >= {"shortest", "60"}
+    return out
+
+
+def test_streaming_export_runs_chunk_by_chunk_in_the_runtime(streaming_model: CTCModel, streaming_dir: Path,
+                                                             speech_dir: Path) -> None:
+    info = json.loads((streaming_dir / CONFIG_FILE).read_text())
+    assert info["format_version"] == FORMAT_VERSION == 2
+    assert info["files"] == {"fp32": "model.onnx", "frontend": "frontend.onnx", "int8": "model.int8.onnx"}
+    s = info["streaming"]
+    assert s["chunk_frames"] == 16 and s["left_chunks"] == 2
+    assert [(x["name"], x["shape"]) for x in s["states"]] == [
+        ("pos_cache", [31 - s["lookahead_frames"], 128]), ("kv_cache", [3, 2, 32, 128]), ("processed", [])]
+    rec = OnlineRecognizer.from_dir(streaming_dir, threads=1)
+    # text lags by one chunk, the positional conv's look-ahead and the front end's right context
+    assert rec.latency == pytest.approx(((16 + s["lookahead_frames"]) * 320 + s["right_samples"]) / RATE)
+    wave = sf.read(str(sorted(speech_dir.glob("*.wav"))[0]), dtype="float32")[0]
+    stream, partials = _push_randomly(rec, wave, seed=4)
+    final = rec.decode(stream)
+    want = _offline(streaming_model, wave)
+    np.testing.assert_allclose(stream.log_probs(len(rec.vocab)), want, atol=1e-3)
+    for ids in partials:
+        assert final.token_ids[: len(ids)] == ids
+    # offline use of a streaming directory: every input chunk by chunk, the same frames
+    offline = OfflineRecognizer.from_dir(streaming_dir, threads=1)
+    assert offline.transcribe([wave])[0].token_ids == final.token_ids
+    int8 = OnlineRecognizer.from_dir(streaming_dir, threads=1, int8=True)
+    stream8, _ = _push_randomly(int8, wave, seed=5)
+    int8.decode(stream8)
+    assert (stream8.log_probs(len(rec.vocab)).argmax(-1) == want.argmax(-1)).mean() >= 0.9
+
+
+def test_streaming_directory_contract(streaming_dir: Path, tmp_path: Path, speech_dir: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("model.onnx", CONFIG_FILE):
+        (broken / name).write_bytes((streaming_dir / name).read_bytes())
+    with pytest.raises(ModelDirError, match="frontend.onnx"):  # a missing front end is named
+        OnlineRecognizer.from_dir(broken)
+    # the runtime streams it where torch cannot be imported, from the command line
+    wav = sorted(speech_dir.glob("*.wav"))[1]
+    code = NO_TORCH + "from wavssl_onnx.cli import main; sys.exit(main())"
+    run = subprocess.run([sys.executable, "-c", code, "stream", str(streaming_dir), str(wav), "--json",
+                          "--threads", "1", "--block-ms", "50"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert lines[-1]["final"]
+    whole = subprocess.run([sys.executable, "-c", code, "transcribe", str(streaming_dir), str(wav), "--json",
+                            "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout.splitlines()[0])["text"] == lines[-1]["text"]
