@@ -18,8 +18,8 @@ import wavssl
 from wavssl import config as C
 from wavssl.data.audio import AudioError
 from wavssl.data.text import read_transcribed
-from wavssl.models import CTCModel
-from wavssl.train.asr import ctc_frames_needed, finetune, min_input_samples
+from wavssl.models import CTCModel, min_input_samples
+from wavssl.train.asr import ctc_frames_needed, finetune
 from wavssl.train.checkpoint import list_checkpoints
 
 

@@ -376,7 +376,7 @@ def test_model_dir_validation(tiny_dir: Path, cls_dir: Path, tmp_path: Path) -> 
     d = copy("future")
     info = json.loads((d / CONFIG_FILE).read_text())
     (d / CONFIG_FILE).write_text(json.dumps({**info, "format_version": FORMAT_VERSION + 1}))
-    with pytest.raises(ModelDirError, match=r"wavssl\.json: written in model format version 2, newer"):
+    with pytest.raises(ModelDirError, match=rf"wavssl\.json: written in model format version {FORMAT_VERSION + 1}, newer"):
         OfflineRecognizer.from_dir(d)
     d = copy("broken")
     (d / CONFIG_FILE).write_text("{not json")

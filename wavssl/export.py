@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE, STREAMING_VERSION, ModelInfo
 
-from .models import CTCModel, SequenceClassifier, frame_shift_samples
+from .models import CTCModel, SequenceClassifier, frame_shift_samples, min_input_samples
 from .onnx_graph import ClassifierGraph, CTCGraph, translation_table
 from .onnx_int8 import int8_grouped_conv, quantize_before_gather
 
@@ -115,18 +115,6 @@ def _load(run: str | Path | nn.Module) -> tuple[nn.Module, str, int | None]:
     return model, cfg.ctc.language, int(cfg.model.frontend.sample_rate)
 
 
-def min_samples(frontend: nn.Module) -> int:
-    """Fewest input samples that give one output frame."""
-    hi = 1
-    while int(frontend.output_lengths(torch.tensor([hi]))[0]) < 1:
-        hi *= 2
-    lo = hi // 2
-    while lo + 1 < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if int(frontend.output_lengths(torch.tensor([mid]))[0]) >= 1 else (mid, hi)
-    return hi
-
-
 def model_info(model: nn.Module, language: str = "", sample_rate: int | None = None) -> ModelInfo:
     """The ``wavssl.json`` description of a recognizer or classifier (``files`` holds fp32 only).
 
@@ -138,13 +126,13 @@ def model_info(model: nn.Module, language: str = "", sample_rate: int | None = N
             raise ExportError("the recognizer has no vocabulary (load it from a run with wavssl.load)")
         rate = int(sample_rate or model.sample_rate)
         return ModelInfo(kind="ctc", sample_rate=rate, frame_shift=hop / rate, frame_shift_samples=hop,
-                         min_samples=min_samples(frontend), inputs=["waveform", "lengths"],
+                         min_samples=min_input_samples(frontend), inputs=["waveform", "lengths"],
                          outputs=["log_probs", "frame_lengths"], files={"fp32": MODEL_FILE},
                          vocabulary=model.vocab, normalize_audio=bool(model.normalize_audio), language=language)
     if isinstance(model, SequenceClassifier):
         rate = int(sample_rate or getattr(model, "sample_rate", 0) or 100)
         return ModelInfo(kind="classify", sample_rate=rate, frame_shift=hop / rate, frame_shift_samples=hop,
-                         min_samples=min_samples(frontend), inputs=["series", "lengths"], outputs=["log_probs"],
+                         min_samples=min_input_samples(frontend), inputs=["series", "lengths"], outputs=["log_probs"],
                          files={"fp32": MODEL_FILE}, class_names=list(model.class_names),
                          in_channels=int(getattr(frontend, "in_channels", 1)))
     raise ExportError(f"cannot export a {type(model).__name__}; export a CTCModel or SequenceClassifier")

@@ -209,6 +209,19 @@ def frame_shift_samples(frontend: nn.Module) -> int:
     return round(n / int(frontend.output_lengths(torch.tensor([n]))[0]))
 
 
+def min_input_samples(frontend: nn.Module) -> int:
+    """Fewest input samples for which the front end makes one frame."""
+    hi = 1
+    while int(frontend.output_lengths(torch.tensor([hi]))[0]) < 1:
+        hi *= 2
+    lo = hi // 2
+    while lo + 1 < hi:  # output_lengths(lo) < 1 <= output_lengths(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if int(frontend.output_lengths(torch.tensor([mid]))[0]) >= 1 else (mid, hi)
+    return hi
+
+
+
 # ------------------------------------------------------------------------------------ recognizer
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from wavssl_onnx.streaming import ChunkEngine, StateSpec, StreamGeometry, StreamingDecoder
 
-from .models import CTCModel, frame_shift_samples
+from .models import CTCModel, frame_shift_samples, min_input_samples
 from .modules.context import ContextEncoder
 from .modules.frontend import WaveformEncoder
 from .onnx_graph import MatMulWaveformFrontend, frozen_copy
@@ -54,8 +54,6 @@ def _check_streamable(model: CTCModel) -> None:
     if isinstance(frontend, WaveformEncoder) and any(isinstance(b[1], nn.GroupNorm) for b in frontend.blocks):
         problems.append("the front end normalises over the whole utterance (norm_mode 'default'); streaming "
                         "needs the per-frame 'layer_norm' or 'none' mode")
-    if not hasattr(frontend, "output_lengths") or getattr(frontend, "in_channels", 1) != 1:
-        problems.append("only speech front ends stream")
     if model.normalize_audio:
         problems.append("the model standardises each utterance (data.normalize = true), which needs the whole input")
     if problems:
@@ -229,17 +227,11 @@ class StreamingRecognizer(StreamingDecoder):
         geometry = stream_geometry(model)
         frontend = _TorchFrontend(FrontendGraph(model, fused=False).eval())
         step = _TorchStep(ChunkStepGraph(model).eval())
-        min_samples = _min_samples(model)
+        min_samples = min_input_samples(model.encoder.frontend)
         super().__init__(lambda: ChunkEngine(frontend, step, geometry, min_samples), model.vocab,
                          sample_rate=model.sample_rate, frame_shift=model.frame_shift,
                          latency=geometry.latency_samples / model.sample_rate)
         self.geometry = geometry
-
-
-def _min_samples(model: CTCModel) -> int:
-    from .export import min_samples
-
-    return min_samples(model.encoder.frontend)
 
 
 __all__ = ["ChunkStepGraph", "FrontendGraph", "StreamingError", "StreamingRecognizer", "frontend_context",

@@ -94,11 +94,16 @@ def greedy_decode(log_probs: np.ndarray, vocab: Vocabulary, *, frame_shift: floa
     """
     _check_frame_shift(frame_shift)
     lp = _check_log_probs(log_probs, vocab)
-    num_frames = lp.shape[0]
+    best = lp.argmax(axis=1)
+    return greedy_from_best(best, float(lp[np.arange(lp.shape[0]), best].sum()), vocab, frame_shift=frame_shift)
+
+
+def greedy_from_best(best: np.ndarray, score: float, vocab: Vocabulary, *, frame_shift: float = 0.02) -> Hypothesis:
+    """The greedy hypothesis of per-frame best token ids ``(T,)`` whose log-probabilities sum to
+    ``score`` (what :func:`greedy_decode` computes; streams keep ``best`` as frames arrive)."""
+    num_frames = len(best)
     if num_frames == 0:
         return Hypothesis("", [], 0.0, [])
-    best = lp.argmax(axis=1)
-    score = float(lp[np.arange(num_frames), best].sum())
     run_starts = np.flatnonzero(np.r_[True, best[1:] != best[:-1]])
     run_ends = np.r_[run_starts[1:] - 1, num_frames - 1]
     emitted = best[run_starts] != vocab.blank_id

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import AudioError, mono, stream_resampler
-from .decoding import Hypothesis, beam_search, greedy_decode
+from .decoding import Hypothesis, beam_search, greedy_from_best
 from .lm import NGramLM
 from .vocab import Vocabulary
 
@@ -247,6 +247,10 @@ class Stream:
         self.resampler: Any = None
         self.pending: list[np.ndarray] = []
         self.pieces: list[np.ndarray] = []
+        self.best: list[np.ndarray] = []
+        """Each frame's most likely token, piece by piece (the greedy partial result)."""
+        self.score = 0.0
+        """Sum of those tokens' log-probabilities."""
         self.samples = 0
         """Samples received so far (at the model's rate)."""
         self.finished = False
@@ -294,8 +298,18 @@ class Stream:
         if self.finished and not self.flushed:
             new += self.engine.finish()
             self.flushed = True
+        for piece in new:
+            best = piece.argmax(axis=1)
+            self.best.append(best)
+            self.score += float(piece[np.arange(len(piece)), best].astype(np.float64).sum())
         self.pieces += new
         return sum(len(p) for p in new)
+
+    def best_tokens(self) -> np.ndarray:
+        """(F,) most likely token of every frame recognised so far."""
+        if len(self.best) != 1:
+            self.best = [np.concatenate(self.best) if self.best else np.zeros(0, np.int64)]
+        return self.best[0]
 
     def log_probs(self, vocab_size: int) -> np.ndarray:
         """(F, V) log-probabilities of the frames recognised so far."""
@@ -334,15 +348,12 @@ class StreamingDecoder:
             AudioError: a finished stream held too little audio for one frame.
         """
         stream.run()
-        log_probs = stream.log_probs(len(self.vocab))
-        if not stream.finished:
-            return greedy_decode(log_probs, self.vocab, frame_shift=self.frame_shift)
-        if not len(log_probs):
+        if stream.finished and not stream.pieces:
             raise AudioError("<stream>", f"too short: {stream.samples} samples at {self.sample_rate} Hz give no "
                                          f"output frame")
-        if beam <= 1 and lm is None:
-            return greedy_decode(log_probs, self.vocab, frame_shift=self.frame_shift)
-        return beam_search(log_probs, self.vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight,
+        if not stream.finished or (beam <= 1 and lm is None):
+            return greedy_from_best(stream.best_tokens(), stream.score, self.vocab, frame_shift=self.frame_shift)
+        return beam_search(stream.log_probs(len(self.vocab)), self.vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight,
                            word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
 
 

@@ -6,8 +6,9 @@
 #   bash recipes/debian_speech/run.sh            # everything: prepare + benchmarks/ssl_benefit.py
 #   bash recipes/debian_speech/run.sh prepare
 #   bash recipes/debian_speech/run.sh pretrain
-#   bash recipes/debian_speech/run.sh finetune ru_1h [scratch]
-#   bash recipes/debian_speech/run.sh evaluate ru_1h [scratch]
+#   bash recipes/debian_speech/run.sh finetune ru_1h [scratch|streaming]
+#   bash recipes/debian_speech/run.sh evaluate ru_1h [scratch|streaming]
+#   bash recipes/debian_speech/run.sh streaming   # ru_10min with chunked attention -> benchmarks/streaming.py
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -34,6 +35,8 @@ case "$stage" in
     [ "$l" = ru ] && extra+=(--valid "$data/ru_dev.tsv")
     if [ "${3:-}" = scratch ]; then
       extra+=(--scratch --set ctc.freeze_updates=0 --set ctc.freeze_feature_encoder=false)
+    elif [ "${3:-}" = streaming ]; then  # chunks of 16 frames (0.32 s), 4 chunks of left context
+      extra+=(--set model.context.attention_chunk=16 --set model.context.attention_left_chunks=4)
     fi
     wavssl finetune "$work/pretrain" --train "$data/${l}_train_${set_name#*_}.tsv" \
       --config "$here/conf/finetune_$budget.toml" --set "ctc.language=\"$l\"" "${extra[@]}" \
@@ -46,12 +49,18 @@ case "$stage" in
       wavssl evaluate "$work/ft_${set_name}_${3:-pretrained}" "$data/$t.tsv" --json
     done
     ;;
+  streaming)
+    [ -f "$work/ft_ru_10min_pretrained/model.safetensors" ] || "$0" finetune ru_10min
+    [ -f "$work/ft_ru_10min_streaming/model.safetensors" ] || "$0" finetune ru_10min streaming
+    python "$root/benchmarks/streaming.py" --streaming-run "$work/ft_ru_10min_streaming" \
+      --offline-run "$work/ft_ru_10min_pretrained" --test "$data/ru_test.tsv"
+    ;;
   all)
     [ -f "$data/unlabeled.tsv" ] || python "$here/prepare.py" --out "$data"
     python "$root/benchmarks/ssl_benefit.py" --data "$data" --budget "$budget" --workdir "$work"
     ;;
   *)
-    echo "unknown stage $stage (prepare, pretrain, finetune, evaluate, all)" >&2
+    echo "unknown stage $stage (prepare, pretrain, finetune, evaluate, streaming, all)" >&2
     exit 2
     ;;
 esac

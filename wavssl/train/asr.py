@@ -35,7 +35,7 @@ from wavssl_onnx.vocab import VOCAB_FILE
 from ..config import Config, architecture
 from ..data.audio import AudioError, _pad_to_multiple, load_audio, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
-from ..models import CTCModel, CTCOutput, build_encoder, build_recognizer
+from ..models import CTCModel, CTCOutput, build_encoder, build_recognizer, min_input_samples
 from .trainer import StepOutput, TrainerState
 
 SKIPPED_FILE = "skipped_lines.tsv"
@@ -51,18 +51,6 @@ def ctc_loss(out: CTCOutput, targets: Tensor, target_lengths: Tensor) -> Tensor:
     loss = F.ctc_loss(log_probs, targets, out.lengths, target_lengths, blank=0, reduction="sum",
                       zero_infinity=True)
     return loss / max(int(target_lengths.shape[0]), 1)
-
-
-def min_input_samples(frontend: nn.Module) -> int:
-    """Fewest input samples for which the front end makes one frame."""
-    hi = 1
-    while int(frontend.output_lengths(torch.tensor([hi]))[0]) < 1:
-        hi *= 2
-    lo = hi // 2
-    while lo + 1 < hi:  # output_lengths(lo) < 1 <= output_lengths(hi)
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if int(frontend.output_lengths(torch.tensor([mid]))[0]) >= 1 else (mid, hi)
-    return hi
 
 
 def ctc_frames_needed(ids: Sequence[int]) -> int:

@@ -1,0 +1,157 @@
+"""Streaming speech recognition on a CPU: a chunked-attention recognizer exported with
+``wavssl export --streaming`` (every frame computed once, state carried between chunks) against
+overlapping windows over a full-attention recognizer (each window's context recomputed).
+
+Each test utterance is pushed into an ``OnlineRecognizer`` stream in ``--block-ms`` blocks and
+decoded after every block, as a live application does; then ``input_finished`` and the final decode.
+Per engine the script reports the CER of the final transcripts, the compute real-time factor (all
+decode calls / audio seconds), the algorithmic latency (most audio a frame waits for before it can
+be computed) and the median and 95th-percentile time of one decode call (what compute adds to it).
+
+Engines (ONNX Runtime, ``--threads`` per stream, one stream at a time):
+
+- ``chunked fp32`` / ``chunked int8``: the streaming export of ``--streaming-run`` (a recognizer
+  fine-tuned with ``model.context.attention_chunk``);
+- ``windows 2+1 s``: ``--offline-run``'s export in 2 s windows with 1 s of context each side (the
+  ``wavssl-onnx stream`` default for offline models);
+- ``windows <latency-matched>``: the same with windows as short as the chunked model's latency
+  (chunk = context = half of it), the peer at equal latency.
+
+    python benchmarks/streaming.py                    # the debian_speech CPU recipe's ru_10min recognizers
+    python benchmarks/streaming.py --limit 40 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _env import ROOT, cpu_name, git_commit, load_average  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "streaming.jsonl"
+RUNS = ROOT / "runs" / "debian_speech_cpu"
+
+
+def _export(run: Path, out: Path, streaming: bool) -> Path:
+    from wavssl.export import export
+
+    if not (out / "wavssl.json").is_file():
+        export(run, out, int8=streaming, streaming=streaming, log=lambda s: print(s, flush=True))
+    return out
+
+
+def stream_one(rec, wave: np.ndarray, rate: int, block: int) -> tuple[str, list[float]]:  # type: ignore[no-untyped-def]
+    """Push ``wave`` block by block, decoding after each -> (final text, seconds of every decode call)."""
+    stream, calls = rec.create_stream(), []
+    for start in range(0, len(wave), block):
+        stream.accept_waveform(rate, wave[start: start + block])
+        t = time.perf_counter()
+        rec.decode(stream)
+        calls.append(time.perf_counter() - t)
+    stream.input_finished()
+    t = time.perf_counter()
+    text = rec.decode(stream).text
+    calls.append(time.perf_counter() - t)
+    return text, calls
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streaming-run", type=Path, default=RUNS / "ft_ru_10min_streaming",
+                    help="recognizer fine-tuned with chunked attention")
+    ap.add_argument("--offline-run", type=Path, default=RUNS / "ft_ru_10min_pretrained",
+                    help="full-attention recognizer (the windowed peer)")
+    ap.add_argument("--test", type=Path, default=ROOT / "data" / "debian_speech" / "ru_test.tsv",
+                    help="TSV manifest with path and text columns")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per stream")
+    ap.add_argument("--block-ms", type=float, default=100.0, help="audio pushed (and decoded) at a time")
+    ap.add_argument("--limit", type=int, default=0, help="first N utterances only (0: all)")
+    ap.add_argument("--work", type=Path, help="folder for the exported models (kept and reused; default: temporary)")
+    ap.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
+    a = ap.parse_args(argv)
+    from wavssl_onnx import OnlineRecognizer, cer, read_audio
+    from wavssl_onnx.cli import read_manifest
+    from wavssl_onnx.text import normalize_text
+
+    tmp = None
+    if a.work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="wavssl_streaming_")
+        a.work = Path(tmp.name)
+    load_start = load_average()
+    chunked_dir = _export(a.streaming_run, a.work / "chunked", streaming=True)
+    windowed_dir = _export(a.offline_run, a.work / "offline", streaming=False)
+    chunked = OnlineRecognizer.from_dir(chunked_dir, threads=a.threads)
+    match = max(chunked.latency / 2, 0.02)
+    engines = {
+        "chunked fp32": chunked,
+        "chunked int8": OnlineRecognizer.from_dir(chunked_dir, threads=a.threads, int8=True),
+        "windows 2+1 s": OnlineRecognizer.from_dir(windowed_dir, threads=a.threads, chunk_seconds=2.0,
+                                                   context_seconds=1.0),
+        f"windows {match:.2f}+{match:.2f} s": OnlineRecognizer.from_dir(
+            windowed_dir, threads=a.threads, chunk_seconds=match, context_seconds=match),
+    }
+    language = chunked.info.language or None
+    rows = [(p, normalize_text(t, language)) for p, t in read_manifest(a.test)]
+    rows = [(p, t) for p, t in rows if t][: a.limit or None]
+    rate = chunked.sample_rate
+    waves = [read_audio(p, rate) for p, _ in rows]
+    audio_seconds = sum(len(w) for w in waves) / rate
+    block = int(a.block_ms / 1000 * rate)
+    print(f"[bench] {len(rows)} utterances ({audio_seconds:.0f} s) x {len(engines)} engines, {a.threads} thread(s), "
+          f"{a.block_ms:g} ms blocks", flush=True)
+    hyps: dict[str, list[str]] = {k: [] for k in engines}
+    calls: dict[str, list[float]] = {k: [] for k in engines}
+    for i, wave in enumerate(waves):  # engines alternate utterance by utterance, so noise hits all alike
+        for name in (list(engines) if i % 2 == 0 else list(engines)[::-1]):
+            text, times = stream_one(engines[name], wave, rate, block)
+            hyps[name].append(text)
+            calls[name] += times
+    refs = [t for _, t in rows]
+    result = {}
+    for name, rec in engines.items():
+        c = calls[name]
+        result[name] = {
+            "cer": round(cer(refs, hyps[name]).rate, 4), "rtf": round(sum(c) / audio_seconds, 4),
+            "latency_s": round(rec.latency, 3), "decode_ms_median": round(1000 * statistics.median(c), 2),
+            "decode_ms_p95": round(1000 * float(np.percentile(c, 95)), 2),
+        }
+    peer = f"windows {match:.2f}+{match:.2f} s"
+    record = {
+        "benchmark": "streaming", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit("wavssl", "export"), "test": str(a.test.relative_to(ROOT) if a.test.is_relative_to(ROOT)
+                                                              else a.test),
+        "utterances": len(rows), "audio_seconds": round(audio_seconds, 1), "threads": a.threads,
+        "block_ms": a.block_ms, "engines": result,
+        "ratios": {"rtf_windows_2+1_vs_chunked_fp32": round(result["windows 2+1 s"]["rtf"] / result["chunked fp32"]["rtf"], 2),
+                   "rtf_latency_matched_windows_vs_chunked_fp32": round(result[peer]["rtf"] / result["chunked fp32"]["rtf"], 2),
+                   "latency_windows_2+1_vs_chunked": round(result["windows 2+1 s"]["latency_s"] / chunked.latency, 2)},
+        "geometry": chunked.recognizer.streaming.to_dict() if chunked.recognizer.streaming else None,
+        "load_average": {"start": load_start, "end": load_average()}, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+    }
+    print(f"{'engine':24s} {'CER':>7s} {'RTF':>7s} {'latency':>8s} {'decode ms (median / p95)':>26s}")
+    for name, r in result.items():
+        print(f"{name:24s} {100 * r['cer']:6.2f}% {r['rtf']:7.4f} {r['latency_s']:7.2f}s "
+              f"{r['decode_ms_median']:12.2f} / {r['decode_ms_p95']:.2f}")
+    print("ratios:", json.dumps(record["ratios"]))
+    if not a.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        print(f"[bench] appended to {RESULTS.relative_to(ROOT)}")
+    if tmp is not None:
+        tmp.cleanup()
+    return record
+
+
+if __name__ == "__main__":
+    main()
