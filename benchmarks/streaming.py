@@ -17,8 +17,14 @@ Engines (ONNX Runtime, ``--threads`` per stream, one stream at a time):
 - ``windows <latency-matched>``: the same with windows as short as the chunked model's latency
   (chunk = context = half of it), the peer at equal latency.
 
+``--arch base`` replaces the two recognizers by one BASE-size network with random weights (per-frame
+LayerNorm front end, 16-frame chunks, 4 chunks of left context, positional-conv look-ahead 8),
+exported once with chunked attention (streaming) and once with full attention (windows): CER means
+nothing there, compute and latency are what a BASE-size streaming model costs.
+
     python benchmarks/streaming.py                    # the debian_speech CPU recipe's ru_10min recognizers
     python benchmarks/streaming.py --limit 40 --no-write
+    python benchmarks/streaming.py --arch base --limit 20
 """
 
 from __future__ import annotations
@@ -50,6 +56,36 @@ def _export(run: Path, out: Path, streaming: bool) -> Path:
     return out
 
 
+def random_base_runs(work: Path, vocab_from: Path) -> tuple[Path, Path]:
+    """A random-weight BASE-size recognizer saved twice: with chunked attention and with full attention."""
+    import dataclasses
+
+    import torch
+    from wavssl_onnx import Vocabulary
+
+    from wavssl import config as C
+    from wavssl.models import build_recognizer
+    from wavssl.train.checkpoint import save_model
+
+    vocab = Vocabulary.load(vocab_from)
+    cfg = dataclasses.replace(C.base(), task="ctc")
+    cfg.model.frontend = dataclasses.replace(cfg.model.frontend, norm_mode="layer_norm", conv_bias=True)
+    cfg.model.context = dataclasses.replace(cfg.model.context, attention_chunk=16, attention_left_chunks=4,
+                                            pos_conv_lookahead=8)
+    torch.manual_seed(0)
+    model = build_recognizer(cfg.model, cfg.ctc, len(vocab)).eval()
+    runs = []
+    for name, chunk in (("base_chunked", 16), ("base_full", 0)):
+        run = work / name
+        if not (run / "model.safetensors").is_file():
+            c = dataclasses.replace(cfg, model=dataclasses.replace(
+                cfg.model, context=dataclasses.replace(cfg.model.context, attention_chunk=chunk)))
+            save_model(run, model, c)
+            vocab.save(run)
+        runs.append(run)
+    return runs[0], runs[1]
+
+
 def stream_one(rec, wave: np.ndarray, rate: int, block: int) -> tuple[str, list[float]]:  # type: ignore[no-untyped-def]
     """Push ``wave`` block by block, decoding after each -> (final text, seconds of every decode call)."""
     stream, calls = rec.create_stream(), []
@@ -76,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads per stream")
     ap.add_argument("--block-ms", type=float, default=100.0, help="audio pushed (and decoded) at a time")
     ap.add_argument("--limit", type=int, default=0, help="first N utterances only (0: all)")
+    ap.add_argument("--arch", choices=["runs", "base"], default="runs", help="runs: the two fine-tuned recognizers; "
+                    "base: a random-weight BASE-size network, chunked and full attention (compute only)")
     ap.add_argument("--work", type=Path, help="folder for the exported models (kept and reused; default: temporary)")
     ap.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     a = ap.parse_args(argv)
@@ -88,8 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="wavssl_streaming_")
         a.work = Path(tmp.name)
     load_start = load_average()
-    chunked_dir = _export(a.streaming_run, a.work / "chunked", streaming=True)
-    windowed_dir = _export(a.offline_run, a.work / "offline", streaming=False)
+    if a.arch == "base":
+        a.streaming_run, a.offline_run = random_base_runs(a.work, a.streaming_run / "vocab.json")
+    chunked_dir = _export(a.streaming_run, a.work / f"{a.arch}_chunked", streaming=True)
+    windowed_dir = _export(a.offline_run, a.work / f"{a.arch}_offline", streaming=False)
     chunked = OnlineRecognizer.from_dir(chunked_dir, threads=a.threads)
     match = max(chunked.latency / 2, 0.02)
     engines = {
@@ -130,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "streaming", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit("wavssl", "export"), "test": str(a.test.relative_to(ROOT) if a.test.is_relative_to(ROOT)
                                                               else a.test),
-        "utterances": len(rows), "audio_seconds": round(audio_seconds, 1), "threads": a.threads,
+        "arch": a.arch, "utterances": len(rows), "audio_seconds": round(audio_seconds, 1), "threads": a.threads,
         "block_ms": a.block_ms, "engines": result,
         "ratios": {"rtf_windows_2+1_vs_chunked_fp32": round(result["windows 2+1 s"]["rtf"] / result["chunked fp32"]["rtf"], 2),
                    "rtf_latency_matched_windows_vs_chunked_fp32": round(result[peer]["rtf"] / result["chunked fp32"]["rtf"], 2),
