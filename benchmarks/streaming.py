@@ -15,7 +15,10 @@ Engines (ONNX Runtime, ``--threads`` per stream, one stream at a time):
 - ``windows 2+1 s``: ``--offline-run``'s export in 2 s windows with 1 s of context each side (the
   ``wavssl-onnx stream`` default for offline models);
 - ``windows <latency-matched>``: the same with windows as short as the chunked model's latency
-  (chunk = context = half of it), the peer at equal latency.
+  (chunk = context = half of it), the peer at equal latency;
+- ``chunked fp32 / int8 xN``: ``--streams`` live streams at once, as a server holds them: every
+  round each stream gets one chunk of audio and ``decode_streams`` runs the ready chunks of all of
+  them as one batched step (the RTF is all rounds' time / all audio; the latency adds the round).
 
 ``--arch base`` replaces the two recognizers by one BASE-size network with random weights (per-frame
 LayerNorm front end, 16-frame chunks, 4 chunks of left context, positional-conv look-ahead 8),
@@ -101,6 +104,54 @@ def stream_one(rec, wave: np.ndarray, rate: int, block: int) -> tuple[str, list[
     return text, calls
 
 
+def stream_many(rec, waves: list[np.ndarray], rate: int, block: int, slots: int) -> tuple[list[str], list[float], float]:  # type: ignore[no-untyped-def]
+    """``slots`` live streams at once, as a server holds them: each round every stream gets ``block``
+    more samples and ``decode_streams`` runs them all; a finished stream's slot takes the next
+    utterance. -> (final texts, seconds of every round, mean streams per batched step)."""
+    from wavssl_onnx.streaming import ChunkEngine
+
+    texts = [""] * len(waves)
+    queue = iter(range(len(waves)))
+    batches: list[int] = []
+
+    def start() -> list | None:
+        i = next(queue, None)
+        if i is None:
+            return None
+        stream = rec.create_stream()
+        step = stream.engine.step
+
+        def counted(x: np.ndarray, states: dict) -> tuple:
+            batches.append(len(x))
+            return step(x, states)
+
+        if isinstance(stream.engine, ChunkEngine):
+            stream.engine.step = counted
+        return [i, stream, 0]
+
+    active = [slot for slot in (start() for _ in range(slots)) if slot is not None]
+    rounds = []
+    while active:
+        for slot in active:
+            i, stream, pos = slot
+            stream.accept_waveform(rate, waves[i][pos: pos + block])
+            slot[2] = pos + block
+            if slot[2] >= len(waves[i]):
+                stream.input_finished()
+        t = time.perf_counter()
+        hyps = rec.decode_streams([slot[1] for slot in active])
+        rounds.append(time.perf_counter() - t)
+        still = []
+        for slot, hyp in zip(active, hyps):
+            if slot[1].finished:
+                texts[slot[0]] = hyp.text
+                slot = start()
+            if slot is not None:
+                still.append(slot)
+        active = still
+    return texts, rounds, (statistics.mean(batches) if batches else 0.0)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streaming-run", type=Path, default=RUNS / "ft_ru_10min_streaming",
@@ -111,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="TSV manifest with path and text columns")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads per stream")
     ap.add_argument("--block-ms", type=float, default=100.0, help="audio pushed (and decoded) at a time")
+    ap.add_argument("--streams", type=int, default=8, help="live streams decoded together (server rounds of one "
+                    "chunk of audio each) in the 'xN' engines; 0: skip them")
     ap.add_argument("--limit", type=int, default=0, help="first N utterances only (0: all)")
     ap.add_argument("--arch", choices=["runs", "base"], default="runs", help="runs: the two fine-tuned recognizers; "
                     "base: a random-weight BASE-size network, chunked and full attention (compute only)")
@@ -165,20 +218,31 @@ def main(argv: list[str] | None = None) -> dict:
             "latency_s": round(rec.latency, 3), "decode_ms_median": round(1000 * statistics.median(c), 2),
             "decode_ms_p95": round(1000 * float(np.percentile(c, 95)), 2),
         }
+    if a.streams > 0:  # a server's view: many live streams, one batched step per round
+        g = chunked.recognizer.streaming
+        chunk_block = g.chunk_frames * g.frame_shift_samples
+        for name in ("chunked fp32", "chunked int8"):
+            texts, rounds, mean_batch = stream_many(engines[name], waves, rate, chunk_block, a.streams)
+            result[f"{name} x{a.streams}"] = {
+                "cer": round(cer(refs, texts).rate, 4), "rtf": round(sum(rounds) / audio_seconds, 4),
+                "latency_s": round(engines[name].latency + chunk_block / rate, 3),
+                "decode_ms_median": round(1000 * statistics.median(rounds), 2),
+                "decode_ms_p95": round(1000 * float(np.percentile(rounds, 95)), 2), "mean_batch": round(mean_batch, 2),
+            }
     peer = f"windows {match:.2f}+{match:.2f} s"
     record = {
         "benchmark": "streaming", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit("wavssl", "export"), "test": str(a.test.relative_to(ROOT) if a.test.is_relative_to(ROOT)
                                                               else a.test),
         "arch": a.arch, "utterances": len(rows), "audio_seconds": round(audio_seconds, 1), "threads": a.threads,
-        "block_ms": a.block_ms, "engines": result,
+        "block_ms": a.block_ms, "streams": a.streams, "engines": result,
         "ratios": {"rtf_windows_2+1_vs_chunked_fp32": round(result["windows 2+1 s"]["rtf"] / result["chunked fp32"]["rtf"], 2),
                    "rtf_latency_matched_windows_vs_chunked_fp32": round(result[peer]["rtf"] / result["chunked fp32"]["rtf"], 2),
                    "latency_windows_2+1_vs_chunked": round(result["windows 2+1 s"]["latency_s"] / chunked.latency, 2)},
         "geometry": chunked.recognizer.streaming.to_dict() if chunked.recognizer.streaming else None,
         "load_average": {"start": load_start, "end": load_average()}, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
     }
-    print(f"{'engine':24s} {'CER':>7s} {'RTF':>7s} {'latency':>8s} {'decode ms (median / p95)':>26s}")
+    print(f"{'engine':24s} {'CER':>7s} {'RTF':>7s} {'latency':>8s} {'decode ms (median / p95; xN: per round)':>26s}")
     for name, r in result.items():
         print(f"{name:24s} {100 * r['cer']:6.2f}% {r['rtf']:7.4f} {r['latency_s']:7.2f}s "
               f"{r['decode_ms_median']:12.2f} / {r['decode_ms_p95']:.2f}")

@@ -200,3 +200,41 @@ def test_streaming_directory_contract(streaming_dir: Path, tmp_path: Path, speec
                             "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
     assert json.loads(whole.stdout.splitlines()[0])["text"] == lines[-1]["text"]
+
+
+def test_many_streams_run_their_chunks_as_one_batch(streaming_dir: Path, speech_dir: Path) -> None:
+    rec = OnlineRecognizer.from_dir(streaming_dir, threads=1)
+    waves = [sf.read(str(p), dtype="float32")[0] for p in sorted(speech_dir.glob("*.wav"))[:3]]
+    alone = []
+    for wave in waves:
+        stream = rec.create_stream()
+        stream.accept_waveform(RATE, wave)
+        stream.input_finished()
+        alone.append(rec.decode(stream).text)
+        alone[-1] = (alone[-1], stream.log_probs(len(rec.vocab)))
+    streams = [rec.create_stream() for _ in waves]
+    batches: list[int] = []
+    step = streams[0].engine.step  # type: ignore[attr-defined]
+
+    def recording(x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        batches.append(len(x))
+        return step(x, states)
+
+    for s in streams:
+        s.engine.step = recording  # type: ignore[attr-defined]
+    # staggered starts; blocks of one chunk (a server decoding every 0.32 s), so each round has a
+    # chunk ready in every started stream
+    block = 16 * 320
+    pos = [-block * i for i in range(len(waves))]
+    while not all(s.finished for s in streams):
+        for i, (s, wave) in enumerate(zip(streams, waves)):
+            if not s.finished and pos[i] >= 0:
+                s.accept_waveform(RATE, wave[pos[i]: pos[i] + block])
+                if pos[i] + block >= len(wave):
+                    s.input_finished()
+            pos[i] += block
+        hyps = rec.decode_streams(streams)
+    assert max(batches) == len(waves)  # chunks of different streams shared a step
+    for s, h, (text, want) in zip(streams, hyps, alone):
+        np.testing.assert_allclose(s.log_probs(len(rec.vocab)), want, atol=1e-4)
+        assert h.text == text

@@ -25,7 +25,7 @@ rounding aside), so the final greedy transcript equals the offline one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -209,32 +209,55 @@ class ChunkEngine:
 
     def _run(self, n: int) -> np.ndarray:
         """Step over the next n frames (with R look-ahead frames, zeros past the end) -> (n, V)."""
+        log_probs, self.states = self.step(self.take(n)[None], self.states)
+        return log_probs[0]
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n frames and their R look-ahead frames (zeros past the end), (n + R, E); drops n."""
         r = self.geometry.lookahead_frames
         x = self.frames[: n + r]
         if len(x) < n + r:
             x = np.concatenate([x, np.zeros((n + r - len(x), x.shape[1]), np.float32)])
-        log_probs, self.states = self.step(np.ascontiguousarray(x[None]), self.states)
         self.frames = self.frames[n:]
-        return log_probs[0]
+        return np.ascontiguousarray(x)
 
-    def _add(self, pieces: list[np.ndarray]) -> None:
+    def feed(self, block: np.ndarray) -> None:
+        """Add samples: front-end frames only (:meth:`ready` says when a chunk can run)."""
+        pieces = self.windows.push(block)
         if pieces:
             self.frames = np.concatenate([self.frames, *pieces])
 
+    def ready(self) -> bool:
+        """A whole chunk and its look-ahead are waiting."""
+        return len(self.frames) >= self.geometry.chunk_frames + self.geometry.lookahead_frames
+
     def push(self, block: np.ndarray) -> list[np.ndarray]:
-        self._add(self.windows.push(block))
-        c, r = self.geometry.chunk_frames, self.geometry.lookahead_frames
+        self.feed(block)
         out = []
-        while len(self.frames) >= c + r:
-            out.append(self._run(c))
+        while self.ready():
+            out.append(self._run(self.geometry.chunk_frames))
         return out
 
     def finish(self) -> list[np.ndarray]:
-        self._add(self.windows.finish())
+        pieces = self.windows.finish()
+        if pieces:
+            self.frames = np.concatenate([self.frames, *pieces])
         out = []
         while len(self.frames):
             out.append(self._run(min(self.geometry.chunk_frames, len(self.frames))))
         return out
+
+
+def step_together(engines: Sequence[ChunkEngine]) -> list[np.ndarray]:
+    """One chunk of each ready engine (same model) as one batched step: the weights are read once
+    for all of them, which is what bounds a small chunk's speed. Returns each engine's (C, V) log-probs."""
+    c = engines[0].geometry.chunk_frames
+    x = np.stack([e.take(c) for e in engines])
+    states = {k: np.concatenate([e.states[k] for e in engines]) for k in engines[0].states}
+    log_probs, new = engines[0].step(x, states)
+    for i, e in enumerate(engines):
+        e.states = {k: v[i: i + 1] for k, v in new.items()}
+    return [log_probs[i] for i in range(len(engines))]
 
 
 class Stream:
@@ -288,16 +311,25 @@ class Stream:
             self.pending.append(tail)
         self.finished = True
 
+    def take_pending(self) -> np.ndarray:
+        """The queued audio, as one block (the queue is emptied)."""
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else \
+            (self.pending[0] if self.pending else np.zeros(0, np.float32))
+        self.pending = []
+        return block
+
     def run(self) -> int:
         """Run the engine on the queued audio (to the end once finished); returns new frames."""
         new: list[np.ndarray] = []
         if self.pending:
-            block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-            self.pending = []
-            new += self.engine.push(block)
+            new += self.engine.push(self.take_pending())
         if self.finished and not self.flushed:
             new += self.engine.finish()
             self.flushed = True
+        return self.add(new)
+
+    def add(self, new: list[np.ndarray]) -> int:
+        """Record recognised (F_k, V) pieces; returns their frame count."""
         for piece in new:
             best = piece.argmax(axis=1)
             self.best.append(best)
@@ -356,5 +388,21 @@ class StreamingDecoder:
         return beam_search(stream.log_probs(len(self.vocab)), self.vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight,
                            word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
 
+    def decode_streams(self, streams: Sequence[Stream], *, beam: int = 1, lm: NGramLM | None = None,
+                       lm_weight: float = 0.5, word_bonus: float = 0.0) -> list[Hypothesis]:
+        """:meth:`decode` of many streams at once (a server's live connections): with a streaming
+        model the chunks ready in several streams run as one batched step, so the weights are read
+        once per round instead of once per stream. Results equal decoding each stream alone (float
+        rounding aside)."""
+        chunked = [s for s in streams if isinstance(s.engine, ChunkEngine)]
+        for s in chunked:
+            if s.pending:
+                s.engine.feed(s.take_pending())  # type: ignore[attr-defined]
+        while ready := [s for s in chunked if s.engine.ready()]:  # type: ignore[attr-defined]
+            for s, piece in zip(ready, step_together([s.engine for s in ready])):  # type: ignore[misc]
+                s.add([piece])
+        return [self.decode(s, beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus) for s in streams]
 
-__all__ = ["ChunkEngine", "Engine", "StateSpec", "Stream", "StreamGeometry", "StreamingDecoder", "Windows"]
+
+__all__ = ["ChunkEngine", "Engine", "StateSpec", "Stream", "StreamGeometry", "StreamingDecoder", "Windows",
+           "step_together"]
