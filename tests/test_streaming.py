@@ -140,13 +140,22 @@ def streaming_model() -> CTCModel:
     return _model(C.tiny(), chunk=16, left=2, seed=3)
 
 
-@pytest.fixture(scope="module")
-def streaming_dir(streaming_model: CTCModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("stream_run") / "run"
+def _save(run: Path, model: CTCModel, chunk: int) -> Path:
     cfg = dataclasses.replace(C.tiny(), task="ctc")
-    cfg.model.context = dataclasses.replace(cfg.model.context, attention_chunk=16, attention_left_chunks=2)
-    save_model(run, streaming_model, cfg)
-    streaming_model.vocab.save(run)  # type: ignore[union-attr]
+    cfg.model.context = dataclasses.replace(cfg.model.context, attention_chunk=chunk, attention_left_chunks=2)
+    save_model(run, model, cfg)
+    model.vocab.save(run)  # type: ignore[union-attr]
+    return run
+
+
+@pytest.fixture(scope="module")
+def streaming_run(streaming_model: CTCModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save(tmp_path_factory.mktemp("stream_run") / "run", streaming_model, 16)
+
+
+@pytest.fixture(scope="module")
+def streaming_dir(streaming_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = streaming_run
     out = tmp_path_factory.mktemp("stream_onnx")
     report = export(run, out, int8=True, streaming=True, log=None)
     assert report.max_abs_diff <= 1e-3 and {r.label.split(" ")[0] for r in report.parity} >= {"shortest", "60"}
@@ -238,3 +247,20 @@ def test_many_streams_run_their_chunks_as_one_batch(streaming_dir: Path, speech_
     for s, h, (text, want) in zip(streams, hyps, alone):
         np.testing.assert_allclose(s.log_probs(len(rec.vocab)), want, atol=1e-4)
         assert h.text == text
+
+
+def test_streaming_benchmark_runs(streaming_run: Path, streaming_model: CTCModel, speech_dir: Path,
+                                  tmp_path: Path) -> None:
+    """benchmarks/streaming.py end to end on two utterances (the same weights with full attention as the peer)."""
+    import runpy
+
+    offline = _save(tmp_path / "offline", streaming_model, 0)
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "streaming.py"))
+    record = bench["main"](["--streaming-run", str(streaming_run), "--offline-run", str(offline), "--test",
+                            str(speech_dir / "transcripts.tsv"), "--limit", "2", "--streams", "2", "--no-write",
+                            "--work", str(tmp_path / "work")])
+    engines = record["engines"]
+    assert set(engines) >= {"chunked fp32", "chunked int8", "windows 2+1 s", "chunked fp32 x2"}
+    assert all(e["rtf"] > 0 and 0 <= e["cer"] for e in engines.values())
+    assert engines["chunked fp32 x2"]["cer"] == engines["chunked fp32"]["cer"]  # batching changes nothing
+    assert engines["windows 2+1 s"]["latency_s"] == pytest.approx(3.0)
