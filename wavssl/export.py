@@ -19,6 +19,11 @@ PyTorch-free runtime (``wavssl_onnx``) runs, with an optional int8 variant and a
    is printed and stored;
 5. ``wavssl.json`` (see :mod:`wavssl_onnx.model_dir`) and the same keys in each ONNX file's
    ``metadata_props``; files are written in a temporary directory and moved into place at the end.
+
+``--streaming`` (a recognizer fine-tuned with chunked attention) traces :mod:`wavssl.streaming`'s
+front-end graph (``frontend.onnx``) and chunk step graph (``model.onnx``, state in and out) instead,
+and the parity check streams each input through them (:func:`streaming_parity`) against the PyTorch
+model's offline forward on the whole input.
 """
 
 from __future__ import annotations
