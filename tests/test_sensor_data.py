@@ -210,6 +210,40 @@ def test_time_stretch_augments_training_batches_reproducibly() -> None:
     assert unchanged.batch.lengths.tolist() == data.lengths[unchanged.indices].tolist()
 
 
+def test_time_stretch_augments_sensor_pretraining_batches() -> None:
+    import dataclasses
+
+    from wavssl import config as C
+    from wavssl.data.sensor import SeriesSet
+    from wavssl.train.tasks import SensorPretrainTask
+
+    rng = np.random.default_rng(1)
+    series = [rng.normal(size=(1, n)).astype(np.float32) for n in rng.integers(30, 60, size=10)]
+    data = SeriesSet(series, None, [f"f{i}" for i in range(10)], list(range(10)))
+    cfg = C.preset("sensor-tiny")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=4))
+    plain = list(SensorPretrainTask(data, cfg).batches(epoch=0, start=0))
+    assert all(b.batch.lengths.max() == b.batch.series.shape[-1] for b in plain)
+    assert sorted(np.concatenate([b.batch.lengths.numpy() for b in plain]).tolist()) == sorted(data.lengths.tolist())
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, time_stretch=0.5)).validate()
+    task = SensorPretrainTask(data, cfg)
+    first = list(task.batches(epoch=0, start=0))
+    again = list(task.batches(epoch=0, start=1))  # resuming mid-epoch: the same later batches and masks
+    assert all(torch_equal(a.batch.series, b.batch.series) and torch_equal(a.masks.mask, b.masks.mask)
+               for a, b in zip(first[1:], again))
+    lengths = np.concatenate([b.batch.lengths.numpy() for b in first])
+    assert len(lengths) == len(data) and (np.sort(lengths) != np.sort(data.lengths)).any()
+    assert lengths.min() >= np.floor(data.lengths.min() / 1.5) and lengths.max() <= np.round(data.lengths.max() * 1.5) + 1
+    for b in first:  # masks are drawn for the stretched series: one frame per step with this front end
+        assert b.masks.mask.shape[-1] == b.batch.series.shape[-1] - 2
+    assert not torch_equal(first[0].batch.series, list(task.batches(epoch=1, start=0))[0].batch.series)
+    with pytest.raises(C.ConfigError, match="data.time_stretch must be >= 0"):
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, time_stretch=-1.0)).validate()
+    speech = C.preset("tiny")
+    with pytest.raises(C.ConfigError, match="sensor series only"):
+        dataclasses.replace(speech, data=dataclasses.replace(speech.data, time_stretch=0.2)).validate()
+
+
 def torch_equal(a: object, b: object) -> bool:
     import torch
 

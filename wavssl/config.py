@@ -215,6 +215,10 @@ class DataConfig:
     """sensor: step between window starts in samples (0 = ``window``, i.e. no overlap)."""
     batch_size: int = 32
     """sensor: series (or windows) per pretraining batch."""
+    time_stretch: float = 0.0
+    """sensor pretraining augmentation: each series of each batch is resampled in time by a factor
+    drawn log-uniformly from [1 / (1 + x), 1 + x] (``wavssl.data.sensor.time_stretch``), so a few
+    recordings give many speeds of the same movements; 0 = off."""
 
 
 @dataclass(kw_only=True)
@@ -430,6 +434,8 @@ class Config:
              "train.fsdp needs model.context.layer_drop = 0 (ranks would skip different layers)"),
             (self.data.window >= 0 and self.data.hop >= 0, "data.window and data.hop must be >= 0"),
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
+            (self.data.time_stretch >= 0, "data.time_stretch must be >= 0"),
+            (self.data.time_stretch == 0 or fe.kind == "sensor", "data.time_stretch applies to sensor series only"),
             (cl.pooling in POOLINGS, f"classify.pooling: {cl.pooling!r} is not one of {POOLINGS}"),
             (-1 <= cl.layer <= cx.num_layers, f"classify.layer must be in [-1, {cx.num_layers}]"),
             (0 <= cl.head_dropout < 1, "classify.head_dropout must be in [0, 1)"),

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -484,6 +485,17 @@ def time_stretch(series: np.ndarray, factor: float) -> np.ndarray:
     right = np.minimum(left + 1, steps - 1)
     w = (grid - left).astype(np.float32)
     return (series[:, left] * (1.0 - w) + series[:, right] * w).astype(series.dtype, copy=False)
+
+
+def random_time_stretch(series: list[np.ndarray], amount: float, key: Sequence[int]) -> list[np.ndarray]:
+    """Each series :func:`time_stretch`-ed by its own factor, drawn log-uniformly from
+    [1 / (1 + amount), 1 + amount] by a generator seeded with ``key`` (so a pure function of it);
+    ``amount`` 0 returns ``series`` as is."""
+    if amount <= 0:
+        return series
+    rng = np.random.default_rng(list(key))
+    factors = np.exp(rng.uniform(-math.log1p(amount), math.log1p(amount), len(series)))
+    return [time_stretch(x, float(f)) for x, f in zip(series, factors)]
 
 
 def collate(series: list[np.ndarray], targets: list[int] | None = None) -> SensorBatch:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
-                           time_stretch)
+                           random_time_stretch)
 from ..models import SequenceClassifier, build_classifier
 from .schedules import lr_multiplier
 from .trainer import StepOutput, TrainerState, batch_seed
@@ -128,12 +128,9 @@ class ClassifyTask:
     def batches(self, epoch: int, start: int) -> Iterator[ClassifyBatch]:
         order = batch_order(self.lengths, self.cfg.classify.batch_size, seed=self.cfg.train.seed, epoch=epoch)
         stretch = self.cfg.classify.time_stretch
-        for position, idx in enumerate(order[start:], start):
-            series = [self.data.series[i] for i in idx]
-            if stretch > 0:  # a pure function of (seed, epoch, position), like the order
-                rng = np.random.default_rng([self.cfg.train.seed, epoch, position, 1])
-                factors = np.exp(rng.uniform(-math.log1p(stretch), math.log1p(stretch), len(series)))
-                series = [time_stretch(x, float(f)) for x, f in zip(series, factors)]
+        for position, idx in enumerate(order[start:], start):  # stretched as a pure function of the position
+            series = random_time_stretch([self.data.series[i] for i in idx], stretch,
+                                         (self.cfg.train.seed, epoch, position, 1))
             yield ClassifyBatch(collate(series, [self.targets[i] for i in idx]), idx)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..config import Config
 from ..data.audio import AudioBatch, BucketBatchSampler, CropDataset, ScanResult, make_loader, scan_audio, write_skipped
-from ..data.sensor import SensorBatch, SeriesSet, batch_order, check_series, collate, load_series, window
+from ..data.sensor import (SensorBatch, SeriesSet, batch_order, check_series, collate, load_series,
+                           random_time_stretch, window)
 from ..models import MaskSampler
 from ..modules.frontend import receptive_field
 from ..modules.masking import MaskedFrames
@@ -150,8 +151,10 @@ class SensorPretrainTask:
 
     def batches(self, epoch: int, start: int) -> Iterator[SensorPretrainBatch]:
         for i, idx in enumerate(self._order(epoch)[start:], start):
-            batch = collate([self.data.series[j] for j in idx])
-            seed = batch_seed(self.cfg.train.seed, epoch, i * self.world_size + self.rank)  # the trainer's position
+            position = i * self.world_size + self.rank  # the trainer's position
+            batch = collate(random_time_stretch([self.data.series[j] for j in idx], self.cfg.data.time_stretch,
+                                                (self.cfg.train.seed, epoch, position, 2)))
+            seed = batch_seed(self.cfg.train.seed, epoch, position)
             yield SensorPretrainBatch(batch, self.masker(batch.lengths, batch.series.shape[-1], seed))
 
     def step(self, model: nn.Module, item: SensorPretrainBatch, device: torch.device) -> StepOutput | None:
