@@ -393,7 +393,7 @@ def streaming_parity(model: nn.Module, out: Path, info: ModelInfo, step_file: st
         want_len = np.array([len(w) for w in wants])
         got_len = np.array([len(g) for g in gots])
         pad = int(max(want_len.max(), got_len.max()))
-        rows.append(_compare(label, info, _stack(wants, pad), want_len, _stack(gots, pad), got_len))
+        rows.append(_compare(label.replace("padded batch", "streams").replace(" padded", " + half"), info, _stack(wants, pad), want_len, _stack(gots, pad), got_len))
     return rows
 
 

@@ -154,8 +154,9 @@ class ModelInfo:
         if info.sample_rate <= 0 or info.frame_shift <= 0 or info.min_samples < 1 or "fp32" not in info.files:
             raise ModelDirError(f"{where}: invalid model description (sample_rate, frame_shift, min_samples "
                                 f"and files.fp32 must be set)")
-        if info.streaming is not None and ("frontend" not in info.files or kind != "ctc"):
-            raise ModelDirError(f"{where}: a streaming model needs kind 'ctc' and files.frontend")
+        if info.streaming is not None and ("frontend" not in info.files or kind != "ctc" or version < STREAMING_VERSION):
+            raise ModelDirError(f"{where}: a streaming model needs kind 'ctc', files.frontend and format_version "
+                                f">= {STREAMING_VERSION}")
         return info
 
     def save(self, model_dir: str | os.PathLike[str]) -> Path:
