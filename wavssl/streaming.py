@@ -73,6 +73,8 @@ def frontend_context(frontend: nn.Module, hop: int) -> tuple[int, int]:
             weight = torch.randn(out.shape[-1], generator=gen)
             (grad,) = torch.autograd.grad((out[0, j] * weight).sum(), wav, retain_graph=True)
             support = torch.nonzero(grad[0]).flatten()
+            if len(support) == 0 or support[0] == 0 or support[-1] == wav.shape[1] - 1:
+                raise StreamingError(f"cannot measure the front end's receptive field (over {frames // 2} frames)")
             left = max(left, j * hop - int(support[0]))
             right = max(right, int(support[-1]) + 1 - (j + 1) * hop)
     return left, max(right, 0)
