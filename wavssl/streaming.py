@@ -193,12 +193,13 @@ class _TorchStep:
     """The step function the chunk engine calls, in PyTorch: (1, n + R, E) frames + states -> log-probs + states."""
 
     step: ChunkStepGraph
+    names: tuple[str, ...]
+    """The state tensors in the step's argument order (:attr:`StreamGeometry.states`)."""
 
     def __call__(self, frames: np.ndarray, states: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         with torch.no_grad():
-            out = self.step(torch.from_numpy(frames), *(torch.from_numpy(states[k])
-                                                        for k in ("pos_cache", "kv_cache", "processed")))
-        return out[0].numpy(), {k: t.numpy() for k, t in zip(("pos_cache", "kv_cache", "processed"), out[1:])}
+            out = self.step(torch.from_numpy(frames), *(torch.from_numpy(states[k]) for k in self.names))
+        return out[0].numpy(), {k: t.numpy() for k, t in zip(self.names, out[1:])}
 
 
 @dataclass
@@ -228,7 +229,7 @@ class StreamingRecognizer(StreamingDecoder):
             raise StreamingError("the recognizer has no vocabulary (load it from a run with wavssl.load)")
         geometry = stream_geometry(model)
         frontend = _TorchFrontend(FrontendGraph(model, fused=False).eval())
-        step = _TorchStep(ChunkStepGraph(model).eval())
+        step = _TorchStep(ChunkStepGraph(model).eval(), tuple(s.name for s in geometry.states))
         min_samples = min_input_samples(model.encoder.frontend)
         super().__init__(lambda: ChunkEngine(frontend, step, geometry, min_samples), model.vocab,
                          sample_rate=model.sample_rate, frame_shift=model.frame_shift,

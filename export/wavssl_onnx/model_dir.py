@@ -193,7 +193,9 @@ def load_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
         raise ModelDirError(f"{path}: not valid JSON: {e}") from e
     info = ModelInfo.from_dict(data, str(path))
     for key in ("fp32", "frontend"):
-        model = root / info.files.get(key, info.files["fp32"])
+        if key not in info.files:
+            continue
+        model = root / info.files[key]
         if not model.is_file():
             raise ModelDirError(f"{model}: missing (the {'float32' if key == 'fp32' else 'front-end'} model "
                                 f"named in {path})")

@@ -33,8 +33,8 @@ import numpy as np
 from .audio import AudioError, Source, array_blocks, from_array, probe, read_audio, source_name, stream_audio
 from .decoding import Hypothesis, beam_search, greedy_decode
 from .lm import NGramLM
-from .model_dir import ModelDirError, ModelInfo
-from .session import cpu_session, open_model
+from .model_dir import ModelInfo
+from .session import load_session, open_model
 from .streaming import ChunkEngine, Engine, StreamGeometry, StreamingDecoder, Windows
 from .vocab import Vocabulary
 
@@ -135,13 +135,8 @@ class OfflineRecognizer:
             ModelDirError: the directory is invalid, incomplete or from a newer format; names the file.
         """
         info, session, _ = open_model(model_dir, "ctc", threads=threads, int8=int8, spin=spin)
-        frontend = None
-        if info.streaming is not None:
-            path = os.path.join(model_dir, info.files["frontend"])
-            try:
-                frontend = cpu_session(path, threads, spin)
-            except Exception as e:
-                raise ModelDirError(f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
+        frontend = None if info.streaming is None else \
+            load_session(os.path.join(model_dir, info.files["frontend"]), threads, spin)
         return cls(info, session, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
                    max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size, frontend=frontend)
 

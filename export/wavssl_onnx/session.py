@@ -44,6 +44,14 @@ def cpu_session(path: str | os.PathLike[str], threads: int | None = None, spin: 
                                 disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
+def load_session(path: str | os.PathLike[str], threads: int | None = None, spin: bool = False) -> Any:
+    """:func:`cpu_session`, raising :class:`ModelDirError` naming ``path`` when ONNX Runtime cannot load it."""
+    try:
+        return cpu_session(path, threads, spin)
+    except Exception as e:
+        raise ModelDirError(f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
+
+
 def open_model(model_dir: str | os.PathLike[str], kind: str, *, threads: int | None = None,
                int8: bool = False, spin: bool = False) -> tuple[ModelInfo, Any, Path]:
     """Validate ``model_dir`` for a ``kind`` model and open its fp32 (or int8) graph.
@@ -58,10 +66,7 @@ def open_model(model_dir: str | os.PathLike[str], kind: str, *, threads: int | N
     if info.kind != kind:
         raise ModelDirError(f"{Path(model_dir) / 'wavssl.json'}: a {info.kind!r} model, not a {kind!r} model")
     path = model_file(model_dir, info, int8)
-    try:
-        session = cpu_session(path, threads, spin)
-    except Exception as e:
-        raise ModelDirError(f"{path}: ONNX Runtime cannot load it: {str(e).strip().splitlines()[0]}") from e
+    session = load_session(path, threads, spin)
     check_metadata(path, info, dict(session.get_modelmeta().custom_metadata_map))
     names = [i.name for i in session.get_inputs()]
     if names != info.inputs:

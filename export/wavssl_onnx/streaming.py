@@ -221,11 +221,13 @@ class ChunkEngine:
         self.frames = self.frames[n:]
         return np.ascontiguousarray(x)
 
-    def feed(self, block: np.ndarray) -> None:
-        """Add samples: front-end frames only (:meth:`ready` says when a chunk can run)."""
-        pieces = self.windows.push(block)
+    def _add(self, pieces: list[np.ndarray]) -> None:
         if pieces:
             self.frames = np.concatenate([self.frames, *pieces])
+
+    def feed(self, block: np.ndarray) -> None:
+        """Add samples: front-end frames only (:meth:`ready` says when a chunk can run)."""
+        self._add(self.windows.push(block))
 
     def ready(self) -> bool:
         """A whole chunk and its look-ahead are waiting."""
@@ -239,9 +241,7 @@ class ChunkEngine:
         return out
 
     def finish(self) -> list[np.ndarray]:
-        pieces = self.windows.finish()
-        if pieces:
-            self.frames = np.concatenate([self.frames, *pieces])
+        self._add(self.windows.finish())
         out = []
         while len(self.frames):
             out.append(self._run(min(self.geometry.chunk_frames, len(self.frames))))
@@ -312,9 +312,8 @@ class Stream:
         self.finished = True
 
     def take_pending(self) -> np.ndarray:
-        """The queued audio, as one block (the queue is emptied)."""
-        block = np.concatenate(self.pending) if len(self.pending) > 1 else \
-            (self.pending[0] if self.pending else np.zeros(0, np.float32))
+        """The queued audio (at least one block), as one block; the queue is emptied."""
+        block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
         self.pending = []
         return block
 
