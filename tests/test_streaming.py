@@ -166,7 +166,8 @@ def test_streaming_export_runs_chunk_by_chunk_in_the_runtime(streaming_model: CT
                                                              speech_dir: Path) -> None:
     info = json.loads((streaming_dir / CONFIG_FILE).read_text())
     assert info["format_version"] == FORMAT_VERSION == 2
-    assert info["files"] == {"fp32": "model.onnx", "frontend": "frontend.onnx", "int8": "model.int8.onnx"}
+    assert info["files"] == {"fp32": "model.onnx", "frontend": "frontend.onnx", "int8": "model.int8.onnx",
+                             "frontend_int8": "frontend.int8.onnx"}
     s = info["streaming"]
     assert s["chunk_frames"] == 16 and s["left_chunks"] == 2
     assert [(x["name"], x["shape"]) for x in s["states"]] == [
@@ -185,6 +186,10 @@ def test_streaming_export_runs_chunk_by_chunk_in_the_runtime(streaming_model: CT
     offline = OfflineRecognizer.from_dir(streaming_dir, threads=1)
     assert offline.transcribe([wave])[0].token_ids == final.token_ids
     int8 = OnlineRecognizer.from_dir(streaming_dir, threads=1, int8=True)
+    # the int8 variant runs the int8 front end too: close to the float one's frames, not equal
+    window = wave[:RATE]
+    frames, frames8 = rec.recognizer.frontend(window), int8.recognizer.frontend(window)
+    assert frames.shape == frames8.shape and 0 < np.abs(frames - frames8).max() < 0.1 * np.abs(frames).max()
     stream8, _ = _push_randomly(int8, wave, seed=5)
     int8.decode(stream8)
     assert (stream8.log_probs(len(rec.vocab)).argmax(-1) == want.argmax(-1)).mean() >= 0.9

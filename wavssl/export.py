@@ -23,7 +23,8 @@ PyTorch-free runtime (``wavssl_onnx``) runs, with an optional int8 variant and a
 ``--streaming`` (a recognizer fine-tuned with chunked attention) traces :mod:`wavssl.streaming`'s
 front-end graph (``frontend.onnx``) and chunk step graph (``model.onnx``, state in and out) instead,
 and the parity check streams each input through them (:func:`streaming_parity`) against the PyTorch
-model's offline forward on the whole input.
+model's offline forward on the whole input; ``--int8`` quantizes both graphs (``model.int8.onnx``,
+``frontend.int8.onnx``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ PARITY_SECONDS = (1.0, 7.3, 60.0)
 PADDED_BATCH_SECONDS = (3.0, 2.2, 0.4)
 """Lengths of the zero-padded batch in the parity check."""
 FRONTEND_FILE = "frontend.onnx"
+FRONTEND_INT8_FILE = "frontend.int8.onnx"
 """A streaming model's front-end graph."""
 STREAM_BLOCK_SECONDS = 0.37
 """Audio pushed at a time in the streaming parity check (not a multiple of any chunk)."""
@@ -367,18 +369,18 @@ def parity_check(model: nn.Module, path: Path, info: ModelInfo, audio: Sequence[
     return rows
 
 
-def streaming_parity(model: nn.Module, out: Path, info: ModelInfo, step_file: str, audio: Sequence[np.ndarray] = (),
-                     reference: str | None = None) -> list[ParityRow]:
-    """Stream each check input through the ONNX front end and step graph ``out/step_file`` (blocks of
-    :data:`STREAM_BLOCK_SECONDS`) and compare with the PyTorch model's offline forward on the whole
-    input (or, with ``reference``, with streaming through that step graph); one row per check batch."""
+def streaming_parity(model: nn.Module, out: Path, info: ModelInfo, graphs: tuple[str, str],
+                     audio: Sequence[np.ndarray] = (), reference: tuple[str, str] | None = None) -> list[ParityRow]:
+    """Stream each check input through the ONNX ``graphs`` = (step graph, front-end graph) in ``out``
+    (blocks of :data:`STREAM_BLOCK_SECONDS`) and compare with the PyTorch model's offline forward on
+    the whole input (or, with ``reference``, with streaming through that pair); one row per check batch."""
     from wavssl_onnx.audio import array_blocks
     from wavssl_onnx.recognizer import OfflineRecognizer
 
-    def recognizer(name: str) -> OfflineRecognizer:
-        return OfflineRecognizer(info, _session(out / name), frontend=_session(out / FRONTEND_FILE))
+    def recognizer(pair: tuple[str, str]) -> OfflineRecognizer:
+        return OfflineRecognizer(info, _session(out / pair[0]), frontend=_session(out / pair[1]))
 
-    rec = recognizer(step_file)
+    rec = recognizer(graphs)
     ref = recognizer(reference) if reference is not None else None
     block = int(STREAM_BLOCK_SECONDS * info.sample_rate)
     rows = []
@@ -533,8 +535,10 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
             _set_metadata(tmp / name, info)
 
         def check(graph: str, reference: Path | None = None) -> list[ParityRow]:
-            if streaming:
-                return streaming_parity(model, tmp, info, graph, audio, reference=reference and reference.name)
+            if streaming:  # each step graph with its own front end
+                pair = {MODEL_FILE: (MODEL_FILE, FRONTEND_FILE), INT8_FILE: (INT8_FILE, FRONTEND_INT8_FILE)}
+                return streaming_parity(model, tmp, info, pair[graph], audio,
+                                        reference=reference and pair[reference.name])
             return parity_check(model, tmp / graph, info, audio, reference=reference)
 
         parity = check(MODEL_FILE)
@@ -554,6 +558,9 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
         files = dict(info.files)
         if int8:
             quantize_int8(onnx_path, tmp / INT8_FILE, info, per_channel=per_channel)
+            if streaming:  # the conv front end is a third to a half of a streaming step's work
+                quantize_int8(tmp / FRONTEND_FILE, tmp / FRONTEND_INT8_FILE, info, per_channel=per_channel)
+                files["frontend_int8"] = FRONTEND_INT8_FILE
             int8_rows = check(INT8_FILE, reference=onnx_path)
             say(format_parity(int8_rows, "[wavssl export] int8 vs fp32 ONNX (dynamic quantization, informational):"))
             if not all(math.isfinite(r.max_abs_diff) for r in int8_rows):
@@ -569,7 +576,7 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
         for name in files.values():  # the final description in every graph too
             _set_metadata(tmp / name, info)
         info.save(tmp)
-        for name in (INT8_FILE, FRONTEND_FILE):  # a stale graph would not match this export
+        for name in (INT8_FILE, FRONTEND_FILE, FRONTEND_INT8_FILE):  # a stale graph would not match this export
             if name not in files.values():
                 (out / name).unlink(missing_ok=True)
         for name in [*files.values(), CONFIG_FILE]:

@@ -6,6 +6,7 @@ MODEL_DIR/
   model.onnx        float32 graph
   model.int8.onnx   optional: MatMul/Attention weights int8 (dynamic quantization)
   frontend.onnx     streaming models only: the stateless front end (waveform -> projected frames)
+  frontend.int8.onnx  streaming models with int8 only: the front end's conv MatMuls int8
 ```
 
 ``wavssl.json`` keys (the same keys also sit in each ONNX file's ``metadata_props``, every value
@@ -25,7 +26,8 @@ JSON-encoded, so a lone ``.onnx`` file still describes itself):
   ``blank_id`` and ``delimiter_id``; ``language`` (text normalisation of transcripts, may be "").
   classify: ``class_names``.
 - ``files``: ``{"fp32": "model.onnx", "int8": "model.int8.onnx"}`` (int8 only when written; a
-  streaming model adds ``"frontend": "frontend.onnx"``).
+  streaming model adds ``"frontend": "frontend.onnx"`` and, with int8, ``"frontend_int8":
+  "frontend.int8.onnx"``, which the int8 variant runs; without it, it runs ``frontend.onnx``).
 - ``streaming`` (format version 2; ``wavssl export --streaming``): the chunk geometry and state
   tensors (:class:`wavssl_onnx.streaming.StreamGeometry`). ``model.onnx`` is then the step graph:
   ``frames`` (B, n + R, E), ``pos_cache``, ``kv_cache``, ``processed`` -> ``log_probs`` (B, n, V) and
@@ -78,7 +80,7 @@ class ModelInfo:
     inputs: list[str]
     outputs: list[str]
     files: dict[str, str]
-    """Variant (``fp32``, ``int8``) -> file name inside the directory."""
+    """Graph (``fp32``, ``int8``; streaming: ``frontend``, ``frontend_int8``) -> file name inside the directory."""
     vocabulary: Vocabulary | None = None
     """ctc: the CTC vocabulary."""
     class_names: list[str] | None = None
@@ -208,9 +210,22 @@ def model_file(model_dir: str | os.PathLike[str], info: ModelInfo, int8: bool) -
     if variant not in info.files:
         raise ModelDirError(f"{Path(model_dir) / CONFIG_FILE}: no int8 model in this directory "
                             f"(export it with wavssl export --int8)")
-    path = Path(model_dir) / info.files[variant]
+    return _existing(model_dir, info, variant)
+
+
+def frontend_file(model_dir: str | os.PathLike[str], info: ModelInfo, int8: bool) -> Path:
+    """Path of a streaming model's front-end graph for the fp32 or int8 variant (the int8 variant
+    runs ``files.frontend_int8`` where the directory has one, else ``files.frontend``); raises
+    :class:`ModelDirError` naming a missing file."""
+    if "frontend" not in info.files:
+        raise ModelDirError(f"{Path(model_dir) / CONFIG_FILE}: not a streaming model (no files.frontend)")
+    return _existing(model_dir, info, "frontend_int8" if int8 and "frontend_int8" in info.files else "frontend")
+
+
+def _existing(model_dir: str | os.PathLike[str], info: ModelInfo, key: str) -> Path:
+    path = Path(model_dir) / info.files[key]
     if not path.is_file():
-        raise ModelDirError(f"{path}: missing (the {variant} model named in {Path(model_dir) / CONFIG_FILE})")
+        raise ModelDirError(f"{path}: missing (the {key.replace('_', ' ')} model named in {Path(model_dir) / CONFIG_FILE})")
     return path
 
 

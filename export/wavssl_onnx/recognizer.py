@@ -33,7 +33,7 @@ import numpy as np
 from .audio import AudioError, Source, array_blocks, from_array, probe, read_audio, source_name, stream_audio
 from .decoding import Hypothesis, beam_search, greedy_decode
 from .lm import NGramLM
-from .model_dir import ModelInfo
+from .model_dir import ModelInfo, frontend_file
 from .session import load_session, open_model
 from .streaming import ChunkEngine, Engine, StreamGeometry, StreamingDecoder, Windows
 from .vocab import Vocabulary
@@ -123,7 +123,8 @@ class OfflineRecognizer:
         Args:
             model_dir: directory written by ``wavssl export``.
             threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
-            int8: run ``model.int8.onnx`` instead of ``model.onnx``.
+            int8: run ``model.int8.onnx`` instead of ``model.onnx`` (and a streaming model's
+                ``frontend.int8.onnx`` where it has one).
             spin: busy-waiting worker threads (see :func:`wavssl_onnx.session.session_options`).
             chunk_seconds, context_seconds: long-audio windows (see the module docstring).
             max_batch_seconds, max_batch_size: padded-batch budget for short inputs.
@@ -135,8 +136,7 @@ class OfflineRecognizer:
             ModelDirError: the directory is invalid, incomplete or from a newer format; names the file.
         """
         info, session, _ = open_model(model_dir, "ctc", threads=threads, int8=int8, spin=spin)
-        frontend = None if info.streaming is None else \
-            load_session(os.path.join(model_dir, info.files["frontend"]), threads, spin)
+        frontend = None if info.streaming is None else load_session(frontend_file(model_dir, info, int8), threads, spin)
         return cls(info, session, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
                    max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size, frontend=frontend)
 
