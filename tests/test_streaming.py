@@ -202,6 +202,20 @@ def test_streaming_directory_contract(streaming_dir: Path, tmp_path: Path, speec
         (broken / name).write_bytes((streaming_dir / name).read_bytes())
     with pytest.raises(ModelDirError, match="frontend.onnx"):  # a missing front end is named
         OnlineRecognizer.from_dir(broken)
+    # a missing int8 front end is named too; a directory whose description lists none (written
+    # before front ends were quantized) runs its float front end under the int8 step
+    for name in ("frontend.onnx", "model.int8.onnx"):
+        (broken / name).write_bytes((streaming_dir / name).read_bytes())
+    with pytest.raises(ModelDirError, match="frontend.int8.onnx"):
+        OnlineRecognizer.from_dir(broken, int8=True)
+    info = json.loads((broken / CONFIG_FILE).read_text())
+    del info["files"]["frontend_int8"]
+    (broken / CONFIG_FILE).write_text(json.dumps(info))
+    window = np.random.default_rng(0).standard_normal(RATE).astype(np.float32) * 0.1
+    fallback = OnlineRecognizer.from_dir(broken, threads=1, int8=True).recognizer.frontend
+    fp32 = OnlineRecognizer.from_dir(streaming_dir, threads=1).recognizer.frontend
+    assert fallback is not None and fp32 is not None
+    np.testing.assert_array_equal(fallback(window), fp32(window))
     # the runtime streams it where torch cannot be imported, from the command line
     wav = sorted(speech_dir.glob("*.wav"))[1]
     code = NO_TORCH + "from wavssl_onnx.cli import main; sys.exit(main())"
