@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from wavssl_onnx import ModelDirError, OfflineRecognizer, OnlineRecognizer, Vocabulary
+from wavssl_onnx import EndpointRules, ModelDirError, OfflineRecognizer, OnlineRecognizer, Vocabulary
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION
 
 from wavssl import config as C
@@ -228,6 +228,50 @@ def test_streaming_directory_contract(streaming_dir: Path, tmp_path: Path, speec
                             "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
     assert json.loads(whole.stdout.splitlines()[0])["text"] == lines[-1]["text"]
+
+
+def test_endpoints_cut_a_live_stream_into_utterances(streaming_dir: Path, speech_dir: Path, tmp_path: Path) -> None:
+    rules = EndpointRules(silence_without_text=2.0, silence_after_text=1.0, max_utterance=10.0)
+    assert not rules.reached(3.0, 0.9, True) and rules.reached(3.0, 1.0, True)
+    assert not rules.reached(3.0, 1.9, False) and rules.reached(3.0, 2.0, False)
+    assert rules.reached(10.0, 0.0, True) and not EndpointRules(max_utterance=0).reached(99.0, 0.0, True)
+    with pytest.raises(ValueError, match=">= 0"):
+        EndpointRules(silence_after_text=-1.0)
+    # the decoder's side, on recognised frames of known best tokens
+    rec = OnlineRecognizer.from_dir(streaming_dir, threads=1)
+    blank, (a, b, c) = rec.vocab.blank_id, rec.vocab.encode("abc")
+
+    def frames(ids: list[int]) -> np.ndarray:
+        lp = np.full((len(ids), len(rec.vocab)), -20.0, np.float32)
+        lp[np.arange(len(ids)), ids] = 0.0
+        return lp
+
+    stream = rec.create_stream()
+    stream.add([frames([a, a, blank, b] + [blank] * 40)])  # "ab", then 0.8 s of blanks
+    assert rec.decode(stream).text == "ab" and not rec.is_endpoint(stream)
+    stream.add([frames([blank] * 20)])  # 1.2 s of silence after text: the default rule
+    assert rec.is_endpoint(stream) and not rec.is_endpoint(stream, EndpointRules(silence_after_text=1.5))
+    rec.reset(stream)
+    assert rec.decode(stream).text == "" and not rec.is_endpoint(stream)
+    stream.add([frames([blank] * 10 + [c, c])])
+    hyp = rec.decode(stream)
+    assert hyp.text == "c" and hyp.words[0].start == pytest.approx((64 + 10) * rec.frame_shift)  # stream time
+    stream.input_finished()
+    assert rec.decode(stream).text == "c"
+    # from the command line, on two recordings with a pause: the utterances it prints as they end
+    # (this random model may cut none; the recipe's cuts at pauses, see export/README.md) and the
+    # final text hold the whole file's transcript
+    w1, w2 = (sf.read(str(p), dtype="float32")[0] for p in sorted(speech_dir.glob("*.wav"))[:2])
+    path = tmp_path / "pause.wav"
+    sf.write(str(path), np.concatenate([w1, np.zeros(RATE, np.float32), w2]), RATE)
+    code = NO_TORCH + "from wavssl_onnx.cli import main; sys.exit(main())"
+    run = subprocess.run([sys.executable, "-c", code, "stream", str(streaming_dir), str(path), "--json", "--threads",
+                          "1", "--endpoint-silence", "0.2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    pieces = [x["utterance"] for x in lines if "utterance" in x] + [lines[-1]["text"]]
+    whole = OfflineRecognizer.from_dir(streaming_dir, threads=1).transcribe([str(path)])[0].text
+    assert "".join(pieces).replace(" ", "") == whole.replace(" ", "")
 
 
 def test_many_streams_run_their_chunks_as_one_batch(streaming_dir: Path, speech_dir: Path) -> None:

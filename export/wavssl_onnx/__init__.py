@@ -31,7 +31,7 @@ _LAZY = {
     "OfflineRecognizer": "recognizer", "OnlineRecognizer": "recognizer", "Result": "recognizer", "Classifier": "classifier",
     "Prediction": "classifier", "load_series": "classifier", "AudioError": "audio", "read_audio": "audio",
     "ModelInfo": "model_dir", "ModelDirError": "model_dir", "load_model_info": "model_dir",
-    "FORMAT_VERSION": "model_dir",
+    "FORMAT_VERSION": "model_dir", "EndpointRules": "streaming",
 }
 
 
@@ -50,6 +50,7 @@ __all__ = [
     "AudioError",
     "Classifier",
     "EditCounts",
+    "EndpointRules",
     "ErrorRate",
     "Hypothesis",
     "ModelDirError",

@@ -1,7 +1,7 @@
 """``wavssl-onnx``: transcribe audio or classify series with an exported model, on a CPU, without PyTorch.
 
     wavssl-onnx transcribe MODEL_DIR a.wav b.flac ... [--int8] [--threads N] [--beam N --lm LM] [--json]
-    wavssl-onnx stream MODEL_DIR a.wav [--chunk-seconds 2 --context-seconds 1] [--realtime] [--json]
+    wavssl-onnx stream MODEL_DIR a.wav [--chunk-seconds 2 --context-seconds 1] [--realtime] [--endpoint-silence 1.2] [--json]
     wavssl-onnx evaluate MODEL_DIR test.tsv [--int8] [--language ru] [--json]      # WER and CER
     wavssl-onnx classify MODEL_DIR series.npy more.csv ... [--int8] [--threads N] [--json]
     wavssl-onnx info MODEL_DIR
@@ -67,10 +67,12 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
 def _cmd_stream(a: argparse.Namespace) -> int:
     from .audio import AudioError, stream_audio
     from .recognizer import OnlineRecognizer, Result
+    from .streaming import EndpointRules
 
     rec = OnlineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin,
                                     chunk_seconds=a.chunk_seconds, context_seconds=a.context_seconds)
     lm = _lm(a, rec.info.language)
+    rules = EndpointRules(a.endpoint_silence * 2, a.endpoint_silence) if a.endpoint_silence else None
     failed = 0
     for path in a.audio:
         stream, shown, start = rec.create_stream(), "", time.perf_counter()
@@ -79,10 +81,20 @@ def _cmd_stream(a: argparse.Namespace) -> int:
                 if a.realtime:  # pace the file like a live source
                     time.sleep(max(0.0, (stream.samples + len(block)) / rec.sample_rate - (time.perf_counter() - start)))
                 stream.accept_waveform(rec.sample_rate, block)
-                if (text := rec.decode(stream).text) == shown:
+                hyp = rec.decode(stream)
+                text, t = hyp.text, stream.samples / rec.sample_rate
+                if rules is not None and rec.is_endpoint(stream, rules):
+                    if text:  # one utterance done: its text with word times, then a fresh one
+                        print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "utterance": text,
+                                          "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
+                                                    for w in hyp.words]}, ensure_ascii=False)
+                              if a.json else f"{path}\t{t:7.2f}s\tutterance\t{text}", flush=True)
+                    rec.reset(stream)
+                    shown = ""
+                    continue
+                if text == shown:
                     continue
                 shown = text
-                t = stream.samples / rec.sample_rate
                 print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "partial": shown},
                                  ensure_ascii=False) if a.json else f"{path}\t{t:7.2f}s\t{shown}", flush=True)
             stream.input_finished()
@@ -211,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "window; text lags the audio by at most chunk + context")
     p.add_argument("--block-ms", type=float, default=100.0, help="audio pushed at a time")
     p.add_argument("--realtime", action="store_true", help="pace the file at real time, like a microphone")
+    p.add_argument("--endpoint-silence", type=float, default=0.0, metavar="S",
+                   help="cut the stream into utterances: one ends after S seconds of silence following text (2S "
+                        "with no text, or 20 s in all); each is printed as it ends (0: off)")
     p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser("evaluate", help="WER and CER of an exported recognizer on a manifest (path and text columns)")

@@ -112,6 +112,15 @@ def greedy_from_best(best: np.ndarray, score: float, vocab: Vocabulary, *, frame
     return Hypothesis(vocab.decode(token_ids), token_ids, score, word_times(token_ids, spans, vocab, frame_shift))
 
 
+def shift_times(hypothesis: Hypothesis, seconds: float) -> Hypothesis:
+    """``hypothesis`` with every word time moved by ``seconds`` (a piece decoded from frames that
+    start that far into the audio)."""
+    if not seconds:
+        return hypothesis
+    words = [WordTime(w.word, w.start + seconds, w.end + seconds) for w in hypothesis.words]
+    return Hypothesis(hypothesis.text, hypothesis.token_ids, hypothesis.score, words)
+
+
 def greedy_decode_batch(
     log_probs: np.ndarray, lengths: np.ndarray, vocab: Vocabulary, *, frame_shift: float = 0.02
 ) -> list[Hypothesis]:

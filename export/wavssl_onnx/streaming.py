@@ -21,6 +21,12 @@ Two engines turn audio into (F, V) log-probabilities piece by piece:
 
 Both give exactly the log-probabilities of the model's offline forward on the whole input (float
 rounding aside), so the final greedy transcript equals the offline one.
+
+A live source with pauses (a microphone left open) is cut into utterances by endpointing::
+
+    if recognizer.is_endpoint(stream):             # EndpointRules: trailing silence, utterance length
+        emit(recognizer.decode(stream))            # this utterance's text (word times from the stream start)
+        recognizer.reset(stream)                   # the next decode starts a new utterance
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import AudioError, mono, stream_resampler
-from .decoding import Hypothesis, beam_search, greedy_from_best
+from .decoding import Hypothesis, beam_search, greedy_from_best, shift_times
 from .lm import NGramLM
 from .vocab import Vocabulary
 
@@ -115,6 +121,33 @@ class Windows:
         if len(window) < self.min_samples:
             return []
         return [self.run(window)[first:]]
+
+
+@dataclass(frozen=True)
+class EndpointRules:
+    """When a live stream's utterance is over, read from the greedy path: frames whose most likely
+    token is the CTC blank are silence. An endpoint is reached when any rule holds (the defaults are
+    the usual ones of live recognizers, e.g. Kaldi's and sherpa-onnx's):
+
+    - ``silence_without_text`` seconds of trailing silence and nothing recognised in the utterance;
+    - ``silence_after_text`` seconds of trailing silence after some text;
+    - the utterance lasting ``max_utterance`` seconds (0: no limit).
+    """
+
+    silence_without_text: float = 2.4
+    silence_after_text: float = 1.2
+    max_utterance: float = 20.0
+
+    def __post_init__(self) -> None:
+        if min(self.silence_without_text, self.silence_after_text, self.max_utterance) < 0:
+            raise ValueError(f"endpoint rules must be >= 0 seconds, got {self}")
+
+    def reached(self, duration: float, trailing_silence: float, has_text: bool) -> bool:
+        """Whether an utterance of ``duration`` seconds ending in ``trailing_silence`` seconds of
+        silence (``has_text``: something was recognised) is over."""
+        if self.max_utterance and duration >= self.max_utterance:
+            return True
+        return trailing_silence >= (self.silence_after_text if has_text else self.silence_without_text)
 
 
 @dataclass(frozen=True)
@@ -276,6 +309,8 @@ class Stream:
         """Sum of those tokens' log-probabilities."""
         self.samples = 0
         """Samples received so far (at the model's rate)."""
+        self.offset = 0
+        """Frames of the utterances before the current one (``reset`` after an endpoint)."""
         self.finished = False
         """:meth:`input_finished` was called."""
         self.flushed = False
@@ -336,6 +371,11 @@ class Stream:
         self.pieces += new
         return sum(len(p) for p in new)
 
+    def new_utterance(self) -> None:
+        """Drop the frames recognised so far (a finished utterance); audio and model state go on."""
+        self.offset += len(self.best_tokens())
+        self.best, self.pieces, self.score = [], [], 0.0
+
     def best_tokens(self) -> np.ndarray:
         """(F,) most likely token of every frame recognised so far."""
         if len(self.best) != 1:
@@ -371,21 +411,37 @@ class StreamingDecoder:
 
     def decode(self, stream: Stream, *, beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5,
                word_bonus: float = 0.0) -> Hypothesis:
-        """Run the model on the stream's new audio and return its transcript: greedy while audio is
-        still coming (its token ids only ever grow), and once :meth:`Stream.input_finished` was
-        called the final one (greedy, or prefix beam search with an optional LM).
+        """Run the model on the stream's new audio and return its transcript (of the current
+        utterance, after a :meth:`reset`): greedy while audio is still coming (its token ids only
+        ever grow), and once :meth:`Stream.input_finished` was called the final one (greedy, or
+        prefix beam search with an optional LM).
 
         Raises:
             AudioError: a finished stream held too little audio for one frame.
         """
         stream.run()
-        if stream.finished and not stream.pieces:
+        if stream.finished and not stream.pieces and not stream.offset:
             raise AudioError("<stream>", f"too short: {stream.samples} samples at {self.sample_rate} Hz give no "
                                          f"output frame")
-        if not stream.finished or (beam <= 1 and lm is None):
-            return greedy_from_best(stream.best_tokens(), stream.score, self.vocab, frame_shift=self.frame_shift)
-        return beam_search(stream.log_probs(len(self.vocab)), self.vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight,
-                           word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
+        if not stream.finished or (beam <= 1 and lm is None) or not stream.pieces:
+            hyp = greedy_from_best(stream.best_tokens(), stream.score, self.vocab, frame_shift=self.frame_shift)
+        else:
+            hyp = beam_search(stream.log_probs(len(self.vocab)), self.vocab, beam=max(beam, 2), lm=lm,
+                              lm_weight=lm_weight, word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
+        return shift_times(hyp, stream.offset * self.frame_shift)
+
+    def is_endpoint(self, stream: Stream, rules: EndpointRules = EndpointRules()) -> bool:
+        """Whether the stream's current utterance is over by ``rules``, judged on the frames
+        recognised up to the last ``decode``."""
+        best = stream.best_tokens()
+        spoken = np.flatnonzero(best != self.vocab.blank_id)
+        silence = len(best) - (int(spoken[-1]) + 1 if spoken.size else 0)
+        return rules.reached(len(best) * self.frame_shift, silence * self.frame_shift, spoken.size > 0)
+
+    def reset(self, stream: Stream) -> None:
+        """Start a new utterance on ``stream`` (after an endpoint): ``decode`` then returns only what
+        follows, with word times still measured from the start of the stream."""
+        stream.new_utterance()
 
     def decode_streams(self, streams: Sequence[Stream], *, beam: int = 1, lm: NGramLM | None = None,
                        lm_weight: float = 0.5, word_bonus: float = 0.0) -> list[Hypothesis]:
@@ -404,5 +460,5 @@ class StreamingDecoder:
         return [self.decode(s, beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus) for s in streams]
 
 
-__all__ = ["ChunkEngine", "Engine", "StateSpec", "Stream", "StreamGeometry", "StreamingDecoder", "Windows",
+__all__ = ["ChunkEngine", "EndpointRules", "Engine", "StateSpec", "Stream", "StreamGeometry", "StreamingDecoder", "Windows",
            "step_together"]
