@@ -59,6 +59,8 @@ FRONTEND_FILE = "frontend.onnx"
 """A streaming model's front-end graph."""
 FRONTEND_INT8_FILE = "frontend.int8.onnx"
 """Its int8 variant (``--streaming --int8``), which the runtime runs beside ``model.int8.onnx``."""
+STREAMING_GRAPHS = {MODEL_FILE: (MODEL_FILE, FRONTEND_FILE), INT8_FILE: (INT8_FILE, FRONTEND_INT8_FILE)}
+"""A streaming export's step graph -> (it, the front end it runs with)."""
 STREAM_BLOCK_SECONDS = 0.37
 """Audio pushed at a time in the streaming parity check (not a multiple of any chunk)."""
 INT8_MIN_DIM = 64
@@ -536,10 +538,9 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
             _set_metadata(tmp / name, info)
 
         def check(graph: str, reference: Path | None = None) -> list[ParityRow]:
-            if streaming:  # each step graph with its own front end
-                pair = {MODEL_FILE: (MODEL_FILE, FRONTEND_FILE), INT8_FILE: (INT8_FILE, FRONTEND_INT8_FILE)}
-                return streaming_parity(model, tmp, info, pair[graph], audio,
-                                        reference=reference and pair[reference.name])
+            if streaming:
+                return streaming_parity(model, tmp, info, STREAMING_GRAPHS[graph], audio,
+                                        reference=reference and STREAMING_GRAPHS[reference.name])
             return parity_check(model, tmp / graph, info, audio, reference=reference)
 
         parity = check(MODEL_FILE)

@@ -86,8 +86,7 @@ def _cmd_stream(a: argparse.Namespace) -> int:
                 if rules is not None and rec.is_endpoint(stream, rules):
                     if text:  # one utterance done: its text with word times, then a fresh one
                         print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "utterance": text,
-                                          "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
-                                                    for w in hyp.words]}, ensure_ascii=False)
+                                          "words": [w.to_dict() for w in hyp.words]}, ensure_ascii=False)
                               if a.json else f"{path}\t{t:7.2f}s\tutterance\t{text}", flush=True)
                     rec.reset(stream)
                     shown = ""

@@ -36,6 +36,10 @@ class WordTime:
     end: float
     """Seconds: end of the last frame of the word's last token (repeats included)."""
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready ``{word, start, end}`` (times to the millisecond)."""
+        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
+
 
 @dataclass
 class Hypothesis:

@@ -195,12 +195,8 @@ def load_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
         raise ModelDirError(f"{path}: not valid JSON: {e}") from e
     info = ModelInfo.from_dict(data, str(path))
     for key in ("fp32", "frontend"):
-        if key not in info.files:
-            continue
-        model = root / info.files[key]
-        if not model.is_file():
-            raise ModelDirError(f"{model}: missing (the {'float32' if key == 'fp32' else 'front-end'} model "
-                                f"named in {path})")
+        if key in info.files:
+            _existing(root, info, key)
     return info
 
 
@@ -223,6 +219,7 @@ def frontend_file(model_dir: str | os.PathLike[str], info: ModelInfo, int8: bool
 
 
 def _existing(model_dir: str | os.PathLike[str], info: ModelInfo, key: str) -> Path:
+    """Path of ``info.files[key]``; raises :class:`ModelDirError` naming it when it is missing."""
     path = Path(model_dir) / info.files[key]
     if not path.is_file():
         raise ModelDirError(f"{path}: missing (the {key.replace('_', ' ')} model named in {Path(model_dir) / CONFIG_FILE})")

@@ -59,8 +59,7 @@ class Result:
         if self.hypothesis is None:
             return {"path": self.source, "error": self.error}
         return {"path": self.source, "text": self.hypothesis.text, "duration": round(self.duration, 3),
-                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)}
-                          for w in self.hypothesis.words]}
+                "words": [w.to_dict() for w in self.hypothesis.words]}
 
 
 class OrtFrontend:
