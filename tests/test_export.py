@@ -215,6 +215,34 @@ def test_onnx_matches_pytorch_on_random_and_real_audio(which: str, wave_model: t
             assert np.abs(got[i, :n] - want.log_probs()[i, :n].numpy()).max() <= 1e-3
 
 
+def test_frontend_time_pieces_compute_the_same_frames(wave_model: torch.nn.Module, wave_dir: Path) -> None:
+    """The exported waveform front end runs its long blocks in time pieces (8 / 4 / 2 at 10 s for
+    wav2vec2's strides; one piece per block for a 0.33 s streaming window): the same frames as one
+    piece, in PyTorch, and in the int8 graph one quantization per block input."""
+    import onnx
+
+    from wavssl.onnx_graph import MatMulWaveformFrontend, piece_counts
+
+    frontend = wave_model.encoder.frontend  # type: ignore[union-attr]
+    assert piece_counts(frontend.specs, 160_000) == [1, 8, 4, 2, 1, 1, 1]
+    assert piece_counts(frontend.specs, 5_280) == [1] * 7
+    wav = torch.randn(2, 16_123)
+    with torch.no_grad():
+        pieces = MatMulWaveformFrontend(frontend)(wav)
+        whole = MatMulWaveformFrontend(frontend, reference_samples=0)(wav)
+        reference = frontend(wav, torch.tensor([16_123, 16_123])).features
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pieces, reference, rtol=1e-4, atol=1e-4)
+    graph = onnx.load(str(wave_dir / INT8_FILE), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    gathered = [n for n in graph.node if n.input and n.input[0] in producer
+                and producer[n.input[0]].op_type == "Reshape" and producer[producer[n.input[0]].input[0]].op_type == "Gather"]
+    products = [n for n in gathered if n.op_type.startswith("MatMul") and "matmul_frontend" in n.input[1]]
+    assert [n.op_type for n in products] == ["MatMulIntegerToFloat"] * (8 + 4 + 2 + 1 + 1 + 1)  # block 0 stays float
+    quantized = {producer[producer[producer[n.input[0]].input[0]].input[0]].name for n in products}
+    assert len(quantized) == 6  # one DynamicQuantizeLinear per block input
+
+
 def _standardised(w: np.ndarray) -> np.ndarray:
     from wavssl.data.audio import _normalize
 

@@ -9,7 +9,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from wavssl.onnx_int8 import int8_grouped_conv, quantize_before_gather  # noqa: E402
+from wavssl.onnx_int8 import fuse_gathered_products, int8_grouped_conv, quantize_before_gather  # noqa: E402
 
 
 def _run(model: object, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -68,20 +68,22 @@ def test_ungrouped_or_strided_conv_is_left_alone() -> None:
     assert int8_grouped_conv(model) == 0
 
 
-def _windows_model(frames: int = 41, channels: int = 16, out: int = 24, seed: int = 0):
+def _windows_model(frames: int = 41, channels: int = 16, out: int = 24, seed: int = 0, pieces: int = 1):
     """x (1, F, C) -> GELU-free toy of the MatMul front end: gather 3-frame windows at stride 2,
-    reshape, MatMul by a constant weight."""
+    reshape, MatMul by a constant weight; in ``pieces`` time pieces, concatenated."""
     rng = np.random.default_rng(seed)
     n = (frames - 3) // 2 + 1
     index = (np.arange(n) * 2)[:, None] + np.arange(3)
-    nodes = [
-        helper.make_node("Gather", ["x", "idx"], ["win"], axis=1),
-        helper.make_node("Reshape", ["win", "shape"], ["a"]),
-        helper.make_node("MatMul", ["a", "w"], ["y"]),
-    ]
-    inits = [numpy_helper.from_array(index.reshape(-1).astype(np.int64), "idx"),
-             numpy_helper.from_array(np.array([1, n, 3 * channels], np.int64), "shape"),
-             numpy_helper.from_array(rng.standard_normal((3 * channels, out)).astype(np.float32), "w")]
+    bounds = [n * j // pieces for j in range(pieces + 1)]
+    nodes, inits = [], [numpy_helper.from_array(np.array([1, -1, 3 * channels], np.int64), "shape"),
+                        numpy_helper.from_array(rng.standard_normal((3 * channels, out)).astype(np.float32), "w")]
+    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        inits.append(numpy_helper.from_array(index[a:b].reshape(-1).astype(np.int64), f"idx{j}"))
+        nodes += [helper.make_node("Gather", ["x", f"idx{j}"], [f"win{j}"], axis=1),
+                  helper.make_node("Reshape", [f"win{j}", "shape"], [f"a{j}"]),
+                  helper.make_node("MatMul", [f"a{j}", "w"], ["y" if pieces == 1 else f"y{j}"])]
+    if pieces > 1:
+        nodes.append(helper.make_node("Concat", [f"y{j}" for j in range(pieces)], ["y"], axis=1))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, frames, channels])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n, out])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
@@ -104,3 +106,27 @@ def test_quantize_before_gather_gathers_bytes_and_keeps_the_result(tmp_path) -> 
     after = _run(model, {"x": x})
     np.testing.assert_array_equal(after, before)
     assert quantize_before_gather(model) == 0  # nothing left to move
+
+
+def test_time_pieces_quantize_once_and_keep_fused_products(tmp_path) -> None:
+    """A block in time pieces: after the rewrites its input is quantized once (the pieces' moved
+    quantizations merge), each piece is one MatMulIntegerToFloat, and the result equals the
+    one-piece block's."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 41, 16)).astype(np.float32)
+    results = {}
+    for pieces in (1, 3):
+        src, dst = tmp_path / f"f{pieces}.onnx", tmp_path / f"q{pieces}.onnx"
+        onnx.save(_windows_model(pieces=pieces), str(src))
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                         per_channel=True)
+        model = onnx.load(str(dst))
+        assert quantize_before_gather(model) == pieces
+        assert fuse_gathered_products(model) == pieces
+        ops = [n.op_type for n in model.graph.node]
+        assert ops.count("DynamicQuantizeLinear") == 1 and ops.count("MatMulIntegerToFloat") == pieces
+        assert "MatMulInteger" not in ops and "Cast" not in ops
+        results[pieces] = _run(model, {"x": x})
+    np.testing.assert_allclose(results[3], results[1], rtol=1e-6, atol=1e-6)
+    assert fuse_gathered_products(model) == 0  # nothing left to fuse

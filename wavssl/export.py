@@ -47,7 +47,7 @@ from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_
 
 from .models import CTCModel, SequenceClassifier, frame_shift_samples, min_input_samples
 from .onnx_graph import ClassifierGraph, CTCGraph, translation_table
-from .onnx_int8 import int8_grouped_conv, quantize_before_gather
+from .onnx_int8 import fuse_gathered_products, int8_grouped_conv, quantize_before_gather
 
 PARITY_ATOL = 1e-3
 """Largest allowed |log p_onnx - log p_torch| on any valid frame and token (fp32 graph)."""
@@ -225,7 +225,8 @@ def _export_streaming(model: CTCModel, info: ModelInfo, out: Path, fused: bool, 
     assert g is not None
     batch = torch.export.Dim("batch", min=1)
     wav, lengths = _example(info)
-    _dynamo(FrontendGraph(model, fused).eval(), (wav, lengths), g.frontend_inputs, g.frontend_outputs,
+    window = g.left_samples + g.chunk_frames * g.frame_shift_samples + g.right_samples
+    _dynamo(FrontendGraph(model, fused, window).eval(), (wav, lengths), g.frontend_inputs, g.frontend_outputs,
             _dynamic_shapes(info), out / FRONTEND_FILE, fused, opset)
     c, r = g.chunk_frames, g.lookahead_frames
     states = tuple(torch.zeros(2, *s.shape, dtype=getattr(torch, s.dtype)) for s in g.states)
@@ -470,6 +471,7 @@ def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = 
                      extra_options={"MatMulConstBOnly": True})
     proto = onnx.load(str(dst))
     quantize_before_gather(proto)
+    fuse_gathered_products(proto)
     int8_grouped_conv(proto)
     _put_metadata(proto, info)
     onnx.save(proto, str(dst))

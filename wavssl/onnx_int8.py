@@ -4,9 +4,12 @@ that make it faster on a CPU. Pure functions on ``onnx.ModelProto``; ``wavssl.ex
 - :func:`quantize_before_gather`: the quantizer puts a ``DynamicQuantizeLinear`` right before each
   int8 product, so a product over gathered windows (the MatMul front end's strided convs, whose
   windows overlap) quantizes every frame k/s times, in float. Moving the quantization ahead of the
-  ``Gather`` (and any ``Reshape``) quantizes each frame once and gathers bytes, not floats. The
+  ``Gather`` (and any ``Reshape``) quantizes each frame once and gathers bytes, not floats (once
+  for all the time pieces of a block, whose quantizations merge into one). The
   scale then comes from all frames rather than those the windows cover, which differ by at most
   the ``(L - k) % s`` frames past the last window.
+- :func:`fuse_gathered_products`: the int8 products over gathered windows keep their fused float
+  rescale (``MatMulIntegerToFloat``) when a block runs in time pieces.
 - :func:`int8_grouped_conv`: a grouped 1-D convolution with constant weights (the context
   encoder's positional conv: 768 channels, 16 groups, kernel 128) becomes a uint8 ``Gather`` of
   each group's windows and one batched ``MatMulInteger`` with per-output-channel int8 weights:
@@ -81,8 +84,76 @@ def quantize_before_gather(model: Any) -> int:
         chain[0].output[0] = quantized
         moved += 1
     if moved:
+        _merge_same_input(graph, "DynamicQuantizeLinear")
         _toposort(graph)
     return moved
+
+
+def _merge_same_input(graph: Any, op_type: str) -> None:
+    """Keep one of the ``op_type`` nodes that read the same tensor (a front-end block in time pieces
+    quantizes its input once per piece after :func:`quantize_before_gather`); the others' consumers
+    read the kept node's outputs. In place."""
+    kept: dict[str, Any] = {}
+    rename: dict[str, str] = {}
+    for node in [n for n in graph.node if n.op_type == op_type]:
+        first = kept.setdefault(node.input[0], node)
+        if first is not node:
+            rename.update(zip(node.output, first.output))
+            graph.node.remove(node)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+
+
+def fuse_gathered_products(model: Any) -> int:
+    """Fuse each ``MatMulInteger -> Cast -> Mul(scale)`` whose uint8 input is gathered windows (not a
+    ``DynamicQuantizeLinear`` output) into one ``com.microsoft.MatMulIntegerToFloat``, the product
+    with its float rescale. ONNX Runtime fuses this itself, but not once its common-subexpression pass
+    has merged the identical scale products of a block's time pieces into one shared tensor: the
+    pieces would then run an int32 product, a cast and a multiply. In place.
+
+    Returns:
+        The number of products fused.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    producer, consumers = _index(graph)
+    outputs = {o.name for o in graph.output}
+
+    def only_consumer(name: str, op_type: str) -> Any | None:
+        users = consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type != op_type or name in outputs:
+            return None
+        return users[0]
+
+    fused, scale_products = 0, []
+    for mm in [n for n in graph.node if n.op_type == "MatMulInteger"]:
+        source = producer.get(mm.input[0])
+        if source is None or source.op_type == "DynamicQuantizeLinear" or len(mm.input) < 4:
+            continue
+        cast = only_consumer(mm.output[0], "Cast")
+        mul = cast and only_consumer(cast.output[0], "Mul")
+        scales = mul and producer.get(mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0])
+        if not mul or scales is None or scales.op_type != "Mul":
+            continue
+        a_scale, b_scale = scales.input
+        node = helper.make_node("MatMulIntegerToFloat", [mm.input[0], mm.input[1], a_scale, b_scale, mm.input[2], mm.input[3]],
+                                [mul.output[0]], name=f"{mul.output[0]}_int8_product", domain="com.microsoft")
+        graph.node.insert(list(graph.node).index(mm), node)
+        for old in (mm, cast, mul):
+            graph.node.remove(old)
+        scale_products.append(scales)
+        fused += 1
+    if fused:
+        used = {name for n in graph.node for name in n.input} | outputs
+        for node in scale_products:
+            if node.output[0] not in used and node in graph.node:
+                graph.node.remove(node)  # the fused nodes read both scales themselves
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return fused
 
 
 def _attrs(node: Any) -> dict[str, Any]:

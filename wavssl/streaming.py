@@ -106,13 +106,16 @@ def stream_geometry(model: CTCModel) -> StreamGeometry:
 
 
 class FrontendGraph(nn.Module):
-    """(waveform (B, T) float32, lengths (B,) int64) -> (projected frames (B, F, E), frame lengths (B,))."""
+    """(waveform (B, T) float32, lengths (B,) int64) -> (projected frames (B, F, E), frame lengths (B,)).
 
-    def __init__(self, model: CTCModel, fused: bool = True) -> None:
+    ``window_samples``: the waveform window one streaming step feeds (sizes the fused front end's
+    time pieces; a window gives one piece per block)."""
+
+    def __init__(self, model: CTCModel, fused: bool = True, window_samples: int = 0) -> None:
         super().__init__()
         encoder = frozen_copy(model).encoder  # type: ignore[union-attr]
         self.frontend = encoder.frontend
-        self.matmul = MatMulWaveformFrontend(encoder.frontend) \
+        self.matmul = MatMulWaveformFrontend(encoder.frontend, window_samples) \
             if fused and isinstance(encoder.frontend, WaveformEncoder) else None
         self.feature_norm, self.feature_proj = encoder.feature_norm, encoder.feature_proj
 
