@@ -157,7 +157,7 @@ def conv_windows(x: Tensor, kernel: int, stride: int, start: int | None = None, 
         start, end = 0, (length - kernel) // stride + 1
     first = torch.arange(start, end, device=x.device) * stride
     index = first[:, None] + torch.arange(kernel, device=x.device)
-    return x.index_select(1, index.reshape(-1)).reshape(b, -1, kernel * channels)
+    return x.index_select(1, index.reshape(-1)).reshape(b, end - start, kernel * channels)
 
 
 PIECE_FRAMES = 2000
