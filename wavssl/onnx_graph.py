@@ -162,9 +162,10 @@ def conv_windows(x: Tensor, kernel: int, stride: int, start: int | None = None, 
 
 PIECE_FRAMES = 2000
 """Output frames per time piece of a front-end product at :data:`PIECE_REFERENCE_SAMPLES` of input.
-Measured with ONNX Runtime int8 on 2 cores (BASE, 10 s): the 16000 x 1536 @ 1536 x 512 product of
-block 1 with its GELU takes 28.5 ms in one piece and 22.3 ms in 8 (2000 rows), whose gathered windows
-(3 MB) and outputs (4 MB) stay in cache; 500-row pieces are slower again (23.8 ms)."""
+Measured with ONNX Runtime int8 on 2 cores (BASE, 10 s): block 1 (the quantization of its input, the
+windows, the 16000 x 1536 @ 1536 x 512 product, GELU, the quantization of its output) takes 28.5 ms
+in one piece and 22.3 ms in 8 (2000 rows), whose gathered windows (3 MB) and outputs (4 MB) stay in
+cache; 500-row pieces are slower again (23.8 ms)."""
 
 PIECE_REFERENCE_SAMPLES = 160_000
 """Input length (10 s at 16 kHz) the piece counts are sized for. The counts are fixed in the graph,
