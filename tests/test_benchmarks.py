@@ -97,3 +97,25 @@ def test_gpu_pretrain_records_oom_and_goes_on(tmp_path: Path, monkeypatch: pytes
     assert rec["results"]["transformers"]["status"] == "oom"
     assert rec["results"]["wavssl"]["status"] == "ok" and rec["results"]["wavssl"]["audio_s_per_s"] > 0
     assert rec["targets"]["speed_ratio"]["value"] is None
+
+
+def test_sensor_probe_variants_and_diagnostic_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe sweep's variant syntax, and its train+test diagnostic file holds both splits' series
+    in order (the test split's header dropped)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import sensor_probe
+
+    from wavssl.data.sensor import load_series
+
+    assert sensor_probe.parse_variant("L4 model.context.num_layers=4 optim.lr=0.01") == (
+        "L4", ["model.context.num_layers=4", "optim.lr=0.01"])
+    with pytest.raises(ValueError, match="key=value"):
+        sensor_probe.parse_variant("L4 model.context.num_layers")
+    header = "@problemName Toy\n@univariate true\n@classLabel true a b\n@data\n"
+    files = {"TRAIN": header + "1,2,3:a\n4,5,6,7:b\n", "TEST": "# a comment\n" + header + "8,9,10:b\n"}
+    for split, text in files.items():
+        (tmp_path / f"Toy_{split}.ts").write_text(text)
+    monkeypatch.setattr(sensor_probe.fewlabel, "aeon_file", lambda name, stem, split: tmp_path / f"{stem}_{split}.ts")
+    both = load_series(sensor_probe.combined_series_file("Toy", tmp_path / "both.ts"))
+    assert both.labels == ["a", "b", "b"]
+    assert [s.tolist() for s in both.series] == [[[1, 2, 3]], [[4, 5, 6, 7]], [[8, 9, 10]]]
