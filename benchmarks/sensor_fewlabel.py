@@ -250,7 +250,8 @@ def environment() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
 
-    dirty = git("status", "--porcelain", "--", "wavssl", "recipes/sensors", "benchmarks/sensor_fewlabel.py")
+    dirty = git("status", "--porcelain", "--", "wavssl", "recipes/sensors", "benchmarks/sensor_fewlabel.py",
+                "benchmarks/sensor_probe.py")
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
