@@ -1,7 +1,9 @@
-"""What every benchmark records about where it ran: commit, CPU model, load average."""
+"""What every benchmark records about where it ran (commit, CPU model, load average), and how it
+keeps the record."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -40,3 +42,10 @@ def load_average() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return -1.0
+
+
+def append_result(path: Path, record: dict[str, object]) -> None:
+    """Append ``record`` as one JSON line to the results file ``path`` (created with its folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -38,7 +38,6 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._env import append_result, cpu_name, git_commit  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "sensor_fewlabel.jsonl"
 CONFIGS = ROOT / "recipes" / "sensors" / "configs"
@@ -241,25 +242,13 @@ def print_table(summary: dict[str, Any], pretraining: dict[str, Any]) -> list[st
 
 
 def environment() -> dict[str, Any]:
+    """Versions, CPU and the commit (``+dirty`` when the library, the sensor recipes or scripts changed)."""
     import aeon
     import torch
 
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
-    dirty = git("status", "--porcelain", "--", "wavssl", "recipes/sensors", "benchmarks/sensor_fewlabel.py",
-                "benchmarks/sensor_probe.py")
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else ""), "torch": torch.__version__,
-            "aeon": aeon.__version__, "numpy": np.__version__, "python": platform.python_version(), "cpu": cpu,
+    commit = git_commit("wavssl", "recipes/sensors", "benchmarks/sensor_fewlabel.py", "benchmarks/sensor_probe.py")
+    return {"commit": commit or "unknown", "torch": torch.__version__, "aeon": aeon.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "cpu": cpu_name(),
             "cpu_count": os.cpu_count()}
 
 
@@ -317,9 +306,7 @@ def main() -> None:
         "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, **environment(),
     }
     if not a.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_result(RESULTS, record)
         print(f"[bench] appended to {RESULTS.relative_to(ROOT)}")
 
 

@@ -214,9 +214,7 @@ def main() -> None:
               "variants": rows, "MiniRocket": peer_row, "table": table, "wall_seconds": wall,
               "diagnostic_pretrain_on_test": a.diagnostic_pretrain_on_test, **fewlabel.environment()}
     if not a.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        fewlabel.append_result(RESULTS, record)
         print(f"[probe] appended to {RESULTS.relative_to(HERE.parent)}")
 
 
