@@ -193,27 +193,45 @@ def test_contrastive_logits_match_direct_cosine(block, monkeypatch):
     assert torch.allclose(contrastive_logits(c, y, neg, 0.1, target_ids=ids), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("norm_mode,bias", [("default", False), ("default", True), ("layer_norm", True)])
-def test_waveform_cpu_training_path_equals_reference_blocks(norm_mode, bias):
-    """The channels-last CPU training path computes the same function and gradients as the blocks."""
+def test_waveform_cpu_training_path_equals_reference_blocks(norm_mode, bias, precision):
+    """The channels-last CPU training path computes the same function and gradients as the blocks,
+    in fp32 and under bf16 autocast (``train.precision=bf16`` on a CPU), where its hand-written
+    backward must see one dtype and leave fp32 gradients on the fp32 parameters."""
     torch.manual_seed(7)
     enc = WaveformEncoder(((32, 10, 5), (32, 3, 2), (32, 2, 2)), norm_mode=norm_mode, conv_bias=bias)
     wav = torch.randn(2, 4000)
     lengths = torch.tensor([4000, 4000])
     enc.train()
-    fast = enc(wav, lengths).features
-    g_fast = torch.autograd.grad(fast.pow(2).sum(), list(enc.parameters()), allow_unused=True)
-    ref = wav.unsqueeze(1)
-    for block in enc.blocks:
-        ref = block(ref)
-    ref = ref.transpose(1, 2)
-    g_ref = torch.autograd.grad(ref.pow(2).sum(), list(enc.parameters()), allow_unused=True)
-    assert torch.allclose(fast, ref, atol=1e-4, rtol=1e-4)
-    for a, b in zip(g_fast, g_ref):
+    params = list(enc.parameters())
+    bf16 = precision == "bf16"
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        fast = enc(wav, lengths).features
+        ref = wav.unsqueeze(1)
+        for block in enc.blocks:
+            ref = block(ref)
+        ref = ref.transpose(1, 2)
+    g_fast = torch.autograd.grad(fast.float().pow(2).sum(), params, allow_unused=True)
+    g_ref = torch.autograd.grad(ref.float().pow(2).sum(), params, allow_unused=True)
+    assert fast.dtype == ref.dtype == (torch.bfloat16 if bf16 else torch.float32)
+
+    scale = max(g.norm().item() for g in g_ref if g is not None)
+
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+        if not bf16:
+            return torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+        # bf16 keeps ~3 digits; a gradient that is 0 in exact arithmetic (a conv bias before
+        # GroupNorm) is rounding noise in the reference, so the floor is relative to the largest one
+        return (a.float() - b.float()).norm().item() < 0.02 * b.float().norm().item() + 1e-3 * scale
+
+    assert (torch.allclose(fast, ref, atol=1e-4, rtol=1e-4) if not bf16 else close(fast, ref))
+    for p, a, b in zip(params, g_fast, g_ref):
         if b is None or a is None:
             assert a is None or not a.any()
             continue
-        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), (a - b).abs().max()
+        assert a.dtype == p.dtype == torch.float32
+        assert close(a, b), (a - b).abs().max()
 
 
 @pytest.mark.parametrize("norm_mode", ["default", "layer_norm"])

@@ -215,7 +215,16 @@ def _conv_weight_grad(x: Tensor, grad: Tensor, kernel: int, stride: int) -> Tens
 
 
 def _time_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-    """Strided conv of the waveform encoder on channels-last (B, T, C) CPU activations."""
+    """Strided conv of the waveform encoder on channels-last (B, T, C) CPU activations.
+
+    Under CPU autocast the operands are cast to the autocast dtype first (differentiably, so the
+    fp32 parameters still get fp32 gradients) and :class:`_TimeConv` runs with autocast off: its
+    hand-written backward then sees one dtype, as autocast's own conv would have given it.
+    """
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        with torch.autocast("cpu", enabled=False):
+            return _time_conv(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), stride)
     if torch.is_grad_enabled():
         return _TimeConv.apply(x, weight, bias, stride)
     return _conv_cl(x, weight, bias, stride)
