@@ -23,6 +23,7 @@ Tolerances (see also ``wavssl.export.PARITY_ATOL``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,9 +32,12 @@ import string
 import subprocess
 import sys
 import textwrap
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import soundfile as sf
 import soxr
@@ -46,6 +50,7 @@ import wavssl
 from wavssl import config as C
 from wavssl.export import ExportError, export
 from wavssl.models import build_classifier, build_model, build_recognizer
+from wavssl.onnx_int8 import WEIGHT_LIMIT, int8_weight_range
 from wavssl.train.checkpoint import save_model
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -269,6 +274,8 @@ def test_int8_close_to_fp32(which: str, tiny_dir: Path, wave_dir: Path, speech_d
     model_dir = tiny_dir if which == "tiny" else wave_dir
     info = json.loads((model_dir / CONFIG_FILE).read_text())
     assert info["export"]["int8"]["per_channel"] is True
+    assert info["export"]["int8"]["weight_limit"] == WEIGHT_LIMIT  # exact on AVX2 kernels too
+    assert 0 < int8_weight_range(onnx.load(str(model_dir / INT8_FILE))) <= WEIGHT_LIMIT
     assert (model_dir / INT8_FILE).stat().st_size < 0.8 * (model_dir / MODEL_FILE).stat().st_size
     waves = [sf.read(str(p), dtype="float32")[0] for p in _files(speech_dir)]
     fp32 = OfflineRecognizer.from_dir(model_dir, threads=1).log_probs(waves)
@@ -608,3 +615,42 @@ def test_runtime_evaluate_matches_pytorch_scores(tiny_run: Path, tiny_dir: Path,
     torch_scores = json.loads(ref.stdout)
     assert onnx_scores["utterances"] == torch_scores["utterances"] == 6
     assert abs(onnx_scores["cer"] - torch_scores["cer"]) < 0.02 and onnx_scores["words"] == torch_scores["words"]
+
+
+def test_cpu_kind_and_int8_saturation_risk(tmp_path: Path, tiny_dir: Path) -> None:
+    """The runtime names the int8 kernel a CPU gets, warns when an int8 model exported without the
+    +-64 weight limit runs on an AVX2 CPU without VNNI, and ``wavssl-onnx info`` reports both."""
+    from wavssl_onnx import cpu
+
+    def kernel(flags: str) -> str:
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+        return cpu.int8_kernel(cpu.cpu_flags(tmp_path / "cpuinfo"))
+
+    assert kernel("avx avx2 fma") == "avx2-int16-pairs"
+    assert kernel("avx2 avx512f avx512bw") == "avx2-int16-pairs"  # AVX-512 without VNNI sums pairs too
+    assert kernel("avx2 avx_vnni") == kernel("avx2 avx512f avx512_vnni") == "vnni"
+    assert cpu.int8_saturation_risk(None, ["avx2"]) and cpu.int8_saturation_risk(127, ["avx2", "avx512f"])
+    assert not cpu.int8_saturation_risk(WEIGHT_LIMIT, ["avx2"]) and not cpu.int8_saturation_risk(None, ["avx512_vnni"])
+
+    old = tmp_path / "old_export"
+    shutil.copytree(tiny_dir, old)
+    info = json.loads((old / CONFIG_FILE).read_text())
+    del info["export"]["int8"]["weight_limit"]  # as exports before the limit wrote it
+    (old / CONFIG_FILE).write_text(json.dumps(info))
+    at_risk = cpu.int8_kernel() == "avx2-int16-pairs"
+    with pytest.warns(UserWarning, match="re-export") if at_risk else _no_warning():
+        OfflineRecognizer.from_dir(old, int8=True)
+    with _no_warning():
+        OfflineRecognizer.from_dir(tiny_dir, int8=True)
+    run = subprocess.run([sys.executable, "-m", "wavssl_onnx", "info", str(tiny_dir)], capture_output=True, text=True,
+                         timeout=60)
+    here = json.loads(run.stdout)["this_cpu"]
+    assert here["int8_kernel"] == cpu.int8_kernel() and here["int8_saturation_risk"] is False
+
+
+
+@contextlib.contextmanager
+def _no_warning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        yield

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -130,3 +137,41 @@ def test_time_pieces_quantize_once_and_keep_fused_products(tmp_path) -> None:
         results[pieces] = _run(model, {"x": x})
     np.testing.assert_allclose(results[3], results[1], rtol=1e-6, atol=1e-6)
     assert fuse_gathered_products(model) == 0  # nothing left to fuse
+
+
+def test_int8_weights_fit_the_int16_pair_sums_of_avx2_kernels() -> None:
+    """Every int8 weight stays within +-64, so ONNX Runtime's AVX2 (non-VNNI) kernels, which add two
+    u8 x s8 products in a saturating int16, give the exact integers that VNNI and ARM kernels give."""
+    from wavssl.onnx_int8 import WEIGHT_LIMIT, int8_weight_range
+
+    model = _conv_model(channels=64, groups=8, kernel=16, pads=(8, 7), bias=True)
+    int8_grouped_conv(model)
+    assert 0 < int8_weight_range(model) <= WEIGHT_LIMIT
+    assert 2 * 255 * WEIGHT_LIMIT <= np.iinfo(np.int16).max
+
+
+_AVX2_CHECK = """
+import numpy as np, onnxruntime as ort
+from tests.test_onnx_int8 import _conv_model, _run
+from wavssl.onnx_int8 import int8_grouped_conv
+model = _conv_model(channels=64, groups=8, kernel=16, pads=(8, 7), bias=True)
+x = np.random.default_rng(1).standard_normal((2, 64, 50)).astype(np.float32)
+want = _run(model, {"x": x})
+int8_grouped_conv(model)
+got = _run(model, {"x": x})
+print("ERR", float(np.abs(got - want).max() / np.abs(want).max()))
+"""
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
+                    reason="needs qemu-user (Debian qemu-user) on an x86-64 host to emulate an AVX2-only CPU")
+def test_int8_conv_is_accurate_on_an_emulated_avx2_only_cpu() -> None:
+    """The int8 positional conv run by ONNX Runtime on a Haswell CPU (AVX2, no AVX-512, no VNNI),
+    emulated by qemu-user whatever CPU runs the tests: with full-range int8 weights it was 13 % off."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*sys.path[1:], str(root), str(root / "export")]))
+    run = subprocess.run(["qemu-x86_64", "-cpu", "Haswell", os.path.realpath(sys.executable), "-c", _AVX2_CHECK],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    err = float(run.stdout.split("ERR")[1])
+    assert err < 0.02, err

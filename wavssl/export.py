@@ -43,11 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from wavssl_onnx.cpu import cpu_flags, int8_kernel
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE, STREAMING_VERSION, ModelInfo
 
 from .models import CTCModel, SequenceClassifier, frame_shift_samples, min_input_samples
 from .onnx_graph import ClassifierGraph, CTCGraph, translation_table
-from .onnx_int8 import fuse_gathered_products, int8_grouped_conv, quantize_before_gather
+from .onnx_int8 import (INT8_SCHEME, WEIGHT_LIMIT, fuse_gathered_products, int8_grouped_conv, int8_weight_range,
+                        quantize_before_gather)
 
 PARITY_ATOL = 1e-3
 """Largest allowed |log p_onnx - log p_torch| on any valid frame and token (fp32 graph)."""
@@ -466,13 +468,17 @@ def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
+    # reduce_range: int8 weights in [-64, 64], exact on every CPU kind (see wavssl.onnx_int8.WEIGHT_LIMIT)
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=per_channel,
-                     weight_type=QuantType.QInt8, nodes_to_exclude=_int8_excluded(src),
+                     weight_type=QuantType.QInt8, nodes_to_exclude=_int8_excluded(src), reduce_range=True,
                      extra_options={"MatMulConstBOnly": True})
     proto = onnx.load(str(dst))
     quantize_before_gather(proto)
     fuse_gathered_products(proto)
     int8_grouped_conv(proto)
+    if (largest := int8_weight_range(proto)) > WEIGHT_LIMIT:
+        raise ExportError(f"{dst.name}: an int8 weight of magnitude {largest} > {WEIGHT_LIMIT} would saturate "
+                          f"the int16 sums of AVX2 CPUs without VNNI; nothing written")
     _put_metadata(proto, info)
     onnx.save(proto, str(dst))
 
@@ -571,6 +577,8 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
                 raise ExportError("the int8 model gives non-finite outputs; nothing written")
             files["int8"] = INT8_FILE
             export_meta["int8"] = {
+                "scheme": INT8_SCHEME, "weight_limit": WEIGHT_LIMIT,
+                "checked_on": {"cpu_flags": cpu_flags(), "int8_kernel": int8_kernel()},
                 "per_channel": per_channel, "max_abs_diff": max(r.max_abs_diff for r in int8_rows),
                 "argmax_agreement": min(r.argmax_agreement for r in int8_rows),
                 "text_agreement": min((r.text_agreement for r in int8_rows if r.text_agreement is not None),

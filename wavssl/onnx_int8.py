@@ -17,6 +17,14 @@ that make it faster on a CPU. Pure functions on ``onnx.ModelProto``; ``wavssl.ex
   twice that. Groups are done a few at a time so the window buffer stays bounded
   (``max_window_groups``).
 
+Every int8 weight is limited to [-WEIGHT_LIMIT, WEIGHT_LIMIT] (7 bits; :func:`int8_weight_range`
+checks a graph): ONNX Runtime runs uint8 x int8 products on x86-64 CPUs without VNNI (AVX2 only) with
+``vpmaddubsw``, which sums two u8 x s8 products in a saturating int16, and 255 x 127 x 2 overflows it
+(measured: the positional conv 13 % off its float result under AVX2 emulation, 0.4 % with VNNI).
+With |w| <= 64 the pair sum fits (2 x 255 x 64 = 32640 <= 32767), so the same file gives the same
+integers on AVX2, AVX-512, VNNI, AMX and ARM dot-product kernels; its fused Attention weights are
+quantized that way by ONNX Runtime already.
+
 Measured on BASE, 10 s, 2 threads (``benchmarks/cpu_inference.py``; see benchmarks/README.md).
 """
 
@@ -25,8 +33,19 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from wavssl_onnx.cpu import PAIR_SUM_LIMIT
 
 _UINT8_PASSTHROUGH = ("Gather", "Reshape")
+
+WEIGHT_LIMIT = PAIR_SUM_LIMIT
+"""Largest |int8 weight| (64): a pair of uint8 x int8 products must fit a saturating int16 (AVX2 kernels)."""
+
+INT8_SCHEME = "u8 activations (dynamic, per tensor) x s8 weights in [-64, 64] (per channel): no int16 saturation"
+"""What ``wavssl export --int8`` writes, recorded in ``wavssl.json`` (``export.int8.scheme``)."""
+
+_INTEGER_PRODUCTS = {"MatMulInteger": (1,), "MatMulIntegerToFloat": (1,), "DynamicQuantizeMatMul": (1,),
+                     "QAttention": (1,), "ConvInteger": (1,)}
+"""Integer product ops -> the inputs that carry constant int8 weights."""
 
 
 def _index(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -279,9 +298,24 @@ def _group_weights_int8(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np
     c_out, c_group, kernel = weight.shape
     w = weight.reshape(groups, c_out // groups, c_group, kernel).transpose(0, 3, 2, 1).reshape(
         groups, kernel * c_group, c_out // groups)
-    scale = np.abs(w).max(axis=1, keepdims=True) / 127.0
+    scale = np.abs(w).max(axis=1, keepdims=True) / WEIGHT_LIMIT
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+    return np.clip(np.rint(w / scale), -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(np.int8), scale
+
+
+def int8_weight_range(model: Any) -> int:
+    """Largest |value| among the constant int8 weights of the integer products in ``model`` (0 when
+    there are none); above WEIGHT_LIMIT the graph's results depend on the CPU that runs it."""
+    from onnx import TensorProto, numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    largest = 0
+    for node in model.graph.node:
+        for i in _INTEGER_PRODUCTS.get(node.op_type, ()):
+            t = initializers.get(node.input[i]) if i < len(node.input) else None
+            if t is not None and t.data_type == TensorProto.INT8:
+                largest = max(largest, int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max(initial=0)))
+    return largest
 
 
 def _drop_unused_initializers(graph: Any) -> None:

@@ -190,8 +190,16 @@ def _cmd_classify(a: argparse.Namespace) -> int:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
+    from .cpu import cpu_flags, int8_kernel, int8_saturation_risk
+
     info = load_model_info(a.model_dir)
-    print(json.dumps(info.to_dict(), ensure_ascii=False, indent=1))
+    out = info.to_dict()
+    if "int8" in info.files:
+        flags = cpu_flags()
+        limit = (info.export.get("int8") or {}).get("weight_limit")
+        out["this_cpu"] = {"flags": flags, "int8_kernel": int8_kernel(flags),
+                           "int8_saturation_risk": int8_saturation_risk(limit, flags)}
+    print(json.dumps(out, ensure_ascii=False, indent=1))
     return 0
 
 

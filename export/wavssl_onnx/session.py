@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
+from .cpu import PAIR_SUM_LIMIT, int8_saturation_risk
 from .model_dir import ModelDirError, ModelInfo, check_metadata, load_model_info, model_file
 
 
@@ -73,6 +75,10 @@ def open_model(model_dir: str | os.PathLike[str], kind: str, *, threads: int | N
     if info.kind != kind:
         raise ModelDirError(f"{Path(model_dir) / 'wavssl.json'}: a {info.kind!r} model, not a {kind!r} model")
     path = model_file(model_dir, info, int8)
+    if int8 and int8_saturation_risk((info.export.get("int8") or {}).get("weight_limit")):
+        warnings.warn(f"{path}: exported before int8 weights were limited to +-{PAIR_SUM_LIMIT}; this CPU (AVX2 "
+                      f"without VNNI) can saturate its products and give wrong outputs: re-export it with "
+                      f"wavssl export --int8, or run the fp32 model", stacklevel=2)
     session = load_session(path, threads, spin)
     check_metadata(path, info, dict(session.get_modelmeta().custom_metadata_map))
     names = [i.name for i in session.get_inputs()]
