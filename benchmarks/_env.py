@@ -36,6 +36,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> list[str]:
+    """The instruction-set flags that decide int8 and bf16 speed (avx2, avx512f, avx512_vnni,
+    avx_vnni, amx_int8; asimddp on ARM): results differ between CPU kinds, so every line says which."""
+    from wavssl_onnx.cpu import cpu_flags as flags
+
+    return flags()
+
+
 def load_average() -> float:
     """1-minute load average (-1 where unknown)."""
     try:

@@ -52,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._env import cpu_name, git_commit, load_average  # noqa: E402
+from benchmarks._env import cpu_flags, cpu_name, git_commit, load_average  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cpu_inference.jsonl"
 RATE = 16000
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_rss_mb": rss,
         "wavssl_export": meta["export"], "params": meta["params"],
         "load_average": {"start": load_start, "end": load_average()},
-        "versions": _versions(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "versions": _versions(), "cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
     }
     print(table(record))
     if not a.no_write:

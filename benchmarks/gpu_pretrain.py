@@ -56,7 +56,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._env import cpu_name, git_commit, load_average  # noqa: E402
+from benchmarks._env import cpu_flags, cpu_name, git_commit, load_average  # noqa: E402
 from benchmarks._wav2vec2 import SAMPLE_RATE, gumbel_temperature, hf_config, hf_masks, model_config, synthetic_batch  # noqa: E402
 
 from wavssl.config import Config, preset  # noqa: E402
@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cuda": torch.version.cuda,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "cpu": cpu_name(),
+        "cpu": cpu_name(), "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
     }
     print_table(record)

@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._env import cpu_name, git_commit, load_average  # noqa: E402
+from benchmarks._env import cpu_flags, cpu_name, git_commit, load_average  # noqa: E402
 
 from benchmarks._wav2vec2 import gumbel_temperature, hf_config, model_config, synthetic_batch  # noqa: E402
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "cpu": cpu_name(),
+        "cpu": cpu_name(), "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
     }
     if args.profile:

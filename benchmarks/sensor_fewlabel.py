@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._env import append_result, cpu_name, git_commit  # noqa: E402
+from benchmarks._env import append_result, cpu_flags, cpu_name, git_commit  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "sensor_fewlabel.jsonl"
 CONFIGS = ROOT / "recipes" / "sensors" / "configs"
@@ -248,7 +248,7 @@ def environment() -> dict[str, Any]:
 
     commit = git_commit("wavssl", "recipes/sensors", "benchmarks/sensor_fewlabel.py", "benchmarks/sensor_probe.py")
     return {"commit": commit or "unknown", "torch": torch.__version__, "aeon": aeon.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "cpu": cpu_name(),
+            "numpy": np.__version__, "python": platform.python_version(), "cpu": cpu_name(), "cpu_flags": cpu_flags(),
             "cpu_count": os.cpu_count()}
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _env import ROOT, cpu_name, git_commit, load_average  # noqa: E402
+from _env import ROOT, cpu_flags, cpu_name, git_commit, load_average  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "streaming.jsonl"
 RUNS = ROOT / "runs" / "debian_speech_cpu"
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "rtf_latency_matched_windows_vs_chunked_fp32": round(result[peer]["rtf"] / result["chunked fp32"]["rtf"], 2),
                    "latency_windows_2+1_vs_chunked": round(result["windows 2+1 s"]["latency_s"] / chunked.latency, 2)},
         "geometry": chunked.recognizer.streaming.to_dict() if chunked.recognizer.streaming else None,
-        "load_average": {"start": load_start, "end": load_average()}, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "load_average": {"start": load_start, "end": load_average()}, "cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
     }
     print(f"{'engine':24s} {'CER':>7s} {'RTF':>7s} {'latency':>8s} {'decode ms (median / p95; xN: per round)':>26s}")
     for name, r in result.items():
