@@ -397,3 +397,28 @@ def test_synthesize_corpus_names_missing_programs(tmp_path: Path, monkeypatch) -
         synthesize_corpus(tmp_path / "out", num_utterances=2)
     with pytest.raises(ValueError, match="engines"):
         synthesize_corpus(tmp_path / "out", engines=("say",))
+
+
+def test_held_out_splits_share_no_sentence_and_no_voice_with_training(tmp_path: Path) -> None:
+    """dev and test speak grammar sentences that training never speaks, in voices it never hears, and
+    dev and test share no sentence; the manifests point at the files."""
+    from wavssl.data.synth import ENGINES, plan_utterance
+
+    plans = {split: [plan_utterance(i, 0, ENGINES, split) for i in range(n)]
+             for split, n in (("train", 2000), ("dev", 200), ("test", 200))}
+    sentences = {split: {u.text for u in plan} for split, plan in plans.items()}
+    voices = {split: {u.voice for u in plan} for split, plan in plans.items()}
+    train_parts = {part.strip().rstrip(".") for text in sentences["train"] for part in text.split(".") if part.strip()}
+    for held_out in ("dev", "test"):
+        assert not {t.rstrip(".") for t in sentences[held_out]} & train_parts
+        assert not voices[held_out] & voices["train"]
+        assert len(sentences[held_out]) > 150  # mostly distinct sentences
+    assert not sentences["dev"] & sentences["test"]
+    assert {u.engine for u in plans["test"]} == set(ENGINES)
+
+    synthesize_corpus(tmp_path, num_utterances=2, dev=2, test=2)
+    for manifest, folder in (("dev.tsv", "dev"), ("test.tsv", "test")):
+        rows = (tmp_path / manifest).read_text().splitlines()
+        assert rows[0] == "path\ttext" and len(rows) == 3
+        assert all((tmp_path / row.split("\t")[0]).is_file() and row.startswith(f"{folder}/") for row in rows[1:])
+    assert len((tmp_path / "transcripts.tsv").read_text().splitlines()) == 3

@@ -4,9 +4,17 @@ Gives the library real (if robotic) speech to pretrain and test on without any d
 
     python -m wavssl.data.synth data/speech -n 200
 
-Each utterance is one or two built-in sentences spoken by a voice, speed and pitch that
-are a deterministic function of ``(seed, utterance index)``; engines alternate between
-utterances. Output is 16-bit mono WAV plus ``transcripts.tsv`` (``path\\ttext``).
+Each utterance is one or two sentences spoken by a voice, speed and pitch that are a deterministic
+function of ``(seed, split, utterance index)``; engines alternate between utterances. Sentences are
+the sixty hand-written SENTENCES and sentences drawn from a small English grammar
+(:func:`grammar_sentence`: about a million distinct sentences over two hundred words).
+
+Splits (``synthesize_corpus(..., dev=N, test=N)``): no sentence and no voice is in two splits. A
+grammar sentence's split is a hash of its text (:func:`sentence_split`, so no list has to be
+shared); held-out utterances speak grammar sentences only, in espeak-ng voice variants
+(HELD_OUT_VARIANTS) and a flite voice (HELD_OUT_FLITE) that training never uses. Output is 16-bit
+mono WAV plus ``transcripts.tsv`` (the training split, ``path\\ttext``) and
+``dev.tsv`` / ``test.tsv`` for the held-out splits (files under ``dev/`` and ``test/``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +35,7 @@ import soxr
 
 from wavssl.data.audio import _atomic_write_text
 
-__all__ = ["ENGINES", "SENTENCES", "synthesize_corpus"]
+__all__ = ["ENGINES", "SENTENCES", "grammar_sentence", "sentence_split", "synthesize_corpus"]
 
 SENTENCES: tuple[str, ...] = (
     "The morning train was late again, so everyone waited on the cold platform.",
@@ -92,12 +101,54 @@ SENTENCES: tuple[str, ...] = (
 )
 """Sixty plain English sentences; utterances use one or two of them."""
 
+_SUBJECTS = ("the farmer", "my sister", "the old man", "a young girl", "the teacher", "our neighbour",
+             "the doctor", "his brother", "the driver", "a small boy", "the captain", "her mother",
+             "the baker", "my friend", "the children", "the students", "the workers", "a tall woman",
+             "the king", "the nurse", "the pilot", "my uncle", "the cook", "a quiet man")
+_VERBS = ("found", "carried", "painted", "cleaned", "opened", "closed", "sold", "bought", "moved",
+          "washed", "fixed", "left", "saw", "wanted", "brought", "dropped", "pulled", "pushed", "kept",
+          "watched", "covered", "filled", "counted", "lost")
+_OBJECTS = ("the red box", "a heavy bag", "the green door", "an old chair", "the wooden table",
+            "a black dog", "the white cat", "two cups", "the small window", "a yellow car", "the long rope",
+            "three apples", "the blue boat", "a warm coat", "the broken clock", "the silver key",
+            "a basket of eggs", "the new bicycle", "the dirty boots", "a bottle of milk", "the big map",
+            "five letters", "the brown horse", "a bag of rice")
+_PLACES = ("in the kitchen", "near the river", "behind the house", "at the station", "on the hill",
+           "by the lake", "in the garden", "under the bridge", "at the market", "in the forest",
+           "next to the school", "on the beach", "in the village", "at the farm", "inside the shop",
+           "along the road")
+_TIMES = ("this morning", "last night", "on monday", "after lunch", "before dinner", "yesterday",
+          "every day", "in the evening", "at noon", "on sunday", "last week", "early today")
+
+
+def grammar_sentence(rng: np.random.Generator) -> str:
+    """A sentence of the form subject verb object place [time] (about 10^6 distinct sentences)."""
+    words = [_SUBJECTS[rng.integers(len(_SUBJECTS))], _VERBS[rng.integers(len(_VERBS))],
+             _OBJECTS[rng.integers(len(_OBJECTS))], _PLACES[rng.integers(len(_PLACES))]]
+    if rng.random() < 0.5:
+        words.append(_TIMES[rng.integers(len(_TIMES))])
+    text = " ".join(words)
+    return text[0].upper() + text[1:] + "."
+
+
+def sentence_split(text: str) -> str:
+    """The split a grammar sentence belongs to, by a stable hash: ``dev`` and ``test`` one in ten
+    each, ``train`` the rest."""
+    bucket = zlib.crc32(text.encode()) % 10
+    return "dev" if bucket == 0 else "test" if bucket == 5 else "train"
+
+
 ENGINES: tuple[str, ...] = ("espeak-ng", "flite")
 """Supported synthesizers (also the Debian package names)."""
 
 _ESPEAK_LANGUAGES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-us-nyc")
 _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "f5")
 _FLITE_VOICES = ("slt", "rms", "awb", "kal16")
+HELD_OUT_VARIANTS = ("m3", "f4")
+"""espeak-ng voice variants that only the dev and test splits use (in every accent)."""
+HELD_OUT_FLITE = "rms"
+"""The flite voice that only the dev and test splits use."""
+SPLITS = ("train", "dev", "test")
 _ESPEAK_DEFAULT_WPM = 175
 _TWO_SENTENCE_PROBABILITY = 0.25
 _SUBPROCESS_TIMEOUT_S = 120
@@ -108,7 +159,9 @@ class Utterance:
     """How to synthesize one corpus file.
 
     ``speed`` is a tempo factor (1.0 = engine default); ``pitch`` is espeak-ng's 0-99
-    pitch and is None for flite, which has no relative pitch control.
+    pitch and is None for flite, which has no relative pitch control; flite voices are shifted
+    instead: ``shift`` plays the engine's output that many times faster (pitch, formants and tempo
+    together, like a shorter or longer vocal tract), so its four voices become many.
     """
 
     name: str
@@ -117,29 +170,50 @@ class Utterance:
     voice: str
     speed: float
     pitch: int | None
+    shift: float = 1.0
 
 
-def plan_utterance(index: int, seed: int, engines: tuple[str, ...]) -> Utterance:
-    """Deterministic recipe for utterance ``index``; engines alternate by index.
+def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str = "train") -> Utterance:
+    """Deterministic recipe for utterance ``index`` of ``split``; engines alternate by index.
 
-    The first sentence cycles through a seeded permutation of SENTENCES so small
-    corpora still cover many sentences; a quarter of utterances add a second sentence.
+    Training utterances: even indices start with the hand-written SENTENCES (a seeded permutation,
+    so small corpora still cover many), odd ones with a grammar sentence, and a quarter add a second
+    sentence; no held-out sentence (:func:`sentence_split`) and no held-out voice. ``dev`` and
+    ``test``: one grammar sentence of their own split in a held-out voice.
     """
+    if split not in SPLITS:
+        raise ValueError(f"plan_utterance: split must be one of {SPLITS}, got {split!r}")
+    held_out = split != "train"
     order = np.random.default_rng(seed).permutation(len(SENTENCES))
-    rng = np.random.default_rng([seed, index])
-    sentences = [SENTENCES[order[index % len(SENTENCES)]]]
-    if rng.random() < _TWO_SENTENCE_PROBABILITY:
-        sentences.append(SENTENCES[rng.integers(len(SENTENCES))])
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+
+    def draw() -> str:
+        while True:
+            text = grammar_sentence(rng)
+            if sentence_split(text) == split:
+                return text
+
+    if held_out:
+        sentences = [draw()]
+    else:
+        sentences = [SENTENCES[order[(index // 2) % len(SENTENCES)]] if index % 2 == 0 else draw()]
+        if rng.random() < _TWO_SENTENCE_PROBABILITY:
+            sentences.append(draw() if rng.random() < 0.5 else SENTENCES[rng.integers(len(SENTENCES))])
     engine = engines[index % len(engines)]
     speed = round(float(rng.uniform(0.8, 1.15)), 2)
+    shift = 1.0
     if engine == "espeak-ng":
+        variants = HELD_OUT_VARIANTS if held_out else tuple(v for v in _ESPEAK_VARIANTS if v not in HELD_OUT_VARIANTS)
         language = _ESPEAK_LANGUAGES[rng.integers(len(_ESPEAK_LANGUAGES))]
-        variant = _ESPEAK_VARIANTS[rng.integers(len(_ESPEAK_VARIANTS))]
+        variant = variants[rng.integers(len(variants))]
         voice, pitch = f"{language}+{variant}", int(rng.integers(25, 75))
     else:
-        voice, pitch = _FLITE_VOICES[rng.integers(len(_FLITE_VOICES))], None
-    name = f"s{seed}_{index:05d}_{engine}_{voice.replace('+', '_')}.wav"
-    return Utterance(name, " ".join(sentences), engine, voice, speed, pitch)
+        voices = (HELD_OUT_FLITE,) if held_out else tuple(v for v in _FLITE_VOICES if v != HELD_OUT_FLITE)
+        voice, pitch = voices[rng.integers(len(voices))], None
+        shift = round(float(rng.uniform(0.85, 1.15)), 2)
+    prefix = "s" if split == "train" else split[0]
+    name = f"{prefix}{seed}_{index:05d}_{engine}_{voice.replace('+', '_')}.wav"
+    return Utterance(name, " ".join(sentences), engine, voice, speed, pitch, shift)
 
 
 def engine_command(utt: Utterance, out_path: Path) -> list[str]:
@@ -173,8 +247,8 @@ def _synthesize(utt: Utterance, out_dir: Path, scratch: Path, sample_rate: int) 
         )
     data, rate = sf.read(raw, dtype="float32", always_2d=True)
     wave = data.mean(axis=1, dtype=np.float32)
-    if rate != sample_rate:
-        wave = soxr.resample(wave, rate, sample_rate, quality="HQ")
+    if rate * utt.shift != sample_rate:
+        wave = soxr.resample(wave, rate * utt.shift, sample_rate, quality="HQ")
     if wave.size == 0:
         raise RuntimeError(f"{final}: {utt.engine} produced no audio for {utt.text!r}")
     _write_pcm16(final, wave, sample_rate)
@@ -207,36 +281,47 @@ def synthesize_corpus(
     sample_rate: int = 16000,
     seed: int = 0,
     engines: tuple[str, ...] = ENGINES,
+    dev: int = 0,
+    test: int = 0,
 ) -> list[Path]:
-    """Generate ``num_utterances`` synthesized English utterances in ``out_dir``.
+    """Generate ``num_utterances`` synthesized English training utterances in ``out_dir`` (and
+    ``dev`` / ``test`` held-out ones under ``out_dir/dev`` and ``out_dir/test``).
 
     Files are 16-bit mono WAV at ``sample_rate`` (engine output is resampled with soxr).
     Existing files are kept, so a repeated call only writes what is missing;
-    ``out_dir/transcripts.tsv`` (header ``path\\ttext``, paths relative to ``out_dir``) is
-    rewritten every call. Installed engines among ``engines`` alternate by utterance;
-    synthesis runs in a small thread pool.
+    ``out_dir/transcripts.tsv`` (header ``path\ttext``, paths relative to ``out_dir``; the training
+    split) and, when asked for, ``dev.tsv`` and ``test.tsv`` are rewritten every call. Installed
+    engines among ``engines`` alternate by utterance; synthesis runs in a small thread pool.
 
     Returns:
-        Paths of all ``num_utterances`` WAV files, in utterance order.
+        Paths of the ``num_utterances`` training WAV files, in utterance order.
     """
-    if num_utterances < 0:
-        raise ValueError(f"synthesize_corpus: num_utterances must be >= 0, got {num_utterances}")
-    if seed < 0:
-        raise ValueError(f"synthesize_corpus: seed must be non-negative, got {seed}")
+    for name, value in (("num_utterances", num_utterances), ("seed", seed), ("dev", dev), ("test", test)):
+        if value < 0:
+            raise ValueError(f"synthesize_corpus: {name} must be >= 0, got {value}")
     installed = available_engines(tuple(engines))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = [plan_utterance(i, seed, installed) for i in range(num_utterances)]
-    todo = [utt for utt in plan if not (out_dir / utt.name).exists()]
+    splits = {"train": (num_utterances, out_dir, "transcripts.tsv"), "dev": (dev, out_dir / "dev", "dev.tsv"),
+              "test": (test, out_dir / "test", "test.tsv")}
+    plans = {split: [plan_utterance(i, seed, installed, split) for i in range(n)]
+             for split, (n, _, _) in splits.items() if n or split == "train"}
+    todo = [(utt, splits[split][1]) for split, plan in plans.items() for utt in plan
+            if not (splits[split][1] / utt.name).exists()]
     if todo:
+        for folder in {folder for _, folder in todo}:
+            folder.mkdir(parents=True, exist_ok=True)
         workers = min(4, max(2, os.cpu_count() or 2))
         with tempfile.TemporaryDirectory(prefix="wavssl-synth-") as scratch, ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(_synthesize, utt, out_dir, Path(scratch), sample_rate) for utt in todo]
+            futures = [pool.submit(_synthesize, utt, folder, Path(scratch), sample_rate) for utt, folder in todo]
             for future in futures:
                 future.result()
-    rows = ["path\ttext"] + [f"{utt.name}\t{utt.text}" for utt in plan]
-    _atomic_write_text(out_dir / "transcripts.tsv", "\n".join(rows) + "\n")
-    return [out_dir / utt.name for utt in plan]
+    for split, plan in plans.items():
+        folder, manifest = splits[split][1], splits[split][2]
+        prefix = "" if folder == out_dir else f"{folder.name}/"
+        rows = ["path\ttext"] + [f"{prefix}{utt.name}\t{utt.text}" for utt in plan]
+        _atomic_write_text(out_dir / manifest, "\n".join(rows) + "\n")
+    return [out_dir / utt.name for utt in plans["train"]]
 
 
 if __name__ == "__main__":
