@@ -457,11 +457,15 @@ def _int8_excluded(path: Path) -> list[str]:
     return out
 
 
-def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = True) -> None:
+def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = True,
+                  weight_limit: int = WEIGHT_LIMIT) -> None:
     """Dynamic int8 quantization of MatMul and Attention weights (activations quantized per tensor
     at run time) and of grouped 1-D convolutions (the positional conv), then each activation
     quantized once ahead of window gathers (``wavssl.onnx_int8``); small MatMuls (see
-    INT8_MIN_DIM), the front end's first block and everything else stay float."""
+    INT8_MIN_DIM), the front end's first block and everything else stay float.
+
+    ``weight_limit`` above WEIGHT_LIMIT (127: full-range int8 weights) is for measuring what the
+    limit costs and saves (``benchmarks/int8_portability.py``); such a graph depends on the CPU."""
     import logging
 
     import onnx
@@ -470,13 +474,14 @@ def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
     # reduce_range: int8 weights in [-64, 64], exact on every CPU kind (see wavssl.onnx_int8.WEIGHT_LIMIT)
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=per_channel,
-                     weight_type=QuantType.QInt8, nodes_to_exclude=_int8_excluded(src), reduce_range=True,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=_int8_excluded(src),
+                     reduce_range=weight_limit <= WEIGHT_LIMIT,
                      extra_options={"MatMulConstBOnly": True})
     proto = onnx.load(str(dst))
     quantize_before_gather(proto)
     fuse_gathered_products(proto)
-    int8_grouped_conv(proto)
-    if (largest := int8_weight_range(proto)) > WEIGHT_LIMIT:
+    int8_grouped_conv(proto, weight_limit=weight_limit)
+    if (largest := int8_weight_range(proto)) > weight_limit:
         raise ExportError(f"{dst.name}: an int8 weight of magnitude {largest} > {WEIGHT_LIMIT} would saturate "
                           f"the int16 sums of AVX2 CPUs without VNNI; nothing written")
     _put_metadata(proto, info)

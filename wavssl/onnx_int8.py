@@ -198,7 +198,7 @@ def _grouped_conv_spec(node: Any, initializers: dict[str, Any]) -> tuple[int, in
     return int(a["group"]), int(kernel[0]), int(pads[0]), int(pads[1])
 
 
-def int8_grouped_conv(model: Any, *, max_window_groups: int = 4) -> int:
+def int8_grouped_conv(model: Any, *, max_window_groups: int = 4, weight_limit: int = WEIGHT_LIMIT) -> int:
     """Replace each grouped 1-D stride-1 ``Conv`` with constant weights by int8 windows @ weight.
 
     For input x (B, C, T) float, weight (C_out, C/G, K): x is quantized per tensor to uint8
@@ -224,7 +224,7 @@ def int8_grouped_conv(model: Any, *, max_window_groups: int = 4) -> int:
         weight = numpy_helper.to_array(initializers[conv.input[1]]).astype(np.float32)
         c_out, c_group, _ = weight.shape
         o_group = c_out // groups
-        w_q, scale = _group_weights_int8(weight, groups)
+        w_q, scale = _group_weights_int8(weight, groups, weight_limit)
         bias = numpy_helper.to_array(initializers[conv.input[2]]).astype(np.float32) \
             if len(conv.input) > 2 and conv.input[2] else None
 
@@ -291,16 +291,16 @@ def int8_grouped_conv(model: Any, *, max_window_groups: int = 4) -> int:
     return count
 
 
-def _group_weights_int8(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+def _group_weights_int8(weight: np.ndarray, groups: int, limit: int = WEIGHT_LIMIT) -> tuple[np.ndarray, np.ndarray]:
     """Grouped conv weight (C_out, C/G, K) -> per group the (K * C/G, C_out/G) matrix that tap-major
     windows (row k * C/G + c) multiply, as symmetric int8 with one scale per output channel:
     (G, K * C/G, C_out/G) int8 and (G, 1, C_out/G) float32 scales."""
     c_out, c_group, kernel = weight.shape
     w = weight.reshape(groups, c_out // groups, c_group, kernel).transpose(0, 3, 2, 1).reshape(
         groups, kernel * c_group, c_out // groups)
-    scale = np.abs(w).max(axis=1, keepdims=True) / WEIGHT_LIMIT
+    scale = np.abs(w).max(axis=1, keepdims=True) / limit
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    return np.clip(np.rint(w / scale), -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(np.int8), scale
+    return np.clip(np.rint(w / scale), -limit, limit).astype(np.int8), scale
 
 
 def int8_weight_range(model: Any) -> int:
