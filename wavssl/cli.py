@@ -215,6 +215,21 @@ def _cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(a: argparse.Namespace) -> int:
+    try:
+        from demo import Limits, build_app
+    except ImportError as e:
+        raise RuntimeError(f"the demo needs gradio and matplotlib: pip install -e '.[demo]' ({e})") from e
+
+    given = {"max_file_mb": a.max_file_mb, "max_seconds": a.max_seconds, "max_live_seconds": a.max_live_seconds,
+             "concurrency": a.concurrency}
+    limits = Limits(**{k: v for k, v in given.items() if v is not None})
+    app = build_app(a.model or None, limits=limits, threads=a.threads,
+                    **({"examples": a.examples} if a.examples is not None else {}))
+    app.launch(server_name=a.host, server_port=a.port, share=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wavssl", description="Self-supervised speech and sensor learning.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -309,6 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num", type=int, default=200, help="number of utterances")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("demo", help="serve the browser demo (transcribe, live microphone, pretraining view, sensor "
+                       "classifier; needs pip install -e '.[demo]')")
+    p.add_argument("--model", type=Path, action="append", default=[], metavar="DIR",
+                   help="ONNX model directory (wavssl.json), run directory (config.json) or a folder of them "
+                        "(repeatable; default: every model under demo/models/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads per model (default: one per physical core)")
+    p.add_argument("--examples", type=Path, help="folder with examples.tsv (path, text) clips and sensor series "
+                   "(default: demo/examples/)")
+    p.add_argument("--max-file-mb", type=float, help="largest upload (default 50)")
+    p.add_argument("--max-seconds", type=float, help="longest audio per transcription (default 300)")
+    p.add_argument("--max-live-seconds", type=int, help="longest live microphone stream (default 300)")
+    p.add_argument("--concurrency", type=int, help="requests run at once per task, the rest queue (default 2)")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 
