@@ -274,7 +274,8 @@ def test_fairseq_pretrained_parity(tmp_path: Path) -> None:
 
 
 def test_fairseq_legacy_args_layer_norm_and_pickle_fallback(tmp_path: Path) -> None:
-    """Legacy ``args`` Namespace with string-typed fields; a non-allowlisted object forces full pickle."""
+    """Legacy ``args`` Namespace with string-typed fields; a non-allowlisted object is refused, or read with
+    full pickle under ``trust_checkpoint``."""
     hf = hf_model("Wav2Vec2ForPreTraining", **STABLE)
     fields = {**fairseq_model_cfg(hf.config), "arch": "wav2vec2", "latent_temp": "(2, 0.5, 0.999995)",
               "loss_weights": "[0.1, 10]", "normalize": True, "sample_rate": 16000}
@@ -283,8 +284,10 @@ def test_fairseq_legacy_args_layer_norm_and_pickle_fallback(tmp_path: Path) -> N
     assert "feature_extractor.conv_layers.3.2.1.weight" in state
     ckpt = {"model": state, "args": argparse.Namespace(**fields), "extra_state": fractions.Fraction(1, 3)}
     torch.save(ckpt, tmp_path / "legacy.pt")
-    with pytest.warns(CheckpointImportWarning, match="full pickle"):
+    with pytest.raises(CheckpointImportError, match=r"legacy\.pt: refused: it pickles fractions\.Fraction.*--trust-checkpoint"):
         import_checkpoint(tmp_path / "legacy.pt", tmp_path / "run")
+    with pytest.warns(CheckpointImportWarning, match="full pickle"):
+        import_checkpoint(tmp_path / "legacy.pt", tmp_path / "run", trust_checkpoint=True)
     ours = load(tmp_path / "run")
     assert ours.cfg.frontend.norm_mode == "layer_norm" and ours.cfg.context.layer_norm_first
     for wav in audio(16000, 6400):

@@ -86,11 +86,28 @@ def _resample(wave: np.ndarray, rate: int, target: int, source: object) -> np.nd
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _check(wave: np.ndarray, source: object) -> np.ndarray:
+MAX_ABS_SAMPLE = 1e6
+"""Largest sample magnitude accepted. Audio lies in [-1, 1] (integer-scaled float files reach 32768);
+beyond this the file's scale is wrong and a model's arithmetic overflows into NaN outputs."""
+
+
+def waveform_problem(wave: np.ndarray) -> str | None:
+    """Why a decoded waveform cannot be used (empty, NaN/Inf, absurd sample range), or None."""
     if wave.size == 0:
-        raise AudioError(source, "no audio samples (zero-length audio)")
+        return "no audio samples (zero-length audio)"
     if not np.isfinite(wave).all():
-        raise AudioError(source, "contains NaN or infinite samples")
+        return "contains NaN or infinite samples"
+    peak = float(np.abs(wave).max())
+    if peak > MAX_ABS_SAMPLE:
+        return (f"sample values reach {peak:.3g}, far outside the [-1, 1] range of audio (limit "
+                f"{MAX_ABS_SAMPLE:g}): the file's scale is wrong")
+    return None
+
+
+def _check(wave: np.ndarray, source: object) -> np.ndarray:
+    problem = waveform_problem(wave)
+    if problem is not None:
+        raise AudioError(source, problem)
     return wave
 
 
@@ -134,8 +151,8 @@ def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: 
                 data = f.read(block, dtype="float32", always_2d=True)
                 last = len(data) < block
                 wave = mono(data) if len(data) else np.zeros(0, np.float32)
-                if wave.size and not np.isfinite(wave).all():
-                    raise AudioError(path, "contains NaN or infinite samples")
+                if wave.size:
+                    _check(wave, path)
                 if resampler is not None:
                     wave = np.ascontiguousarray(resampler.resample_chunk(wave, last=last), dtype=np.float32)
                 produced += wave.size

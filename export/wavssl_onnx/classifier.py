@@ -135,6 +135,10 @@ class Classifier:
             raise SeriesError(f"{name}: expected ({self.info.in_channels} channels, time), got shape {x.shape}")
         if x.shape[1] < self.info.min_samples:
             raise SeriesError(f"{name}: {x.shape[1]} time steps; the model needs at least {self.info.min_samples}")
+        if np.isinf(x).any():
+            raise SeriesError(f"{name}: holds infinite values (missing samples are NaN)")
+        if np.isnan(x).all():
+            raise SeriesError(f"{name}: no observed value (every sample is NaN, i.e. missing): nothing to classify")
         return x
 
     def predict(self, series: Sequence[np.ndarray]) -> np.ndarray:
@@ -172,5 +176,9 @@ class Classifier:
                     result.error = str(e)
             if batch:
                 for (result, _), probs in zip(batch, self.predict([x for _, x in batch])):
+                    if not np.isfinite(probs).all():
+                        result.error = (f"{result.source}: the model gave non-finite (NaN or infinite) "
+                                        f"probabilities (a corrupt model file?)")
+                        continue
                     result.probabilities, result.label = probs, self.class_names[int(probs.argmax())]
         return results

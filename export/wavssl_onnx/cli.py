@@ -113,7 +113,7 @@ def read_manifest(path: Path) -> list[tuple[str, str]]:
     columns; relative paths are relative to the manifest's folder."""
     import csv
 
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if "path" not in header or "text" not in header:

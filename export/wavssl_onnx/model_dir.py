@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .fileio import atomic_write_text
 from .streaming import StreamGeometry
 from .vocab import Vocabulary
 
@@ -153,6 +153,8 @@ class ModelInfo:
         except (KeyError, TypeError, ValueError) as e:
             missing = f"missing key {e}" if isinstance(e, KeyError) else str(e)
             raise ModelDirError(f"{where}: invalid model description: {missing}") from e
+        for key, name in info.files.items():
+            _check_file_name(where, key, name)
         if info.sample_rate <= 0 or info.frame_shift <= 0 or info.min_samples < 1 or "fp32" not in info.files:
             raise ModelDirError(f"{where}: invalid model description (sample_rate, frame_shift, min_samples "
                                 f"and files.fp32 must be set)")
@@ -165,15 +167,7 @@ class ModelInfo:
         """Write ``wavssl.json`` atomically into ``model_dir``; returns its path."""
         target = Path(model_dir) / CONFIG_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return atomic_write_text(target, json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
 
 
 def load_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
@@ -226,16 +220,33 @@ def _existing(model_dir: str | os.PathLike[str], info: ModelInfo, key: str) -> P
     return path
 
 
+INFORMATIONAL_KEYS = ("export",)
+"""``wavssl.json`` keys that may differ from a graph's metadata (how it was made, not what it does)."""
+
+
 def check_metadata(path: Path, info: ModelInfo, metadata: dict[str, str]) -> None:
-    """Check that an ONNX file's ``metadata_props`` agree with ``wavssl.json`` on format version and
-    kind (a mismatched or foreign file is refused by name)."""
-    for key, want in (("format_version", info.format_version), ("kind", info.kind)):
-        raw = metadata.get(key)
-        if raw is None:
+    """Check that an ONNX file's ``metadata_props`` agree with ``wavssl.json``: format version and kind
+    must be there, and every other key both hold (sample rate, frame shift, vocabulary, ...) must
+    have the same value; a mismatched or foreign file is refused by name."""
+    for key in ("format_version", "kind"):
+        if key not in metadata:
             raise ModelDirError(f"{path}: not written by wavssl export (no {key!r} in its metadata)")
+    for key, want in info.to_dict().items():
+        if key in INFORMATIONAL_KEYS or key not in metadata:
+            continue
         try:
-            got = json.loads(raw)
+            got = json.loads(metadata[key])
         except json.JSONDecodeError:
-            got = raw
+            got = metadata[key]
         if got != want:
-            raise ModelDirError(f"{path}: metadata {key}={got!r} disagrees with wavssl.json ({want!r})")
+            shown = f"{got!r}"[:80]
+            raise ModelDirError(f"{path}: metadata {key}={shown} disagrees with wavssl.json ({f'{want!r}'[:80]}); "
+                                f"the directory mixes files of different exports")
+
+
+def _check_file_name(where: str, key: str, name: str) -> None:
+    """Refuse a ``files`` entry that is not a plain relative path inside the model directory."""
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise ModelDirError(f"{where}: files.{key} = {name!r} leaves the model directory; file names must be "
+                            f"relative paths inside it")

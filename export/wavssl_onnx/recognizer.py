@@ -228,6 +228,15 @@ class OfflineRecognizer:
         return beam_search(log_probs, self.vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight,
                            word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
 
+    def _decode_checked(self, log_probs: np.ndarray, source: str, **options: Any) -> Hypothesis:
+        """:meth:`decode`, or :class:`AudioError` naming ``source`` when the model's output holds NaN or
+        Inf (a corrupt graph, or an input that overflows it): an empty transcript would pass for silence."""
+        if not np.isfinite(log_probs).all():
+            raise AudioError(source, "the model gave non-finite (NaN or infinite) log-probabilities for this "
+                                     "input: no transcript (a corrupt model file, or audio far outside the "
+                                     "range it was trained on)")
+        return self.decode(log_probs, **options)
+
     def _load(self, x: Source, index: int, sample_rate: int) -> tuple[np.ndarray | None, float]:
         """A short input's waveform, or (None, duration) for one to stream."""
         name = source_name(x, index)
@@ -260,7 +269,11 @@ class OfflineRecognizer:
         def flush() -> None:
             nonlocal pending, pending_samples
             for (i, _), lp in zip(pending, self.log_probs([w for _, w in pending])):
-                results[i].hypothesis = self.decode(lp, beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
+                try:
+                    results[i].hypothesis = self._decode_checked(lp, results[i].source, beam=beam, lm=lm,
+                                                                 lm_weight=lm_weight, word_bonus=word_bonus)
+                except AudioError as e:
+                    results[i].error = str(e)
             pending, pending_samples = [], 0
 
         for i, x in enumerate(inputs):
@@ -268,7 +281,8 @@ class OfflineRecognizer:
                 wave, results[i].duration = self._load(x, i, sample_rate)
                 if wave is None:  # a long file: stream it
                     lp = self.log_probs_stream(stream_audio(x, self.sample_rate, block_seconds=self.chunk / self.sample_rate))  # type: ignore[arg-type]
-                    results[i].hypothesis = self.decode(lp, beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
+                    results[i].hypothesis = self._decode_checked(lp, results[i].source, beam=beam, lm=lm,
+                                                                 lm_weight=lm_weight, word_bonus=word_bonus)
                     continue
                 pending.append((i, wave))
                 pending_samples += len(wave)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -30,6 +29,8 @@ import soundfile as sf
 import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from wavssl_onnx.audio import waveform_problem
+from wavssl_onnx.fileio import atomic_write_text
 
 from ..modules.masking import MaskedFrames
 
@@ -127,21 +128,25 @@ def _list_audio_files(root: Path) -> list[str]:
 
 
 def _read_manifest(tsv: Path) -> list[str]:
-    """Absolute paths listed in a manifest TSV (header row, first column ``path``).
+    """Absolute paths listed in a manifest TSV: a header row naming a ``path`` column (any position;
+    other columns ignored; a UTF-8 byte-order mark is accepted), then one file per row.
 
     Relative paths are resolved against the folder holding the TSV.
     """
     try:
-        lines = tsv.read_text(encoding="utf-8").splitlines()
+        lines = tsv.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise AudioError(tsv, f"cannot read manifest ({err})") from err
-    if not lines or lines[0].split("\t")[0].strip() != "path":
-        header = lines[0][:80] if lines else "<empty file>"
-        raise AudioError(tsv, f"manifest header must start with a 'path' column, got {header!r}")
+    header = [h.strip().lower() for h in lines[0].split("\t")] if lines else []
+    if "path" not in header:
+        shown = lines[0][:80] if lines else "<empty file>"
+        raise AudioError(tsv, f"manifest header must name a 'path' column, got {shown!r}")
+    column = header.index("path")
     base = tsv.parent.absolute()
     paths = []
     for line in lines[1:]:
-        field = line.split("\t")[0].strip()
+        fields = line.split("\t")
+        field = fields[column].strip() if column < len(fields) else ""
         if field:
             paths.append(str(base / field))
     return paths
@@ -191,24 +196,14 @@ def _load_cache(cache_path: Path) -> dict[str, _Probe]:
         return {}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a uniquely named temporary file and os.replace (umask permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+_atomic_write_text = atomic_write_text  # the name wavssl.data.synth imports
 
 
 def _save_cache(cache_path: Path, probes: dict[str, _Probe]) -> None:
     """Atomically write the probe results of the current scan as JSON."""
     entries = {path: asdict(probe) for path, probe in probes.items()}
     text = json.dumps({"format": _CACHE_FORMAT, "version": _CACHE_VERSION, "entries": entries})
-    _atomic_write_text(cache_path, text)
+    atomic_write_text(cache_path, text)
 
 
 def scan_audio(
@@ -285,7 +280,7 @@ def write_skipped(path: str | Path, skipped: list[tuple[str, str]]) -> None:
         return " ".join(field.replace("\t", " ").splitlines())
 
     rows = ["path\treason"] + [f"{clean(p)}\t{clean(r)}" for p, r in skipped]
-    _atomic_write_text(Path(path), "\n".join(rows) + "\n")
+    atomic_write_text(Path(path), "\n".join(rows) + "\n")
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
@@ -297,8 +292,11 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         (T,) float32 array, T >= 1.
 
     Raises:
-        AudioError: the file cannot be decoded, is empty, or holds NaN/Inf samples.
+        AudioError: the file is missing, cannot be decoded, is empty, or holds NaN/Inf samples or
+            samples far outside [-1, 1] (:func:`wavssl_onnx.audio.waveform_problem`).
     """
+    if not Path(path).is_file():
+        raise AudioError(path, "no such file" if not Path(path).exists() else "not a file")
     try:
         data, native_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except sf.LibsndfileError as err:
@@ -312,8 +310,9 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
         mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")
     if mono.size == 0:
         raise AudioError(path, f"no samples left after resampling {native_rate} Hz -> {sample_rate} Hz")
-    if not np.isfinite(mono).all():
-        raise AudioError(path, "contains NaN or infinite samples")
+    problem = waveform_problem(mono)  # NaN/Inf, or a sample range no audio has
+    if problem is not None:
+        raise AudioError(path, problem)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
@@ -527,6 +526,9 @@ class BucketBatchSampler(Sampler[tuple[int, list[int]]]):
         self.max_batch_size = max_batch_size
         self.epoch = 0
         self.start = 0
+        self.exclude: set[int] = set()
+        """Indices left out of every batch from now on (files that failed to decode); a batch of
+        nothing but excluded indices is yielded empty, so batch positions stay the same."""
         self._num_batches = len(self._global_batches(0)) // num_replicas
 
     def set_epoch(self, epoch: int) -> None:
@@ -561,7 +563,8 @@ class BucketBatchSampler(Sampler[tuple[int, list[int]]]):
         batches = self._global_batches(self.epoch)
         first = self.rank + self.start * self.num_replicas
         for position in range(first, len(batches), self.num_replicas):
-            yield _batch_seed(self.seed, self.epoch, position), batches[position]
+            indices = [i for i in batches[position] if i not in self.exclude] if self.exclude else batches[position]
+            yield _batch_seed(self.seed, self.epoch, position), indices
 
     def __len__(self) -> int:
         return self._num_batches

@@ -69,7 +69,7 @@ class TranscribedSet:
 def _manifest_rows(tsv: Path) -> list[tuple[str, str, str]]:
     """(where, path, raw text) for every data row of a manifest; header errors raise AudioError."""
     try:
-        with open(tsv, newline="", encoding="utf-8") as f:
+        with open(tsv, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except (OSError, UnicodeDecodeError) as e:
         raise AudioError(tsv, f"cannot read manifest ({e})") from e

@@ -28,15 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from wavssl_onnx import ErrorRate, Hypothesis, NGramLM, Vocabulary, beam_search, cer, greedy_decode, wer
+from wavssl_onnx.audio import source_name
+from wavssl_onnx.fileio import atomic_write_bytes, atomic_write_text
 from wavssl_onnx.vocab import VOCAB_FILE
 
 from ..config import Config, architecture
 from ..data.audio import AudioError, _pad_to_multiple, load_audio, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
 from ..models import CTCModel, CTCOutput, build_encoder, build_recognizer, min_input_samples
-from .trainer import StepOutput, TrainerState
+from .trainer import Distributed, NoUsableData, StepOutput, TrainerState
 
 SKIPPED_FILE = "skipped_lines.tsv"
 """Training/validation entries left out of a fine-tuning run, with the reason (in the run directory)."""
@@ -70,8 +71,11 @@ class CTCTask:
     """
 
     def __init__(self, data: TranscribedSet, vocab: Vocabulary, cfg: Config, frontend: nn.Module, *,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, skipped_list: Path | None = None) -> None:
         self.cfg, self.vocab, self.rank, self.world_size = cfg, vocab, rank, world_size
+        self.skipped_list = skipped_list
+        """Where the run lists skipped entries (named when no utterance is left)."""
+        self._failed: set[int] = set()
         frames = frontend.output_lengths(torch.as_tensor(data.lengths)).tolist()
         self.skipped: list[tuple[str, str]] = []
         self.unknown: Counter[str] = Counter()
@@ -114,15 +118,22 @@ class CTCTask:
     def _load(self, indices: list[int]) -> TranscriptBatch | None:
         waves, ids, kept, failed = [], [], [], []
         for i in indices:
+            if i in self._failed:  # failed once: not decoded (or listed) again
+                continue
             item = self.data.items[i]
             try:
                 waves.append(self.cache.get(item.path))
             except AudioError as e:
                 failed.append((item.where, str(e)))
+                self._failed.add(i)
                 continue
             ids.append(self.ids[i])
             kept.append(i)
-        self.skipped.extend(f for f in failed if f not in self.skipped)
+        self.skipped.extend(failed)
+        if len(self._failed) == len(self.data.items):
+            where = f"; see the list in {self.skipped_list}" if self.skipped_list is not None else ""
+            raise NoUsableData(f"{self.data.source}: no usable utterance left: all {len(self.data.items)} "
+                               f"failed to decode{where}")
         if not kept:
             return None
         wav, lengths = collate_audio(waves)
@@ -200,8 +211,13 @@ def transcribe(model: CTCModel, inputs: Sequence[str | os.PathLike[str] | np.nda
     if model.vocab is None:
         raise ValueError("the model has no vocabulary (load it from a recognizer run with wavssl.load)")
     waves = [_waveform(model, x, sample_rate) for x in inputs]
+    log_probs = recognize(model, waves, max_batch_samples=max_batch_samples)
+    for i, (x, lp) in enumerate(zip(inputs, log_probs)):
+        if not np.isfinite(lp).all():  # an empty transcript would pass for silence
+            raise AudioError(source_name(x, i), "the model gave non-finite (NaN or infinite) log-probabilities "
+                                                "for this input: no transcript")
     return [decode(lp, model.vocab, frame_shift=model.frame_shift, beam=beam, lm=lm, lm_weight=lm_weight,
-                   word_bonus=word_bonus) for lp in recognize(model, waves, max_batch_samples=max_batch_samples)]
+                   word_bonus=word_bonus) for lp in log_probs]
 
 
 @dataclass
@@ -279,14 +295,17 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
             its ``model`` must be the pretrained run's.
         resume: continue the newest checkpoint in ``out`` (its ``config.json`` and ``vocab.json``).
     """
-    from .checkpoint import latest_checkpoint, load, load_config
-    from .tasks import RunDirError
-    from .trainer import Trainer, Validation, init_distributed, resolve_device
+    from .checkpoint import latest_checkpoint, load_config
+    from .rundir import RunDirError, check_resume_config, own_run_dir
+    from .trainer import init_distributed, resolve_device
 
     out = Path(out)
     resume = resume and latest_checkpoint(out) is not None
     if resume:
-        cfg = load_config(out)
+        saved = load_config(out)
+        if cfg is not None:
+            check_resume_config(out, saved, cfg, "the fine-tuning options")
+        cfg = saved
         vocab: Vocabulary | None = Vocabulary.load(out / VOCAB_FILE)
     else:
         if latest_checkpoint(out) is not None:
@@ -306,6 +325,21 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
         raise ValueError("CTC fine-tuning needs a speech model (this configuration has a sensor front end)")
     ddp = init_distributed("cuda" if device in (None, "auto", "cuda") and torch.cuda.is_available() else "cpu")
     dev = resolve_device(device, ddp)
+    lock = own_run_dir(out, ddp.is_main)
+    try:
+        return _finetune(pretrained_run, train, out, cfg, vocab, valid, resume, ddp, dev, progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, cfg: Config, vocab: Vocabulary | None,
+              valid: str | Path | None, resume: bool, ddp: Distributed, dev: torch.device,
+              progress: bool) -> FinetuneResult:
+    """:func:`finetune` once the configuration is settled and ``out`` is locked."""
+    from .checkpoint import load
+    from .trainer import Trainer, Validation
+
     c, fe = cfg.ctc, cfg.model.frontend
     torch.manual_seed(cfg.train.seed)
     pretrained = load(pretrained_run) if pretrained_run is not None else None
@@ -320,7 +354,8 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
             vocab.save(out / VOCAB_FILE)
     model = build_recognizer(cfg.model, c, len(vocab), encoder=encoder)
     model.vocab, model.normalize_audio = vocab, cfg.data.normalize
-    task = CTCTask(data, vocab, cfg, model.encoder.frontend, rank=ddp.rank, world_size=ddp.world_size)
+    task = CTCTask(data, vocab, cfg, model.encoder.frontend, rank=ddp.rank, world_size=ddp.world_size,
+                   skipped_list=out / SKIPPED_FILE)
     validation = None
     valid_set: TranscribedSet | None = None
     if valid is not None:
@@ -349,17 +384,16 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
     finally:
         if ddp.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    skipped = task.skipped + task.data.skipped + (valid_set.skipped if valid_set else [])
+        skipped = task.skipped + task.data.skipped + (valid_set.skipped if valid_set else [])
+        if ddp.is_main:  # also when training failed: its message may point to this list
+            write_skipped(out / SKIPPED_FILE, skipped)
     if ddp.is_main:
-        write_skipped(out / SKIPPED_FILE, skipped)
         if skipped:
             print(f"[wavssl] {len(skipped)} entries skipped (listed in {out / SKIPPED_FILE})", flush=True)
         best = out / "best" / "model.safetensors"
         if best.is_file():  # the run's top-level model is the best one
-            tmp = out / ".model.safetensors.best.tmp"
-            tmp.write_bytes(best.read_bytes())
-            os.replace(tmp, out / "model.safetensors")
-        (out / "finetune_summary.json").write_text(json.dumps({
+            atomic_write_bytes(out / "model.safetensors", best.read_bytes())
+        atomic_write_text(out / "finetune_summary.json", json.dumps({
             "train_utterances": len(task.data), "train_seconds": task.total_seconds,
             "best_update": state.best_update, f"best_valid_{c.best_metric}": state.best_score,
             "num_updates": state.num_updates, "skipped": len(skipped),

@@ -12,52 +12,50 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+from wavssl_onnx.fileio import NoSpaceError, atomic_write, atomic_write_bytes, atomic_write_text, make_temp_dir
 
-from ..config import Config, load_json, to_dict
+from ..config import Config, ConfigError, from_dict, to_dict
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "update_"
+TMP_PREFIX = ".tmp_"
+"""Prefix of a checkpoint directory being written (left behind only by a kill; removed at start)."""
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint directory is missing a file or cannot be read; the message names the path."""
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_model_files(directory: Path, model: nn.Module, cfg: Config,
                        model_state: dict[str, torch.Tensor] | None = None) -> None:
     source = model.state_dict() if model_state is None else model_state
     state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
-    _atomic_write(directory / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
-    _atomic_write(directory / "config.json", lambda p: Path(p).write_text(json.dumps(to_dict(cfg), indent=2) + "\n"))
+    atomic_write_bytes(directory / "model.safetensors", save(state, metadata={"format": "pt"}))
+    atomic_write_text(directory / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def _no_space(error: NoSpaceError, run_dir: Path) -> CheckpointError:
+    """A one-line CheckpointError for a full disk, naming the file and the checkpoint still intact."""
+    previous = latest_checkpoint(run_dir)
+    intact = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+    return CheckpointError(f"{error}; {intact} (free some space, then continue with --resume)")
 
 
 def save_model(run_dir: str | Path, model: nn.Module, cfg: Config,
                model_state: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``run_dir`` (each atomically); the weights
-    are ``model_state`` when given (e.g. gathered from a sharded model), else ``model.state_dict()``."""
-    _write_model_files(Path(run_dir), model, cfg, model_state)
+    are ``model_state`` when given (e.g. gathered from a sharded model), else ``model.state_dict()``.
+    A full disk raises :class:`CheckpointError` naming the file."""
+    try:
+        _write_model_files(Path(run_dir), model, cfg, model_state)
+    except NoSpaceError as e:
+        raise _no_space(e, Path(run_dir)) from e
 
 
 def save_checkpoint(run_dir: str | Path, model: nn.Module, cfg: Config, trainer_state: dict[str, Any],
@@ -68,13 +66,15 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, cfg: Config, trainer_
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{num_updates:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp_"))
+    tmp = make_temp_dir(root, TMP_PREFIX)
     try:
         _write_model_files(tmp, model, cfg, model_state)
-        _atomic_write(tmp / "trainer_state.pt", lambda p: torch.save(trainer_state, p))
+        atomic_write(tmp / "trainer_state.pt", lambda f: torch.save(trainer_state, f))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except NoSpaceError as e:
+        raise _no_space(e, Path(run_dir)) from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -110,19 +110,51 @@ def load_trainer_state(checkpoint_dir: str | Path) -> dict[str, Any]:
 
 
 def load_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of ``model.safetensors`` in ``directory``."""
+    """Tensors of ``model.safetensors`` in ``directory``; a file that is not safetensors, or a
+    tensor holding NaN or Inf, raises :class:`CheckpointError` naming the file (and the tensor)."""
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{path}: no model weights here (expected model.safetensors)")
-    return load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type; re-raised naming the file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from e
+    check_finite(state, path)
+    return state
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the first floating-point tensor with NaN or Inf."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{where}: tensor {name!r} holds {bad} NaN or infinite value(s) of "
+                                  f"{tensor.numel()}; refusing corrupt weights")
+
+
+REQUIRED_CONFIG_KEYS = ("task", "model")
+"""Keys every ``config.json`` holds (the others fall back to their defaults)."""
 
 
 def load_config(directory: str | Path) -> Config:
-    """``config.json`` in ``directory``."""
+    """``config.json`` in ``directory``; a malformed one raises :class:`CheckpointError` naming it."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (not a wavssl run or checkpoint directory)")
-    return load_json(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read config: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    missing = [k for k in REQUIRED_CONFIG_KEYS if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: lacks {', '.join(repr(k) for k in missing)} (not a complete wavssl config)")
+    try:
+        return from_dict(Config, data).validate()
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid config: {e}") from e
 
 
 def find_sidecar(directory: str | Path, name: str) -> Path | None:

@@ -23,16 +23,18 @@ Left out, each with a :class:`CheckpointImportWarning`:
   freshly initialised quantizer, ``project_q`` and ``final_proj``; a source without a mask embedding
   gets a fresh ``encoder.mask_emb``.
 
-Security: a fairseq ``.pt`` file is a Python pickle. It is first read with
-``torch.load(weights_only=True)``, which cannot run code. Older files pickle objects outside that safe
-list; those are then read with full pickle, after a warning, and a pickle can run arbitrary code.
-Only import fairseq checkpoints you trust.
+Security: a fairseq ``.pt`` file is a Python pickle. It is read with ``torch.load(weights_only=True)``,
+which cannot run code, allowing the few classes fairseq checkpoints hold (``argparse.Namespace``,
+omegaconf containers). A file that pickles anything else is refused unless ``trust_checkpoint=True``
+(``wavssl import-checkpoint --trust-checkpoint``): then it is read with full pickle, after a warning,
+and a pickle can run arbitrary code. Pass it only for checkpoints you trust.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import copy
 import dataclasses
 import json
@@ -40,6 +42,7 @@ import logging
 import math
 import pickle
 import re
+import typing
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,7 +70,8 @@ class CheckpointImportWarning(UserWarning):
 # ------------------------------------------------------------------------------------------ API
 
 
-def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Config | None = None) -> Path:
+def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Config | None = None,
+                      trust_checkpoint: bool = False) -> Path:
     """Convert a transformers directory or a fairseq ``.pt`` file into a wavssl run directory.
 
     Args:
@@ -77,6 +81,8 @@ def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Conf
             and ``train`` sections, and model fields such as the Gumbel temperatures and the feature
             penalty weight of transformers sources, or the streaming options (chunked attention,
             positional-conv look-ahead). Defaults to :func:`wavssl.config.base`.
+        trust_checkpoint: read a fairseq ``.pt`` that pickles objects outside the allow-list with
+            full pickle (which can run code from the file); without it such a file is refused.
     Returns:
         ``run_dir`` as a Path.
     Raises:
@@ -87,7 +93,7 @@ def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Conf
     if src.is_dir():
         cfg, state = _read_transformers(src, start)
     elif src.is_file():
-        cfg, state = _read_fairseq(src, start)
+        cfg, state = _read_fairseq(src, start, trust_checkpoint)
     else:
         raise CheckpointImportError(f"{src}: no such file or directory")
     try:
@@ -401,18 +407,41 @@ _FAIRSEQ_TRAINING_DEFAULTS: dict[str, Any] = {
 """fairseq pretraining options with no wavssl equivalent; other values only change further training."""
 
 
-def _load_pickle(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` (``argparse.Namespace`` allowed); on failure, warn and
-    fall back to full pickle, which can run code from the file."""
+def _fairseq_safe_globals() -> list[Any]:
+    """Classes a fairseq checkpoint pickles besides tensors and plain containers, allowed to
+    ``torch.load(weights_only=True)``: ``argparse.Namespace`` (legacy ``args``) and, where omegaconf
+    is installed, its containers and nodes (hydra ``cfg``). None of them runs code on unpickling."""
+    allowed: list[Any] = [argparse.Namespace, collections.defaultdict, typing.Any]
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        import omegaconf
+        from omegaconf import base as oc_base
+        from omegaconf import nodes as oc_nodes
+    except ImportError:
+        return allowed
+    allowed += [omegaconf.DictConfig, omegaconf.ListConfig, oc_base.ContainerMetadata, oc_base.Metadata]
+    allowed += [getattr(oc_nodes, name) for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode",
+                                                     "BooleanNode", "EnumNode", "ValueNode") if hasattr(oc_nodes, name)]
+    return allowed
+
+
+def _load_pickle(path: Path, trust: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` and :func:`_fairseq_safe_globals` allowed. A file that
+    pickles anything else is refused, unless ``trust`` (``--trust-checkpoint``): then it is read with
+    full pickle, which can run code stored in the file (with a warning)."""
+    try:
+        with torch.serialization.safe_globals(_fairseq_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         reason = f"it pickles {found[1]}" if found else "not a weights-only pickle"
+        if not trust:
+            raise CheckpointImportError(
+                f"{path}: refused: {reason}, which a fairseq checkpoint does not need and which could run code "
+                "when unpickled; import it with --trust-checkpoint (trust_checkpoint=True) only if you trust "
+                "where it came from") from None
         warnings.warn(f"{path}: cannot be read with torch.load(weights_only=True) ({reason}); reading it with full "
-                      "pickle, which can execute arbitrary code stored in the file. Only import checkpoints you "
-                      "trust.", CheckpointImportWarning, stacklevel=4)
+                      "pickle as --trust-checkpoint asks, which can execute arbitrary code stored in the file.",
+                      CheckpointImportWarning, stacklevel=4)
     except (OSError, RuntimeError) as e:
         raise CheckpointImportError(f"{path}: cannot read the checkpoint: {e}") from e
     try:
@@ -574,9 +603,9 @@ def _fairseq_config(src: Path, sections: tuple[dict[str, Any], ...], start: Conf
     return start
 
 
-def _read_fairseq(src: Path, start: Config) -> tuple[Config, dict[str, Tensor]]:
+def _read_fairseq(src: Path, start: Config, trust: bool = False) -> tuple[Config, dict[str, Tensor]]:
     """Config and wavssl-named tensors of a fairseq wav2vec 2.0 checkpoint (pretrained or fine-tuned)."""
-    ckpt = _load_pickle(src)
+    ckpt = _load_pickle(src, trust)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
         raise CheckpointImportError(f"{src}: not a fairseq checkpoint (no 'model' state dict)")
     tensors = dict(ckpt["model"])

@@ -17,12 +17,23 @@ from torch import nn
 
 from ..config import Config
 from ..data.audio import AudioBatch, BucketBatchSampler, CropDataset, ScanResult, make_loader, scan_audio, write_skipped
-from ..data.sensor import (SensorBatch, SeriesSet, batch_order, check_series, collate, load_series,
-                           random_time_stretch, window)
+from ..data.sensor import (
+    SensorBatch,
+    SeriesSet,
+    batch_order,
+    check_series,
+    collate,
+    load_series,
+    random_time_stretch,
+    window,
+)
 from ..models import MaskSampler
 from ..modules.frontend import receptive_field
 from ..modules.masking import MaskedFrames
-from .trainer import StepOutput, TrainerState, batch_seed
+from .rundir import RunDirError, own_run_dir
+from .trainer import Distributed, NoUsableData, StepOutput, TrainerState, batch_seed
+
+__all__ = ["PretrainTask", "RunDirError", "SensorPretrainTask", "pretrain"]
 
 _LOSS_METRICS = ("contrastive", "diversity", "feature_penalty", "accuracy", "prob_perplexity", "code_perplexity")
 
@@ -39,11 +50,15 @@ class PretrainTask:
 
     def __init__(self, data: ScanResult, cfg: Config, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
                  pin_memory: bool = False) -> None:
-        if not data.items:
-            raise ValueError(f"no usable audio files ({len(data.skipped)} skipped; see the list in {run_dir})")
         d = cfg.data
         self.cfg, self.run_dir, self.rank = cfg, Path(run_dir), rank
         self.skipped = list(data.skipped)
+        if not data.items:
+            self._write_skipped()
+            raise NoUsableData(f"no usable audio files ({len(data.skipped)} skipped; see the list in "
+                               f"{self.skipped_path})")
+        self._index = {it.path: i for i, it in enumerate(data.items)}
+        self._failed: set[str] = set()
         self.dataset = CropDataset(data.items, sample_rate=d.sample_rate, max_samples=d.max_samples, pad=d.pad,
                                    normalize=d.normalize, masker=MaskSampler(cfg.model))
         self.sampler = BucketBatchSampler([it.num_samples for it in data.items], max_batch_samples=d.max_batch_samples,
@@ -62,20 +77,39 @@ class PretrainTask:
                           cache_path=run_dir / "audio_index.json")
         return cls(data, cfg, run_dir, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def skipped_path(self) -> Path:
+        """``RUN/skipped_files.tsv``: files left out, with the reason."""
+        return self.run_dir / "skipped_files.tsv"
+
     def _write_skipped(self) -> None:
         if self.rank == 0:
-            write_skipped(self.run_dir / "skipped_files.tsv", self.skipped)
+            write_skipped(self.skipped_path, self.skipped)
 
     def batches_per_epoch(self) -> int:
         return len(self.sampler)
+
+    def _record_failures(self, failed: list[tuple[str, str]]) -> None:
+        """List each newly failed file once and leave it out of every later batch; raise
+        :class:`~wavssl.train.trainer.NoUsableData` once no file is left."""
+        new = [(path, reason) for path, reason in dict(failed).items() if path not in self._failed]
+        if not new:
+            return
+        for path, _ in new:
+            self._failed.add(path)
+            self.sampler.exclude.add(self._index[path])
+        self.skipped.extend(new)
+        self._write_skipped()
+        if len(self._failed) == len(self.dataset):
+            raise NoUsableData(f"no usable audio file left: all {len(self.dataset)} files that passed the scan "
+                               f"failed to decode; see the list in {self.skipped_path}")
 
     def batches(self, epoch: int, start: int) -> Iterator[AudioBatch]:
         self.sampler.set_epoch(epoch)
         self.sampler.set_start(start)
         for batch in self.loader:
             if batch.failed:
-                self.skipped.extend(batch.failed)
-                self._write_skipped()
+                self._record_failures(batch.failed)
             yield batch
 
     def step(self, model: nn.Module, batch: AudioBatch, device: torch.device) -> StepOutput | None:
@@ -193,10 +227,6 @@ def _sensor_pretraining(path: str | Path, cfg: Config, run_dir: Path, *, resumed
     return cfg, data.subset(keep)
 
 
-class RunDirError(RuntimeError):
-    """The run directory cannot be used as asked (e.g. it holds a run and --resume was not given)."""
-
-
 def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: bool = False,
              device: str | None = None, progress: bool = True) -> TrainerState:
     """Pretrain an SSL model on the data at ``audio`` into ``run_dir`` (library form of ``wavssl pretrain``).
@@ -209,9 +239,8 @@ def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: boo
     ``resume=True`` training continues from the newest complete checkpoint (and starts fresh if
     there is none); without it, a run directory that already holds checkpoints is refused.
     """
-    from ..models import build_model
     from .checkpoint import latest_checkpoint
-    from .trainer import Trainer, init_distributed, resolve_device
+    from .trainer import init_distributed, resolve_device
 
     run_dir = Path(run_dir)
     if not resume and latest_checkpoint(run_dir) is not None:
@@ -219,6 +248,21 @@ def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: boo
     cfg.validate()
     ddp = init_distributed("cuda" if (device in (None, "auto", "cuda") and torch.cuda.is_available()) else "cpu")
     dev = resolve_device(device, ddp)
+    lock = own_run_dir(run_dir, ddp.is_main)
+    try:
+        return _pretrain(audio, run_dir, cfg, ddp, dev, resume=resume, progress=progress)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, dev: torch.device, *, resume: bool,
+              progress: bool) -> TrainerState:
+    """:func:`pretrain` once the device is chosen and the run directory is locked."""
+    from ..models import build_model
+    from .checkpoint import latest_checkpoint
+    from .trainer import Trainer
+
     task: PretrainTask | SensorPretrainTask
     if cfg.model.frontend.kind == "sensor":
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,10 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
 
 
+class NoUsableData(RuntimeError):
+    """No batch can be made any more: every file (or utterance) left failed to load."""
+
+
 @dataclass
 class StepOutput:
     """What a task's ``step`` returns for one batch."""
@@ -441,6 +445,7 @@ class Trainer:
 
             bar = tqdm(total=max_updates, initial=self.state.num_updates, unit="upd", dynamic_ncols=True)
         self.model.train()
+        empty_in_a_row, empty_limit = 0, max(self.task.batches_per_epoch(), 1)
         while self.state.num_updates < max_updates:
             self.task.on_update(self.module, self.state.num_updates)
             outs: list[StepOutput] = []
@@ -452,11 +457,16 @@ class Trainer:
                     out = self.task.step(self.model, batch, self.device)
                     if out is None:
                         self.state.empty_batches += 1
+                        empty_in_a_row += 1
                         continue
                     (out.loss / accumulate).backward()
+                empty_in_a_row = 0
                 outs.append(out)
                 losses.append(out.loss.detach())
             if not outs:
+                if empty_in_a_row > empty_limit:  # a whole epoch without one loadable item
+                    raise NoUsableData(f"{empty_in_a_row} empty batches in a row (every item in them failed to "
+                                       f"load): no usable data left; see the skipped list in {self.run_dir}")
                 continue
             loss_sum = torch.stack(losses).sum()
             grad_norm = self._grad_norm()
