@@ -81,7 +81,7 @@ def tiny_run(run: Path, *sets: str) -> C.Config:
 def test_pretraining_on_files_that_all_fail_to_decode_stops(tmp_path: Path) -> None:
     write_wavs(tmp_path / "data", 3, value=float("nan"))
     res = wavssl("pretrain", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *TINY,
-                 "--set", "optim.max_updates=3", timeout=120)
+                 "--set", "optim.max_updates=3", timeout=60)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "no usable audio file left: all 3 files" in res.stderr and "Traceback" not in res.stderr
     listed = (tmp_path / "run" / "skipped_files.tsv").read_text().splitlines()
@@ -111,7 +111,7 @@ def test_finetuning_on_utterances_that_all_fail_to_decode_stops(tmp_path: Path) 
     for path in write_wavs(tmp_path / "data", 3, value=float("nan")):
         path.with_suffix(".txt").write_text("a b\n")
     res = wavssl("finetune", str(tmp_path / "pre"), "--train", str(tmp_path / "data"), "--out",
-                 str(tmp_path / "asr"), "--set", "ctc.max_updates=3", "--no-progress", timeout=120)
+                 str(tmp_path / "asr"), "--set", "ctc.max_updates=3", "--no-progress", timeout=60)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "no usable utterance left" in res.stderr and "Traceback" not in res.stderr
     listed = tmp_path / "asr" / "skipped_lines.tsv"
@@ -410,5 +410,5 @@ def test_help_does_not_import_torch() -> None:
     res = subprocess.run([sys.executable, "-X", "importtime", "-m", "wavssl", "pretrain", "--help"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 0 and "--resume" in res.stdout
-    assert not [line for line in res.stderr.splitlines() if line.rstrip().endswith("| torch")]
+    assert not [line for line in res.stderr.splitlines() if line.split("|")[-1].strip() == "torch"]
     assert time.perf_counter() - start < 30
