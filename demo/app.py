@@ -35,8 +35,9 @@ DEFAULT_EXAMPLES = DEMO_DIR / "examples"
 """Example clips (``examples.tsv``: ``path`` and ``text`` columns) and sensor series."""
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-STREAM_EVERY = 0.5
-"""Seconds of microphone audio the browser sends at a time."""
+STREAM_EVERY = 0.1
+"""Seconds of microphone audio the browser sends at a time (gradio's audio component sends 0.1 s blocks
+whatever the event asks for)."""
 WORD_PAD = 0.05
 """Seconds played before and after a clicked word."""
 CSS = """
@@ -207,15 +208,22 @@ def _transcribe_tab(catalog: Catalog, limits: Limits, files: SessionFiles, clips
         except USER_ERRORS as e:
             raise _user_error(e) from e
         paths = write_outputs(t, files.folder(request))
-        fig = plots.posteriorgram(t.log_probs, rec.vocab, t.frame_shift, t.hypothesis.words)
-        words_value = word_rows(t.hypothesis.words)
         play = gr.Audio(value=path, subtitles=subtitles(t.hypothesis.words) or None)
-        state = {"path": path, "rate": rec.sample_rate, "words": [w.to_dict() for w in t.hypothesis.words]}
-        return t.hypothesis.text, _stats_html(t, ref, language), words_value, paths, play, fig, state
+        state = {"path": path, "rate": rec.sample_rate, "words": t.hypothesis.words, "log_probs": t.log_probs,
+                 "frame_shift": t.frame_shift, "vocab": rec.vocab}
+        return t.hypothesis.text, _stats_html(t, ref, language), word_rows(t.hypothesis.words), paths, play, state
 
+    def draw(state: dict[str, Any] | None) -> Any:
+        if not state:
+            return None
+        return plots.posteriorgram(state["log_probs"], state["vocab"], state["frame_shift"], state["words"])
+
+    # the text first, the posteriorgram (a quarter of a second to draw) right after
     run.click(transcribe, [audio, reference, model, int8, mode, beam, lm_file, lm_order, lm_level, lm_weight],
-              [transcript, stats, words, outputs_files, playback, posteriorgram, current], api_name="transcribe",
-              concurrency_limit=limits.concurrency, concurrency_id="offline")
+              [transcript, stats, words, outputs_files, playback, current], api_name="transcribe",
+              concurrency_limit=limits.concurrency, concurrency_id="offline").then(
+        draw, current, posteriorgram, api_visibility="private", concurrency_limit=limits.concurrency,
+        concurrency_id="plots")
 
     def play_word(state: dict[str, Any] | None, evt: gr.SelectData) -> Any:
         if not state or not state["words"]:
@@ -227,7 +235,7 @@ def _transcribe_tab(catalog: Catalog, limits: Limits, files: SessionFiles, clips
             wave = read_audio(state["path"], rate)
         except AudioError as e:
             raise _user_error(e) from e
-        start, end = max(0, int((w["start"] - WORD_PAD) * rate)), int((w["end"] + WORD_PAD) * rate)
+        start, end = max(0, int((w.start - WORD_PAD) * rate)), int((w.end + WORD_PAD) * rate)
         return rate, wave[start:end]
 
     words.select(play_word, current, word_player, api_visibility="private")
@@ -259,62 +267,54 @@ def _live_tab(catalog: Catalog, limits: Limits, files: SessionFiles) -> None:
                                    elem_id="live-latency")
             recording = gr.File(label="What was recorded (WAV, as received)", interactive=False,
                                 elem_id="live-recording")
-    session = gr.State(LiveSession.new)  # one per browser session, shared by the handlers below (locked)
+    session = gr.State(LiveSession)  # one per browser session (gradio deep-copies it: a fresh one)
     outputs = [partial, utterances, summary, latency]
+    skip = (gr.skip(),) * len(outputs)
 
-    def view(s: LiveSession) -> tuple[Any, ...]:
-        return s.partial, s.numbered(), s.summary(), s.latency_rows()
+    def rules(pause: float) -> EndpointRules:
+        return EndpointRules(silence_after_text=float(pause))
 
     def start(s: LiveSession, name: str, use8: bool, pause: float) -> tuple[Any, ...]:
-        with s.lock:
-            try:
-                s.start(catalog.online(name, use8), EndpointRules(silence_after_text=float(pause)))
-            except USER_ERRORS as e:
-                raise _user_error(e) from e
-            return view(s)
+        try:
+            s.begin(catalog.online(name, use8), rules(pause))
+        except USER_ERRORS as e:
+            raise _user_error(e) from e
+        return s.view()
 
     mic.start_recording(start, [session, model, int8, silence], outputs, api_name="live_start",
                         concurrency_limit=limits.live_concurrency, concurrency_id="live", show_progress="hidden")
 
     def chunk(block: tuple[int, np.ndarray] | None, s: LiveSession, name: str, use8: bool,
               pause: float) -> tuple[Any, ...]:
-        with s.lock:
-            if block is None or s.stopped:  # nothing, or a late block of a finished recording
-                return view(s)
-            rate, samples = block
-            try:
-                if s.stream is None:  # an API client that did not call /live_start
-                    s.start(catalog.online(name, use8), EndpointRules(silence_after_text=float(pause)))
-                if len(samples):
-                    s.accept(int(rate), samples)
-            except USER_ERRORS as e:
-                raise _user_error(e) from e
-            return view(s)
+        # gradio keeps only the newest block while this runs: queue it and return (the model runs in
+        # the session's worker thread); send the page something only when the text changed
+        if block is None or s.finished:  # nothing, or a late block of a stopped recording
+            return skip
+        try:
+            if s.stream is None:  # an API client that did not call /live_start
+                s.begin(catalog.online(name, use8), rules(pause))
+            changed = s.push(int(block[0]), block[1])
+        except USER_ERRORS as e:
+            raise _user_error(e) from e
+        return s.view() if changed else skip
 
     mic.stream(chunk, [mic, session, model, int8, silence], outputs, stream_every=STREAM_EVERY,
                time_limit=limits.max_live_seconds, concurrency_limit=limits.live_concurrency, concurrency_id="live",
                api_name="live_chunk", show_progress="hidden")
 
     def stop(s: LiveSession, request: gr.Request) -> tuple[Any, ...]:
-        with s.lock:
-            saved = None
-            if s.active:
-                try:
-                    s.finish()
-                except USER_ERRORS:
-                    s.partial = ""  # too little audio for one frame: nothing to say
-                saved = s.save_recording(files.folder(request) / f"recording-{s.recordings}.wav")
-            return *view(s), str(saved) if saved else None
+        saved = None
+        if s.active:
+            s.finish()
+            saved = s.save_recording(files.folder(request) / f"recording-{s.recordings}.wav")
+        return *s.view(), str(saved) if saved else None
 
     mic.stop_recording(stop, session, [*outputs, recording], api_name="live_stop",
                        concurrency_limit=limits.live_concurrency, concurrency_id="live")
 
     def reset(s: LiveSession) -> tuple[Any, ...]:
-        with s.lock:
-            s.utterances.clear()
-            s.partials.clear()
-            s.partial = ""
-            return view(s)
+        s.clear()
+        return s.view()
 
     clear.click(reset, session, outputs, api_visibility="private")
 

@@ -19,6 +19,8 @@ WIDTH = 11.0
 """Figure width in inches."""
 MAX_WORD_LABELS = 80
 """Above this many words the posteriorgram marks words without writing them."""
+MAX_LABEL_CHARS = 14
+"""Longer words are cut in the posteriorgram's labels."""
 
 
 def posteriorgram(log_probs: np.ndarray, vocab: Vocabulary, frame_shift: float, words: Sequence[WordTime] = (),
@@ -49,7 +51,8 @@ def posteriorgram(log_probs: np.ndarray, vocab: Vocabulary, frame_shift: float, 
         ax.axvspan(w.start, w.end, ymin=0.0, ymax=0.02, color="tab:cyan" if i % 2 else "tab:green")
         ax.axvline(w.start, color="white", lw=0.4, alpha=0.5)
         if len(words) <= MAX_WORD_LABELS:
-            ax.text((w.start + w.end) / 2, -0.7, w.word, ha="left" if crowded else "center", va="bottom", fontsize=7,
+            label = w.word if len(w.word) <= MAX_LABEL_CHARS else w.word[: MAX_LABEL_CHARS - 1] + "…"
+            ax.text((w.start + w.end) / 2, -0.7, label, ha="left" if crowded else "center", va="bottom", fontsize=7,
                     rotation=45 if crowded else 0, rotation_mode="anchor", clip_on=False)
     ax.set_xlim(0.0, end)
     ax.set_title(title or f"posteriorgram: {num_frames} frames x {num_tokens} tokens (blank row on top)", fontsize=9,

@@ -300,7 +300,7 @@ def test_live_tab_streams_the_microphone(page: Any, models: Fixture, asr_dir: Pa
     got, sent = _envelope(read_audio(received, 16000)), _envelope(read_audio(models.mic_file, 16000))
     assert len(got) > 0.6 * len(sent)
     assert _best_correlation(got, sent) > 0.6
-    assert "partials" in page.inner_text("#live-summary") and page.locator("#live-latency [data-testid='cell-0-2']").count()
+    assert "text updates" in page.inner_text("#live-summary") and page.locator("#live-latency [data-testid='cell-0-2']").count()
 
 
 def test_pretraining_tab_plays_the_models_own_game(page: Any, models: Fixture) -> None:
@@ -349,13 +349,21 @@ def test_limits_give_messages(page: Any, models: Fixture, tmp_path: Path) -> Non
     page.wait_for_function("document.querySelector('#transcript textarea').value.length > 0")
 
 
-def test_whole_page_screenshot(page: Any, models: Fixture) -> None:
+def test_example_clip_and_session_cleanup(page: Any, app: Any, models: Fixture) -> None:
+    before = set(app.session_files.root.iterdir())
     page.click("#asr-examples button >> nth=0")  # an example clip fills the audio and the reference
     page.wait_for_selector("#asr-audio audio", state="attached")
     assert page.input_value("#asr-reference textarea") == models.texts[0]
     page.click("#asr-run")
     page.wait_for_selector("#posteriorgram img")
     page.screenshot(path=str(SHOTS / "page.png"), full_page=True)
+    (folder,) = set(app.session_files.root.iterdir()) - before  # this session's JSON and SRT
+    assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".srt"]
+    page.close()  # the tab closes: its files go
+    deadline = time.monotonic() + 20
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not folder.exists()
 
 
 # ------------------------------------------------------------------------------------ API
