@@ -42,7 +42,7 @@ WORD_PAD = 0.05
 """Seconds played before and after a clicked word."""
 CSS = """
 #asr-stats table, #live-summary p {font-variant-numeric: tabular-nums}
-.card-row {gap: 12px}
+#models-list td:first-child, #models-list td:nth-child(2) {white-space: nowrap}
 """
 USER_ERRORS = (AudioError, ModelError, SeriesError, ValueError, OSError)
 """What a request can do wrong; shown as a message on the page, never a crash."""

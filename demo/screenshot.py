@@ -36,7 +36,7 @@ def shoot(out: Path, models: list[Path] | None = None, *, examples: Path | None 
             page = browser.new_page()
             page.goto(app.local_url)
             page.wait_for_selector("#tabs")
-            if page.locator("#asr-examples button").count():
+            if page.locator("#asr-run").count() and page.locator("#asr-examples").count():
                 page.click("#asr-examples button >> nth=0")
                 page.wait_for_selector("#asr-audio audio", state="attached")
                 page.click("#asr-run")

@@ -416,7 +416,7 @@ def test_api_duration_limit_and_bad_files(client: Any, tmp_path: Path) -> None:
         client.predict(handle_file(str(bad)), "sensor_onnx", 0, api_name="/classify")
 
 
-def test_api_classify_and_live_stream(client: Any, models: Fixture, asr_dir: Path) -> None:
+def test_api_classify_and_endpoints(client: Any, models: Fixture, tmp_path: Path) -> None:
     from gradio_client import handle_file
 
     label, message, table, _ = client.predict(handle_file(str(models.series[0])), "sensor_onnx", 0,
@@ -424,6 +424,18 @@ def test_api_classify_and_live_stream(client: Any, models: Fixture, asr_dir: Pat
     probs = Classifier.from_dir(models.cls_dir, threads=1).predict([np.load(models.series[0])])[0]
     assert label["label"] == CLASSES[int(probs.argmax())]
     assert table["data"][0][2] == label["label"]
+    # a .ts file (aeon/sktime text format, read by wavssl's reader) with two labelled series
+    rng = np.random.default_rng(1)
+    rows = [(rng.standard_normal((3, n)).round(4), y) for n, y in ((120, "run"), (90, "sit"))]
+    ts = tmp_path / "two.ts"
+    ts.write_text("@problemName two\n@univariate false\n@dimensions 3\n@classLabel true walk run sit stand\n@data\n"
+                  + "".join(":".join(",".join(f"{v:.4f}" for v in ch) for ch in x) + f":{y}\n" for x, y in rows),
+                  encoding="utf-8")
+    label, message, table, _ = client.predict(handle_file(str(ts)), "sensor_onnx", 1, api_name="/classify")
+    probs = Classifier.from_dir(models.cls_dir, threads=1).predict([x.astype(np.float32) for x, _ in rows])
+    assert [row[2] for row in table["data"]] == [CLASSES[int(p.argmax())] for p in probs]
+    assert [row[4] for row in table["data"]] == ["run", "sit"] and "stored label: sit" in message
+    assert label["label"] == CLASSES[int(probs[1].argmax())]
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/transcribe", "/live_start", "/live_chunk", "/live_stop", "/pretraining_view", "/classify"} <= names
 
