@@ -258,15 +258,18 @@ def _envelope(wave: np.ndarray, hop: int = 160) -> np.ndarray:
     return np.log(np.sqrt((wave[: n * hop].reshape(n, hop) ** 2).mean(1)) + 1e-4)
 
 
-def _best_correlation(part: np.ndarray, whole: np.ndarray) -> float:
-    """Highest Pearson correlation of ``part`` with ``whole`` at any shift where they overlap by half."""
-    best = -1.0
-    for lag in range(-len(part) // 2, len(whole) - len(part) // 2):
-        i, j = max(0, -lag), max(0, lag)
-        m = min(len(part) - i, len(whole) - j)
-        if m >= len(part) // 2:
-            best = max(best, float(np.corrcoef(part[i: i + m], whole[j: j + m])[0, 1]))
-    return best
+def _matches(part: np.ndarray, whole: np.ndarray, piece: int = 50) -> list[float]:
+    """For every 0.5 s piece of ``part`` that is not silence, its best correlation with any stretch of
+    ``whole`` (pieces, not one shift: blocks that did not arrive leave gaps in ``part``)."""
+    windows = np.lib.stride_tricks.sliding_window_view(whole, piece)
+    windows = windows[windows.std(1) > 0.1]
+    windows = (windows - windows.mean(1, keepdims=True)) / windows.std(1, keepdims=True)
+    out = []
+    for k in range(0, len(part) - piece + 1, piece):
+        x = part[k: k + piece]
+        if x.std() > 0.5:
+            out.append(float((windows @ ((x - x.mean()) / x.std())).max() / piece))
+    return out
 
 
 def test_live_tab_streams_the_microphone(page: Any, models: Fixture, asr_dir: Path, tmp_path: Path) -> None:
@@ -299,7 +302,8 @@ def test_live_tab_streams_the_microphone(page: Any, models: Fixture, asr_dir: Pa
     # control and noise suppression change the samples themselves)
     got, sent = _envelope(read_audio(received, 16000)), _envelope(read_audio(models.mic_file, 16000))
     assert len(got) > 0.6 * len(sent)
-    assert _best_correlation(got, sent) > 0.6
+    matches = _matches(got, sent)
+    assert len(matches) >= 4 and np.median(matches) > 0.75, matches
     assert "text updates" in page.inner_text("#live-summary") and page.locator("#live-latency [data-testid='cell-0-2']").count()
 
 
