@@ -2,14 +2,15 @@
 
 ``build_app(models=...)`` returns a :class:`DemoApp` (a ``gr.Blocks`` whose ``launch`` defaults to
 127.0.0.1, the upload limit, the queue and the page style); ``wavssl demo`` launches it. Each tab's
-event has an ``api_name`` (``/transcribe``, ``/live_chunk``, ``/live_stop``, ``/pretraining_view``,
-``/classify``), so ``gradio_client`` can call what the page calls.
+event has an ``api_name`` (``/transcribe``, ``/live_start``, ``/live_chunk``, ``/live_stop``,
+``/pretraining_view``, ``/classify``), so ``gradio_client`` can call what the page calls.
 """
 
 from __future__ import annotations
 
 import atexit
 import csv
+import html
 import os
 import shutil
 import tempfile
@@ -28,8 +29,8 @@ from .live import LiveSession
 from .models import DEMO_DIR, Catalog, ModelEntry, ModelError, torch_available
 from .sensor import SERIES_SUFFIXES, classify_file
 from .settings import Limits
-from .transcribe import (Decoding, LMCache, check_audio, scores, subtitles, transcribe_file, word_rows,
-                         write_outputs)
+from .transcribe import (Decoding, LMCache, Transcript, check_audio, scores, subtitles, transcribe_file,
+                         word_rows, write_outputs)
 
 DEFAULT_EXAMPLES = DEMO_DIR / "examples"
 """Example clips (``examples.tsv``: ``path`` and ``text`` columns) and sensor series."""
@@ -44,6 +45,8 @@ CSS = """
 #asr-stats table, #live-summary p {font-variant-numeric: tabular-nums}
 #models-list td:first-child, #models-list td:nth-child(2) {white-space: nowrap}
 """
+EXAMPLE_SERIES = (".npy", ".npz", ".csv", ".ts")
+"""Files of the examples folder offered as sensor series (tables such as ``labels.tsv`` are not)."""
 USER_ERRORS = (AudioError, ModelError, SeriesError, ValueError, OSError)
 """What a request can do wrong; shown as a message on the page, never a crash."""
 
@@ -94,7 +97,15 @@ def _user_error(e: Exception) -> gr.Error:
 
 
 def _describe(entry: ModelEntry) -> str:
-    card = entry.card.replace("\n", " ")
+    """Markdown: the model's summary, then its card (wrapped lines joined; a bold lead-in such as
+    "**What it cannot do:**" starts a new line)."""
+    lines: list[str] = []
+    for line in entry.card.splitlines():
+        if lines and not line.startswith("**"):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line.strip())
+    card = "  \n".join(lines)
     return f"**{entry.name}** - {entry.summary}.\n\n{card}"
 
 
@@ -103,6 +114,7 @@ def models_markdown(catalog: Catalog) -> str:
     if not catalog.entries:
         return ("**No models loaded.** Start the demo with `wavssl demo --model DIR` (an exported model "
                 "directory or a wavssl run directory).")
+
     def cell(text: str) -> str:
         return text.replace("\n", " ").replace("|", "\\|")
 
@@ -127,18 +139,19 @@ def read_examples(folder: Path | None) -> tuple[list[list[str]], list[str]]:
                 if row.get("path") and path.is_file():
                     clips.append([str(path), row.get("text", "")])
     series = sorted(str(p.resolve()) for p in folder.rglob("*")
-                    if p.is_file() and p.suffix.lower() in SERIES_SUFFIXES and p.name != "examples.tsv")
+                    if p.is_file() and p.suffix.lower() in EXAMPLE_SERIES)
     return clips, series
 
 
-def _stats_html(t: Any, reference: str, language: str) -> str:
+def _stats_html(t: Transcript, reference: str, language: str) -> str:
     rows = [("audio", f"{t.duration:.2f} s"), ("processing", f"{t.seconds * 1000:.0f} ms"),
             ("real-time factor", f"{t.rtf:.3f}"), ("speed", f"{1 / t.rtf:.0f}x real time" if t.rtf > 0 else "-"),
             ("frames", str(len(t.log_probs))), ("model", t.model), ("decoding", t.decoding)]
     s = scores(reference, t.hypothesis.text, language) if reference else None
     if s is not None:
         rows += [("WER vs reference", f"{100 * s[0]:.1f} %"), ("CER vs reference", f"{100 * s[1]:.1f} %")]
-    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
+                    for k, v in rows)
     return f"<table>{cells}</table>"
 
 
@@ -253,9 +266,12 @@ def _live_tab(catalog: Catalog, limits: Limits, files: SessionFiles) -> None:
                                 label="Pause that ends an utterance (s)", elem_id="live-silence")
             mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
                            elem_id="live-mic")
-            gr.Markdown(f"Text lags the speech by the model's latency ({first.live_latency:.2f} s for {first.name}); "
-                        f"a stream stops after {limits.max_live_seconds} s. The browser asks for the microphone "
-                        f"when you press Record.", elem_id="live-note")
+            def note(e: ModelEntry) -> str:
+                return (f"Text lags the speech by the model's latency ({e.live_latency:.2f} s for {e.name}); a stream "
+                        f"stops after {limits.max_live_seconds} s. The browser asks for the microphone when you press "
+                        f"Record.")
+
+            note_box = gr.Markdown(note(first), elem_id="live-note")
             clear = gr.Button("Clear", elem_id="live-clear")
         with gr.Column(scale=3):
             partial = gr.Textbox(label="Hearing now (partial text, grows as you speak)", lines=2,
@@ -267,6 +283,11 @@ def _live_tab(catalog: Catalog, limits: Limits, files: SessionFiles) -> None:
                                    elem_id="live-latency")
             recording = gr.File(label="What was recorded (WAV, as received)", interactive=False,
                                 elem_id="live-recording")
+    def on_model(name: str) -> tuple[Any, str]:
+        e = catalog.get(name, "ctc")
+        return gr.Checkbox(value=e.has_int8, interactive=e.has_int8), note(e)
+
+    model.change(on_model, model, [int8, note_box], api_visibility="private")
     session = gr.State(LiveSession)  # one per browser session (gradio deep-copies it: a fresh one)
     outputs = [partial, utterances, summary, latency]
     skip = (gr.skip(),) * len(outputs)

@@ -35,8 +35,8 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"
 """Where fine-tuned run directories are exported to ONNX (once per run version)."""
 RUN_CONFIG = "config.json"
 MODEL_CARD = "MODEL_CARD.md"
-CARD_LINES = 6
-"""At most this many lines of a model card's first paragraphs are shown on the page."""
+CARD_LINES = 8
+"""At most this many lines of a model card's first paragraph are shown on the page."""
 KINDS = ("ctc", "classify", "ssl")
 LIVE_CHUNK_SECONDS = 2.0
 LIVE_CONTEXT_SECONDS = 1.0
@@ -80,8 +80,8 @@ class ModelEntry:
 
 
 def read_card(directory: Path) -> str:
-    """The first lines of ``MODEL_CARD.md`` (title skipped; up to :data:`CARD_LINES` lines of the first
-    paragraphs), or "" when there is none."""
+    """The first paragraph of ``MODEL_CARD.md`` after its title (at most :data:`CARD_LINES` lines):
+    what the model does and cannot do. "" when there is no card."""
     path = directory / MODEL_CARD
     if not path.is_file():
         return ""
@@ -89,9 +89,9 @@ def read_card(directory: Path) -> str:
     for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = raw.rstrip()
         if not lines and (not line.strip() or line.lstrip().startswith("#")):
-            continue  # leading title and blank lines
-        if line.lstrip().startswith("#") or len(lines) >= CARD_LINES:
-            break  # the next section
+            continue  # the title and blank lines before the paragraph
+        if not line.strip() or line.lstrip().startswith("#") or len(lines) >= CARD_LINES:
+            break  # the paragraph ends
         lines.append(line)
     return "\n".join(lines).strip()
 

@@ -471,6 +471,40 @@ def test_model_discovery_and_cards(models: Fixture, app: Any, tmp_path: Path) ->
     assert read_card(tmp_path) == ""
 
 
+def test_page_without_models_says_so(tmp_path: Path) -> None:
+    from demo.app import models_markdown
+
+    app = build_app([tmp_path], examples=None)
+    text = models_markdown(app.catalog)
+    assert "No models loaded" in text and not app.catalog.entries
+    assert "transcript" not in json.dumps(app.get_config_file()).lower()  # no tab without a model
+
+
+def test_committed_models_work() -> None:
+    """The models shipped in demo/models/ (when present) load and run on their example clips."""
+    from demo.app import DEFAULT_EXAMPLES, read_examples
+
+    entries, notes = discover()
+    if not entries:
+        pytest.skip("no models committed under demo/models/")
+    assert not notes, notes
+    catalog = Catalog(entries, threads=1)
+    clips, series = read_examples(DEFAULT_EXAMPLES)
+    for name in catalog.names("ctc"):
+        assert "No model card" not in catalog.entries[name].card
+        if clips:
+            assert isinstance(catalog.recognizer(name).transcribe([clips[0][0]])[0].text, str)
+    for name in catalog.names("classify"):
+        clf = catalog.classifier(name)
+        usable = [p for p in series if p.endswith((".npy", ".csv"))]
+        for path in usable[:2]:
+            from wavssl_onnx.classifier import load_series
+
+            found = [x for x in load_series(path) if x.shape[0] == clf.info.in_channels]
+            if found:
+                assert clf.predict(found[:1]).shape == (1, len(clf.class_names))
+
+
 def test_subtitle_cues() -> None:
     from wavssl_onnx import WordTime
 
