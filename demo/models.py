@@ -47,6 +47,10 @@ class ModelError(ValueError):
     """A model directory cannot be served; the message names it."""
 
 
+class NeedsTorch(ModelError):
+    """A pretraining run, but PyTorch is not installed: its tab is left out (a note, never an error)."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One servable model."""
@@ -165,8 +169,8 @@ def _run_entry(name: str, run: Path, cache_dir: Path, log: Callable[[str], None]
         raise ModelError(f"{run}: a {task!r} run; the demo serves pretraining, ctc and classify runs")
     if frontend.get("kind") == "sensor":
         raise ModelError(f"{run}: a sensor pretraining run; the pretraining tab shows speech models only")
-    if importlib.util.find_spec("torch") is None:
-        raise ModelError(f"{run}: a pretraining run needs PyTorch (pip install wavssl), which is not installed")
+    if not torch_available():
+        raise NeedsTorch(f"{run}: a pretraining run needs PyTorch (pip install wavssl), which is not installed")
     ctx = cfg["model"]["context"]
     summary = (f"pretraining run (PyTorch), {frontend.get('kind')} front end, {ctx.get('num_layers')} x "
                f"{ctx.get('embed_dim')} Transformer, {frontend.get('sample_rate', 16000) // 1000} kHz")
@@ -193,7 +197,8 @@ def discover(paths: Sequence[str | os.PathLike[str]] | None = None, *, cache_dir
 
     Each path is a model directory, a run directory, or a folder whose subdirectories are. A directory
     that cannot be served is skipped with a note (returned second) when it was found in a folder, and
-    raises :class:`ModelError` when it was named itself.
+    raises :class:`ModelError` when it was named itself (except a pretraining run without PyTorch:
+    always a note).
 
     Returns:
         (entries in path order, notes about skipped directories)
@@ -213,7 +218,7 @@ def discover(paths: Sequence[str | os.PathLike[str]] | None = None, *, cache_dir
             try:
                 entries.append(_entry(_unique(d.name, taken), d, cache, log))
             except (ModelError, ValueError, OSError) as e:
-                if named:
+                if named and not isinstance(e, NeedsTorch):
                     raise ModelError(str(e)) from e
                 notes.append(f"skipped {d}: {e}")
     return entries, notes
@@ -309,5 +314,8 @@ class Catalog:
 
 
 def torch_available() -> bool:
-    """Whether PyTorch and wavssl can be imported (the pretraining tab needs them)."""
-    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("wavssl") is not None
+    """Whether PyTorch and wavssl can be imported (the pretraining tab needs them); nothing is imported."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("torch", "wavssl"))
+    except (ImportError, ValueError):  # e.g. sys.modules["torch"] = None
+        return False

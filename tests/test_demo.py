@@ -448,6 +448,7 @@ def test_api_classify_and_endpoints(client: Any, models: Fixture, tmp_path: Path
 
 
 def test_model_discovery_and_cards(models: Fixture, app: Any, tmp_path: Path) -> None:
+    assert app.local_url.startswith("http://127.0.0.1:")  # bound to the loopback interface by default
     entries = {e.name: e for e in app.catalog.entries.values()}
     assert {e.kind for e in entries.values()} == {"ctc", "classify", "ssl"}
     asr = entries["asr_run"]
@@ -514,6 +515,35 @@ def test_subtitle_cues() -> None:
     srt = to_srt(words)
     assert srt.splitlines()[:3] == ["1", "00:00:00,000 --> 00:00:02,000", "w0 w1 w2 w3 w4 w5 w6"]
     assert "3\n00:00:09,000 --> 00:00:09,500\nlate\n" in srt
+
+
+def test_demo_runs_without_torch(models: Fixture, asr_dir: Path, tmp_path: Path) -> None:
+    """Recognition and classification need no PyTorch: with ``import torch`` failing, the app serves
+    the ONNX models (the pretraining run is skipped with a note) and transcribes like the runtime."""
+    port = _free_port()
+    code = (f"import sys, time; sys.modules['torch'] = None\n"
+            f"from demo import build_app\n"
+            f"app = build_app({[str(asr_dir), str(models.cls_dir), str(models.ssl_run)]!r}, examples=None, threads=1)\n"
+            f"assert sorted(e.kind for e in app.catalog.entries.values()) == ['classify', 'ctc'], app.catalog.entries\n"
+            f"assert 'PyTorch' in app.catalog.notes[0], app.catalog.notes\n"
+            f"app.launch(server_port={port}, prevent_thread_lock=True, quiet=True)\n"
+            f"print('ready', flush=True)\n"
+            f"time.sleep(120)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.strip() == "ready", line + (proc.stdout.read() if proc.stdout else "")
+        from gradio_client import Client, handle_file
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        out = client.predict(handle_file(str(models.clips[2])), "", asr_dir.name, True, "greedy", 8, None, 4, "char",
+                             0.5, api_name="/transcribe")
+        assert out[0] == OfflineRecognizer.from_dir(asr_dir, threads=1, int8=True).transcribe([models.clips[2]])[0].text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_wavssl_demo_command_serves_the_page(models: Fixture, asr_dir: Path, tmp_path: Path) -> None:
