@@ -29,8 +29,17 @@ from .live import LiveSession
 from .models import DEMO_DIR, Catalog, ModelEntry, ModelError, torch_available
 from .sensor import SERIES_SUFFIXES, classify_file
 from .settings import Limits
-from .transcribe import (Decoding, LMCache, Transcript, check_audio, scores, subtitles, transcribe_file,
-                         word_rows, write_outputs)
+from .transcribe import (
+    Decoding,
+    LMCache,
+    Transcript,
+    check_audio,
+    scores,
+    subtitles,
+    transcribe_file,
+    word_rows,
+    write_outputs,
+)
 
 DEFAULT_EXAMPLES = DEMO_DIR / "examples"
 """Example clips (``examples.tsv``: ``path`` and ``text`` columns) and sensor series."""
@@ -449,8 +458,10 @@ def build_app(models: Sequence[str | os.PathLike[str]] | Catalog | None = None, 
         cache_dir: where fine-tuned run directories are exported to ONNX.
     """
     limits = limits or Limits()
-    catalog = models if isinstance(models, Catalog) else Catalog.from_paths(models, threads=threads, cache_dir=cache_dir,
-                                                                            log=print)
+    if isinstance(models, Catalog):
+        catalog = models
+    else:
+        catalog = Catalog.from_paths(models, threads=threads, cache_dir=cache_dir, log=print)
     clips, series = read_examples(Path(examples) if examples is not None else None)
     files = SessionFiles()
     atexit.register(files.close)

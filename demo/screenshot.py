@@ -46,7 +46,8 @@ def shoot(out: Path, models: list[Path] | None = None, *, examples: Path | None 
             page.screenshot(path=str(raw), full_page=True)
             browser.close()
             out.parent.mkdir(parents=True, exist_ok=True)
-            Image.open(raw).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+            image = Image.open(raw).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+            image.save(out, optimize=True)
     finally:
         app.close()
     return out

@@ -63,7 +63,8 @@ def read_series(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[st
     return data.series, data.labels
 
 
-def classify_file(classifier: Any, path: str | os.PathLike[str], max_series: int, name: str | None = None) -> Classified:
+def classify_file(classifier: Any, path: str | os.PathLike[str], max_series: int,
+                  name: str | None = None) -> Classified:
     """Read a series file and classify (at most ``max_series`` of) its series with ``classifier``."""
     series, labels = read_series(path)
     if not series:
