@@ -30,6 +30,7 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
     from .train.checkpoint import latest_checkpoint, load_config
     from .train.rundir import check_resume_config
     from .train.tasks import pretrain
+    from .train.trainer import LOG_FILE, last_logged
 
     if a.resume and latest_checkpoint(a.out) is not None:
         saved = load_config(a.out)
@@ -42,6 +43,13 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
     state = pretrain(a.data, a.out, cfg.validate(), resume=a.resume, device=a.device, progress=not a.no_progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"[wavssl] done: {state.num_updates} updates, {state.nonfinite_total} non-finite steps skipped -> {a.out}")
+        last = last_logged(a.out)
+        if last:
+            shown = {k: last[k] for k in ("loss", "accuracy", "code_perplexity") if k in last}
+            print("[wavssl] last logged: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+                  + f" (every logged step in {a.out / LOG_FILE}; model in {a.out / 'model.safetensors'})")
+        task = "--task classify --train SERIES" if cfg.model.frontend.kind == "sensor" else "--train train.tsv --valid dev.tsv"
+        print(f"[wavssl] next: wavssl finetune {a.out} {task} --out runs/finetuned")
     return 0
 
 

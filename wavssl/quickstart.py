@@ -70,6 +70,7 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
     from .export import export
     from .train.asr import finetune
     from .train.tasks import pretrain
+    from .train.trainer import last_logged
 
     qc = qc or QuickstartConfig()
     data, out = Path(data), Path(out)
@@ -88,7 +89,7 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
     _say(f"2/5 pretraining ({cfg.optim.max_updates} updates, no transcripts) -> {ssl_dir}")
     state = pretrain(data / "transcripts.tsv", ssl_dir, cfg, resume=True, progress=progress)
     times["pretrain"] = time.perf_counter() - t
-    ssl_last = _last_log(ssl_dir)
+    ssl_last = last_logged(ssl_dir)
 
     t = time.perf_counter()
     asr_dir = out / "asr"
@@ -145,15 +146,6 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     _print_summary(summary)
     return summary
-
-
-def _last_log(run_dir: Path) -> dict[str, object]:
-    """The last line of a run's ``train_log.jsonl`` (its final loss and accuracy), or {}."""
-    path = run_dir / "train_log.jsonl"
-    if not path.is_file():
-        return {}
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else {}
 
 
 def _print_summary(s: dict[str, object]) -> None:

@@ -158,12 +158,25 @@ def resolve_device(name: str | None, ddp: Distributed) -> torch.device:
     return torch.device(name)
 
 
+LOG_FILE = "train_log.jsonl"
+"""One JSON record per logged update in a run directory."""
+
+
+def last_logged(run_dir: str | Path) -> dict[str, float]:
+    """The last record of ``run_dir``'s training log ({} when there is none or it cannot be read)."""
+    try:
+        lines = [line for line in (Path(run_dir) / LOG_FILE).read_text().splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+
+
 class _Logger:
     """JSONL (+ TensorBoard when installed) logging; rank 0 only."""
 
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
         self.enabled = enabled
-        self.path = run_dir / "train_log.jsonl"
+        self.path = run_dir / LOG_FILE
         self.tb = None
         if enabled and tensorboard:
             try:
