@@ -8,8 +8,9 @@
 
 Modules: :mod:`demo.app` (the page), :mod:`demo.models` (finding and loading models),
 :mod:`demo.transcribe`, :mod:`demo.live`, :mod:`demo.sensor` and :mod:`demo.ssl_view` (each tab's
-work), :mod:`demo.plots` (figures), :mod:`demo.settings` (limits). Importing ``demo`` itself is
-cheap: gradio loads with :mod:`demo.app`.
+work), :mod:`demo.plots` (figures), :mod:`demo.settings` (limits); ``python -m demo.screenshot``
+(the README's picture) and ``python -m demo.measure`` (startup and latency in a browser). Importing
+``demo`` itself is cheap: gradio loads with :mod:`demo.app`.
 """
 
 from __future__ import annotations
