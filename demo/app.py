@@ -67,6 +67,13 @@ class DemoApp(gr.Blocks):
     limits: Limits
     catalog: Catalog
 
+    def close(self, verbose: bool = True) -> None:
+        """Stop the server and remove the sessions' result files."""
+        super().close(verbose)
+        files = getattr(self, "session_files", None)
+        if files is not None:
+            files.close()
+
     def launch(self, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs.setdefault("server_name", DEFAULT_HOST)
         kwargs.setdefault("max_file_size", self.limits.max_file_size)
@@ -81,24 +88,40 @@ class DemoApp(gr.Blocks):
 
 class SessionFiles:
     """Per-browser-session folders for result files; a session's folder goes when its tab closes
-    (``unload``), all of them when the server stops. Uploads and returned files also live in
-    gradio's cache, which ``delete_cache`` sweeps."""
+    (``unload``), all of them when the app closes or the process exits. Uploads and returned files
+    also live in gradio's cache, which ``delete_cache`` sweeps."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="wavssl-demo-"))
+        self._root: Path | None = None
+        atexit.register(self.close)
+
+    @property
+    def root(self) -> Path:
+        """The temporary folder holding the sessions' folders (made on first use)."""
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="wavssl-demo-"))
+        return self._root
+
+    def _path(self, request: gr.Request | None) -> Path:
+        name = getattr(request, "session_hash", None) or "anonymous"
+        return self.root / "".join(c for c in name if c.isalnum() or c in "-_")
 
     def folder(self, request: gr.Request | None) -> Path:
-        name = getattr(request, "session_hash", None) or "anonymous"
-        path = self.root / "".join(c for c in name if c.isalnum() or c in "-_")
+        """The session's folder (created)."""
+        path = self._path(request)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def drop(self, request: gr.Request) -> None:
         """Remove the session's folder (its tab was closed)."""
-        shutil.rmtree(self.folder(request), ignore_errors=True)
+        if self._root is not None:
+            shutil.rmtree(self._path(request), ignore_errors=True)
 
     def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove every session's folder."""
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
 
 def _user_error(e: Exception) -> gr.Error:
@@ -464,7 +487,6 @@ def build_app(models: Sequence[str | os.PathLike[str]] | Catalog | None = None, 
         catalog = Catalog.from_paths(models, threads=threads, cache_dir=cache_dir, log=print)
     clips, series = read_examples(Path(examples) if examples is not None else None)
     files = SessionFiles()
-    atexit.register(files.close)
     has = {kind: bool(catalog.names(kind)) for kind in ("ctc", "classify", "ssl")}
     show_ssl = has["ssl"] and torch_available()
     with DemoApp(title="wavssl demo", delete_cache=(limits.cache_every, limits.cache_age)) as app:

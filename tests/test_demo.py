@@ -523,7 +523,8 @@ def test_demo_runs_without_torch(models: Fixture, asr_dir: Path, tmp_path: Path)
     """Recognition and classification need no PyTorch: with ``import torch`` failing, the app serves
     the ONNX models (the pretraining run is skipped with a note) and transcribes like the runtime."""
     port = _free_port()
-    code = (f"import sys, time; sys.modules['torch'] = None\n"
+    code = (f"import signal, sys, time; sys.modules['torch'] = None\n"
+            f"signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
             f"from demo import build_app\n"
             f"app = build_app({[str(asr_dir), str(models.cls_dir), str(models.ssl_run)]!r}, examples=None, threads=1)\n"
             f"assert sorted(e.kind for e in app.catalog.entries.values()) == ['classify', 'ctc'], app.catalog.entries\n"

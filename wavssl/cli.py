@@ -240,6 +240,9 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     limits = Limits(**{k: v for k, v in given.items() if v is not None})
     app = build_app(a.model or None, limits=limits, threads=a.threads,
                     **({"examples": a.examples} if a.examples is not None else {}))
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped by SIGTERM: still remove the result files
     app.launch(server_name=a.host, server_port=a.port, share=False)
     return 0
 
