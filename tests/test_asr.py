@@ -53,6 +53,7 @@ def _cfg(run: Path, *sets: str) -> C.Config:
                                       *sets]))
 
 
+@pytest.mark.e2e
 def test_finetune_evaluate_transcribe(pretrained: Path, speech_dir: Path, tmp_path: Path) -> None:
     rows = _rows(speech_dir)
     train = _manifest(tmp_path / "train.tsv", rows[:30])
@@ -98,6 +99,7 @@ def test_finetune_evaluate_transcribe(pretrained: Path, speech_dir: Path, tmp_pa
     assert lines[0]["text"] == from_file.text and isinstance(lines[0]["words"], list)
 
 
+@pytest.mark.e2e
 def test_bad_manifest_lines_are_reported_with_line_numbers(pretrained: Path, speech_dir: Path, tmp_path: Path) -> None:
     rows = _rows(speech_dir)[:12]
     corrupt = tmp_path / "corrupt.wav"
@@ -142,6 +144,7 @@ def test_folder_of_audio_and_txt_pairs(speech_dir: Path, tmp_path: Path) -> None
     assert len(data.skipped) == 1 and "orphan.wav" in data.skipped[0][1]
 
 
+@pytest.mark.e2e
 def test_resume_continues_exactly(pretrained: Path, speech_dir: Path, tmp_path: Path) -> None:
     train = _manifest(tmp_path / "train.tsv", _rows(speech_dir)[:16])
     cfg = _cfg(pretrained, "ctc.max_updates=20", "ctc.valid_every=0", "ctc.max_batch_samples=200000",
@@ -160,6 +163,7 @@ def test_resume_continues_exactly(pretrained: Path, speech_dir: Path, tmp_path: 
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.e2e
 def test_scratch_uses_the_same_architecture(pretrained: Path, speech_dir: Path, tmp_path: Path) -> None:
     train = _manifest(tmp_path / "train.tsv", _rows(speech_dir)[:8])
     out = tmp_path / "scratch"

@@ -19,6 +19,7 @@ pytest.importorskip("transformers")
 _BLOCK_AUDIO_IO = "import sys\nfor m in ('soundfile', 'soxr', 'gradio', 'torchaudio'):\n    sys.modules[m] = None\n"
 
 
+@pytest.mark.e2e
 def test_gpu_pretrain_cpu_smoke(tmp_path: Path) -> None:
     out = tmp_path / "gpu_pretrain.jsonl"
     argv = ["benchmarks/gpu_pretrain.py", "--device", "cpu", "--preset", "tiny", "--steps", "2", "--warmup", "1",

@@ -44,6 +44,7 @@ def _losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.e2e
 def test_two_rank_ddp_matches_one_process_with_same_global_batch(speech_dir: Path, tmp_path: Path) -> None:
     """2 ranks x 1 batch per update == 1 process accumulating 2 batches per update.
 
@@ -61,6 +62,7 @@ def test_two_rank_ddp_matches_one_process_with_same_global_batch(speech_dir: Pat
         assert abs(x - y) <= 1e-3 * abs(y), (a, b)
 
 
+@pytest.mark.e2e
 def test_wall_time_checkpoint_and_elastic_restart_resume(speech_dir: Path, tmp_path: Path) -> None:
     """A worker killed mid-run is restarted by torchrun (--max-restarts) and resumes from the last
     wall-time checkpoint (update checkpoints are effectively off)."""
@@ -86,6 +88,7 @@ def test_wall_time_checkpoint_and_elastic_restart_resume(speech_dir: Path, tmp_p
     assert state["num_updates"] == 60
 
 
+@pytest.mark.e2e
 def test_two_rank_fsdp_matches_ddp_and_resumes_from_full_checkpoints(speech_dir: Path, tmp_path: Path) -> None:
     """``train.fsdp``: FSDP2 on 2 ranks logs the losses 2-rank DDP logs (tolerance 1e-4 relative on
     every update: the same arithmetic up to reduction order; on gloo they come out identical). Its

@@ -53,7 +53,8 @@ from wavssl.models import build_classifier, build_model, build_recognizer
 from wavssl.onnx_int8 import WEIGHT_LIMIT, int8_weight_range
 from wavssl.train.checkpoint import save_model
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"),
+              pytest.mark.e2e]  # whole exports (trace, parity up to 60 s, int8), mostly in module fixtures
 
 RATE = 16000
 NO_TORCH = "import sys; sys.modules['torch'] = None\n"

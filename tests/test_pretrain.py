@@ -40,6 +40,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "wavssl", *args]
 
 
+@pytest.mark.e2e
 def test_tiny_pretraining_learns(speech_dir: Path, tmp_path: Path) -> None:
     """Contrastive accuracy rises well above chance; the codebook does not collapse."""
     run = tmp_path / "run"
@@ -63,6 +64,7 @@ def test_tiny_pretraining_learns(speech_dir: Path, tmp_path: Path) -> None:
     assert out.last_hidden_state.shape == (1, out.features.shape[1], cfg.model.context.embed_dim)
 
 
+@pytest.mark.e2e
 def test_sigkill_then_resume_matches_uninterrupted_run(speech_dir: Path, tmp_path: Path) -> None:
     sets = [f"--set={s}" for s in FAST + ["optim.max_updates=40", "train.checkpoint_every=10"]]
     ref, run = tmp_path / "ref", tmp_path / "run"

@@ -14,6 +14,8 @@ import pytest
 import wavssl
 from wavssl.models import SequenceClassifier
 
+pytestmark = pytest.mark.e2e  # every test reads the module fixture that runs pretrain + finetune CLIs
+
 CLASSES = {"slow": 0.05, "medium": 0.12, "fast": 0.25}
 
 

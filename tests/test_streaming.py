@@ -162,6 +162,7 @@ def streaming_dir(streaming_run: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.mark.e2e
 def test_streaming_export_runs_chunk_by_chunk_in_the_runtime(streaming_model: CTCModel, streaming_dir: Path,
                                                              speech_dir: Path) -> None:
     info = json.loads((streaming_dir / CONFIG_FILE).read_text())
@@ -195,6 +196,7 @@ def test_streaming_export_runs_chunk_by_chunk_in_the_runtime(streaming_model: CT
     assert (stream8.log_probs(len(rec.vocab)).argmax(-1) == want.argmax(-1)).mean() >= 0.9
 
 
+@pytest.mark.e2e
 def test_streaming_directory_contract(streaming_dir: Path, tmp_path: Path, speech_dir: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -230,6 +232,7 @@ def test_streaming_directory_contract(streaming_dir: Path, tmp_path: Path, speec
     assert json.loads(whole.stdout.splitlines()[0])["text"] == lines[-1]["text"]
 
 
+@pytest.mark.e2e
 def test_endpoints_cut_a_live_stream_into_utterances(streaming_dir: Path, speech_dir: Path, tmp_path: Path) -> None:
     rules = EndpointRules(silence_without_text=2.0, silence_after_text=1.0, max_utterance=10.0)
     assert not rules.reached(3.0, 0.9, True) and rules.reached(3.0, 1.0, True)
@@ -274,6 +277,7 @@ def test_endpoints_cut_a_live_stream_into_utterances(streaming_dir: Path, speech
     assert "".join(pieces).replace(" ", "") == whole.replace(" ", "")
 
 
+@pytest.mark.e2e
 def test_many_streams_run_their_chunks_as_one_batch(streaming_dir: Path, speech_dir: Path) -> None:
     rec = OnlineRecognizer.from_dir(streaming_dir, threads=1)
     waves = [sf.read(str(p), dtype="float32")[0] for p in sorted(speech_dir.glob("*.wav"))[:3]]
@@ -312,6 +316,7 @@ def test_many_streams_run_their_chunks_as_one_batch(streaming_dir: Path, speech_
         assert h.text == text
 
 
+@pytest.mark.e2e
 def test_streaming_benchmark_runs(streaming_run: Path, streaming_model: CTCModel, speech_dir: Path,
                                   tmp_path: Path) -> None:
     """benchmarks/streaming.py end to end on two utterances (the same weights with full attention as the peer)."""
