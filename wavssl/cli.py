@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # before the heavy imports: --help stays fast
-    from .data.audio import AudioError
+    from wavssl_onnx.audio import AudioError  # torch-free: `wavssl demo` never imports torch for this
 
     try:
         code = int(args.func(args))

@@ -18,10 +18,12 @@ Source = str | os.PathLike[str] | np.ndarray
 
 
 class AudioError(ValueError):
-    """One input cannot be used (undecodable, empty, too short, non-finite); the message names it."""
+    """One input cannot be used (undecodable, empty, too short, non-finite); the message names it
+    (``"<source>: <reason>"``). The training side (``wavssl.data.audio``) raises this class too."""
 
     def __init__(self, source: object, reason: str) -> None:
         self.source, self.reason = str(source), reason
+        self.path = self.source
         super().__init__(f"{source}: {reason}")
 
 

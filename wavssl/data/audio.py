@@ -29,7 +29,7 @@ import soundfile as sf
 import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from wavssl_onnx.audio import waveform_problem
+from wavssl_onnx.audio import AudioError, waveform_problem  # one AudioError for training and the runtime
 from wavssl_onnx.fileio import atomic_write_text
 
 from ..modules.masking import MaskedFrames
@@ -61,15 +61,6 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 _CACHE_FORMAT = "wavssl-audio-scan-cache"
 _CACHE_VERSION = 1
 _NORMALIZE_EPS = 1e-7
-
-
-class AudioError(Exception):
-    """A file could not be used as audio; ``str(err)`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
