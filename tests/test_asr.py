@@ -49,6 +49,7 @@ def _rows(speech_dir: Path) -> list[tuple[str, str]]:
 def _cfg(run: Path, *sets: str) -> C.Config:
     base = wavssl.train.checkpoint.load_config(run)
     return C.merge(base, C.parse_set(["ctc.max_updates=30", "ctc.valid_every=10", "ctc.freeze_updates=5",
+                                      "ctc.freeze_feature_encoder=true",  # fairseq's recipe (tiny trains it)
                                       "train.tensorboard=false", "train.checkpoint_every=10", "train.keep_last=5",
                                       *sets]))
 

@@ -51,7 +51,7 @@ class QuickstartConfig:
     """``--set`` overrides of the ``tiny`` preset's ``[ctc]`` section for fine-tuning."""
     lm_order: int = 6
     """Order of the character n-gram LM estimated from the training transcripts."""
-    lm_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    lm_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
     """LM weights tried on dev (0: greedy decoding, no LM); the best dev CER is used on test."""
     beam: int = 8
 

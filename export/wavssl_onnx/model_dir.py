@@ -220,8 +220,10 @@ def _existing(model_dir: str | os.PathLike[str], info: ModelInfo, key: str) -> P
     return path
 
 
-INFORMATIONAL_KEYS = ("export",)
-"""``wavssl.json`` keys that may differ from a graph's metadata (how it was made, not what it does)."""
+INFORMATIONAL_KEYS = ("export", "files")
+"""``wavssl.json`` keys that may differ from a graph's metadata: how it was made, and which files sit
+beside it (a directory may drop or add a variant, e.g. an older one without ``frontend_int8``);
+neither changes what the graph computes."""
 
 
 def check_metadata(path: Path, info: ModelInfo, metadata: dict[str, str]) -> None:

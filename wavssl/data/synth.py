@@ -159,9 +159,7 @@ class Utterance:
     """How to synthesize one corpus file.
 
     ``speed`` is a tempo factor (1.0 = engine default); ``pitch`` is espeak-ng's 0-99
-    pitch and is None for flite, which has no relative pitch control; flite voices are shifted
-    instead: ``shift`` plays the engine's output that many times faster (pitch, formants and tempo
-    together, like a shorter or longer vocal tract), so its four voices become many.
+    pitch and is None for flite, which has no relative pitch control.
     """
 
     name: str
@@ -170,7 +168,6 @@ class Utterance:
     voice: str
     speed: float
     pitch: int | None
-    shift: float = 1.0
 
 
 def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str = "train") -> Utterance:
@@ -203,7 +200,6 @@ def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str =
         raise ValueError("held-out splits are spoken by espeak-ng voices (flite has too few voices to hold one out)")
     engine = "espeak-ng" if held_out else engines[index % len(engines)]
     speed = round(float(rng.uniform(0.8, 1.15)), 2)
-    shift = 1.0
     if engine == "espeak-ng":
         variants = HELD_OUT_VARIANTS if held_out else tuple(v for v in _ESPEAK_VARIANTS if v not in HELD_OUT_VARIANTS)
         language = _ESPEAK_LANGUAGES[rng.integers(len(_ESPEAK_LANGUAGES))]
@@ -211,10 +207,9 @@ def plan_utterance(index: int, seed: int, engines: tuple[str, ...], split: str =
         voice, pitch = f"{language}+{variant}", int(rng.integers(25, 75))
     else:
         voice, pitch = _FLITE_VOICES[rng.integers(len(_FLITE_VOICES))], None
-        shift = round(float(rng.uniform(0.85, 1.15)), 2)
     prefix = "s" if split == "train" else split[0]
     name = f"{prefix}{seed}_{index:05d}_{engine}_{voice.replace('+', '_')}.wav"
-    return Utterance(name, " ".join(sentences), engine, voice, speed, pitch, shift)
+    return Utterance(name, " ".join(sentences), engine, voice, speed, pitch)
 
 
 def engine_command(utt: Utterance, out_path: Path) -> list[str]:
@@ -248,8 +243,8 @@ def _synthesize(utt: Utterance, out_dir: Path, scratch: Path, sample_rate: int) 
         )
     data, rate = sf.read(raw, dtype="float32", always_2d=True)
     wave = data.mean(axis=1, dtype=np.float32)
-    if rate * utt.shift != sample_rate:
-        wave = soxr.resample(wave, rate * utt.shift, sample_rate, quality="HQ")
+    if rate != sample_rate:
+        wave = soxr.resample(wave, rate, sample_rate, quality="HQ")
     if wave.size == 0:
         raise RuntimeError(f"{final}: {utt.engine} produced no audio for {utt.text!r}")
     _write_pcm16(final, wave, sample_rate)
