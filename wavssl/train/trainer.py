@@ -511,9 +511,7 @@ class Trainer:
             if logging:
                 record = self._log_record(sums, weight_sum, seconds, time.perf_counter() - t0, grad_norm)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record.get('accuracy', 0):.3f}",
-                                    ppl=f"{record.get('code_perplexity', 0):.0f}",
-                                    audio_h_s=f"{record['audio_hours_per_s']:.4f}")
+                    bar.set_postfix(self._progress_fields(record))
                 sums, weight_sum, seconds, t0 = {}, 0.0, 0.0, time.perf_counter()
             if validating:
                 self.validate()
@@ -523,6 +521,20 @@ class Trainer:
             bar.close()
         self.logger.close()
         return self.state
+
+    def _progress_fields(self, record: dict[str, float]) -> dict[str, str]:
+        """What the progress bar shows: the loss, the task's own figures (contrastive accuracy and code
+        perplexity when pretraining), the best validation score so far, and speed as a real-time
+        multiple (seconds of audio or series per second)."""
+        shown = {"loss": f"{record['loss']:.3f}"}
+        if "accuracy" in record:
+            shown["acc"] = f"{record['accuracy']:.3f}"
+        if "code_perplexity" in record:
+            shown["ppl"] = f"{record['code_perplexity']:.0f}"
+        if self.validation is not None and math.isfinite(self.state.best_score):
+            shown[f"best_{self.validation.metric}"] = f"{self.state.best_score:.3f}"
+        shown["speed"] = f"{3600 * record['audio_hours_per_s']:.0f}x"
+        return shown
 
     def validate(self) -> dict[str, float]:
         """Run the :class:`Validation` on the main rank (others wait), log it, keep the best model."""
