@@ -22,6 +22,7 @@ import gradio as gr
 import numpy as np
 from wavssl_onnx import AudioError, EndpointRules
 from wavssl_onnx.audio import read_audio
+from wavssl_onnx.model_dir import LM_FILE
 from wavssl_onnx.classifier import SeriesError
 
 from . import plots
@@ -204,9 +205,12 @@ def _transcribe_tab(catalog: Catalog, limits: Limits, files: SessionFiles, clips
             with gr.Accordion("Decoding", open=False):
                 int8 = gr.Checkbox(first.has_int8, label="int8 model (faster)", interactive=first.has_int8,
                                    elem_id="asr-int8")
-                mode = gr.Radio(["greedy", "beam"], value="greedy", label="Search", elem_id="asr-mode")
+                own_lm = first.onnx_dir is not None and (first.onnx_dir / LM_FILE).is_file()
+                mode = gr.Radio(["greedy", "beam"], value="beam" if own_lm else "greedy", label="Search",
+                                elem_id="asr-mode")  # a model with its own LM is at its best with it
                 beam = gr.Slider(2, 32, value=8, step=1, label="Beam width")
-                lm_file = gr.File(label="n-gram LM: a text corpus (one sentence per line) or a saved LM .json",
+                lm_file = gr.File(label="n-gram LM: a text corpus (one sentence per line) or a saved LM .json "
+                                  f"(none given: beam search uses the model's own {LM_FILE} when it has one)",
                                   file_types=[".txt", ".json"], type="filepath", elem_id="asr-lm")
                 with gr.Row():
                     lm_order = gr.Slider(1, 6, value=4, step=1, label="LM order")
@@ -247,6 +251,8 @@ def _transcribe_tab(catalog: Catalog, limits: Limits, files: SessionFiles, clips
             rec = catalog.recognizer(name, use8)
             check_audio(path, limits.max_seconds)
             language = rec.info.language
+            if not lm_path and how == "beam" and entry.onnx_dir is not None and (entry.onnx_dir / LM_FILE).is_file():
+                lm_path = str(entry.onnx_dir / LM_FILE)  # the model's own LM (wavssl quickstart writes one)
             lm = lms.get(lm_path, language=language, order=int(order), level=level) if lm_path else None
             decoding = Decoding(beam=int(width) if how == "beam" else 1, lm=lm, lm_weight=float(weight))
             t = transcribe_file(rec, path, decoding, model=f"{entry.name}{' int8' if use8 and entry.has_int8 else ''}")

@@ -40,6 +40,7 @@ def shoot(out: Path, models: list[Path] | None = None, *, examples: Path | None 
                 page.click("#asr-examples button >> nth=0")
                 page.wait_for_selector("#asr-audio audio", state="attached")
                 page.click("#asr-run")
+                page.wait_for_function("document.querySelector('#transcript textarea').value.length > 0")
                 page.wait_for_selector("#posteriorgram img")
             page.wait_for_timeout(500)
             raw = Path(profile) / "page.png"

@@ -28,11 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from wavssl_onnx.model_dir import LM_FILE
 
 from . import config as C
 
-LM_FILE = "lm.json"
-"""The character n-gram LM of the training transcripts, saved beside the ONNX model."""
 
 
 @dataclass

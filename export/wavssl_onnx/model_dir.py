@@ -56,6 +56,9 @@ STREAMING_VERSION = 2
 """First format version with streaming models."""
 CONFIG_FILE = "wavssl.json"
 MODEL_FILE = "model.onnx"
+LM_FILE = "lm.json"
+"""Optional: an n-gram LM (``NGramLM.save``) that beam search may use with this model (``wavssl
+quickstart`` writes one estimated from its training transcripts; the demo uses it)."""
 INT8_FILE = "model.int8.onnx"
 KINDS = ("ctc", "classify")
 
