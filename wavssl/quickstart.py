@@ -1,5 +1,5 @@
 """The whole job on built-in data, in one command (``wavssl quickstart``): generate speech, pretrain,
-fine-tune, export, transcribe a held-out clip and print where everything went.
+fine-tune, export, score a held-out test split and print where everything went.
 
 Steps (each resumes or is skipped when its output is already complete, so a killed run is re-run
 with the same command):
@@ -31,7 +31,6 @@ import numpy as np
 from wavssl_onnx.model_dir import LM_FILE
 
 from . import config as C
-
 
 
 @dataclass
