@@ -412,3 +412,57 @@ def test_help_does_not_import_torch() -> None:
     assert res.returncode == 0 and "--resume" in res.stdout
     assert not [line for line in res.stderr.splitlines() if line.split("|")[-1].strip() == "torch"]
     assert time.perf_counter() - start < 30
+
+
+# ------------------------------------------------------------------- 8. fuzzed readers (fuzz_readers.py)
+
+
+def test_fuzzed_manifests_raise_one_line_errors_naming_the_file(tmp_path: Path) -> None:
+    from wavssl.data.audio import scan_audio
+    from wavssl_onnx.cli import read_manifest
+
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes(b"\x8c")
+    with pytest.raises(ValueError, match="latin1.tsv: cannot read manifest"):
+        read_manifest(bad)
+    nul = tmp_path / "nul.tsv"
+    nul.write_bytes(b"path\na\x00b.wav\n")
+    result = scan_audio(nul)
+    assert not result.items and "NUL" in result.skipped[0][1]
+
+
+def test_fuzzed_wavssl_json_raises_model_dir_error(tmp_path: Path) -> None:
+    from wavssl_onnx.model_dir import ModelDirError, load_model_info
+
+    (tmp_path / "model.onnx").write_bytes(b"")
+    base = {"format": "wavssl-onnx", "format_version": 1, "kind": "classify", "sample_rate": 16000,
+            "frame_shift": 0.02, "frame_shift_samples": 320, "min_samples": 400, "inputs": ["audio"],
+            "outputs": ["logits"], "files": {"fp32": "model.onnx"}, "class_names": ["a"]}
+    for text in ("[" * 100000 + "]" * 100000, json.dumps({**base, "sample_rate": float("inf")}),
+                 json.dumps({**base, "frame_shift": float("nan")})):
+        (tmp_path / "wavssl.json").write_text(text)
+        with pytest.raises(ModelDirError, match="wavssl.json"):
+            load_model_info(tmp_path)
+
+
+def test_fuzzed_sensor_files_raise_sensor_data_error(tmp_path: Path) -> None:
+    from wavssl.data.sensor import SensorDataError, load_series
+
+    cases = {"dims.ts": "@dimensions \u00b2\n@data\n1,2\n",  # a non-ASCII digit: no dimension check, no crash
+             "label.ts": "@targetLabel true\n@data\n3.5\n", "span.csv": "time,x\n0,1\n1e9,2\n",
+             "overflow.csv": "time,x\n-1e308,1\n1e308,2\n"}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    assert load_series(tmp_path / "dims.ts").series[0].shape == (1, 2)
+    for name in ("label.ts", "span.csv", "overflow.csv"):
+        with pytest.raises(SensorDataError, match=name):
+            load_series(tmp_path / name)
+
+
+def test_normalize_text_is_idempotent_around_apostrophes() -> None:
+    from wavssl_onnx.text import SUPPORTED_LANGUAGES, normalize_text
+
+    for text in ("\u0131\u2019\u02bcO\u0130\u0415\u0451", "a''b", "\u00e9\u2019s x\u2019\u02bcy"):
+        for language in (None, *SUPPORTED_LANGUAGES):
+            once = normalize_text(text, language)
+            assert normalize_text(once, language) == once, (text, language)

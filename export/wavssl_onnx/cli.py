@@ -113,8 +113,11 @@ def read_manifest(path: Path) -> list[tuple[str, str]]:
     columns; relative paths are relative to the manifest's folder."""
     import csv
 
-    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path}: cannot read manifest ({e})") from e
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if "path" not in header or "text" not in header:
         raise ValueError(f"{path}: manifest header must name 'path' and 'text' columns")

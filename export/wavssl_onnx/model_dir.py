@@ -153,12 +153,12 @@ class ModelInfo:
             )
         except ModelDirError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             missing = f"missing key {e}" if isinstance(e, KeyError) else str(e)
             raise ModelDirError(f"{where}: invalid model description: {missing}") from e
         for key, name in info.files.items():
             _check_file_name(where, key, name)
-        if info.sample_rate <= 0 or info.frame_shift <= 0 or info.min_samples < 1 or "fp32" not in info.files:
+        if info.sample_rate <= 0 or not info.frame_shift > 0 or info.min_samples < 1 or "fp32" not in info.files:
             raise ModelDirError(f"{where}: invalid model description (sample_rate, frame_shift, min_samples "
                                 f"and files.fp32 must be set)")
         if info.streaming is not None and ("frontend" not in info.files or kind != "ctc" or version < STREAMING_VERSION):
@@ -190,6 +190,8 @@ def load_model_info(model_dir: str | os.PathLike[str]) -> ModelInfo:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelDirError(f"{path}: not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise ModelDirError(f"{path}: not valid JSON: nested too deeply") from e
     info = ModelInfo.from_dict(data, str(path))
     for key in ("fp32", "frontend"):
         if key in info.files:

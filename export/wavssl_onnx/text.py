@@ -78,6 +78,12 @@ def _is_letter(char: str) -> bool:
     return unicodedata.category(char).startswith("L")
 
 
+def _kept_letter(char: str, rules: _Language) -> bool:
+    """True for a letter the output keeps (not an apostrophe): only those make an apostrophe
+    word-internal, so normalising twice gives the same text."""
+    return char not in _APOSTROPHES and _is_letter(char) and _keep_letter(char, rules) is not None
+
+
 def _keep_letter(char: str, rules: _Language) -> str | None:
     """``char`` itself, its folded base letter, or ``None`` when the language does not keep it."""
     if rules.alphabet is None:
@@ -111,7 +117,7 @@ def normalize_with_report(text: str, language: str | None = None) -> tuple[str, 
         if char.isspace():
             out.append(" ")
         elif char in _APOSTROPHES:
-            inside_word = 0 < i < len(text) - 1 and _is_letter(text[i - 1]) and _is_letter(text[i + 1])
+            inside_word = 0 < i < len(text) - 1 and _kept_letter(text[i - 1], rules) and _kept_letter(text[i + 1], rules)
             out.append("'" if rules.keeps_apostrophe and inside_word else " ")
         elif unicodedata.category(char).startswith("P"):
             out.append(" ")

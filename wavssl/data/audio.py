@@ -244,6 +244,9 @@ def scan_audio(
         except OSError as err:
             skipped.append((path, f"cannot access file ({err.strerror})"))
             continue
+        except ValueError:  # a NUL byte in a manifest row
+            skipped.append((path, "not a valid file name (holds a NUL byte)"))
+            continue
         cached = cache.get(path)
         if cached is not None and (cached.size, cached.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
             probe = cached

@@ -49,6 +49,8 @@ LABEL_FILES = ("labels.tsv", "labels.csv")
 _TIME_COLUMNS = frozenset({"time", "timestamp", "t", "seconds", "time_s"})
 _LABEL_COLUMNS = ("label", "class", "y", "target")
 _FILE_COLUMNS = ("file", "path", "name", "filename")
+_MAX_GRID_STEPS = 1 << 26
+"""Longest time grid a CSV with a time column is interpolated onto (about 7.8 days at 100 Hz)."""
 _MISSING = frozenset({"", "?", "nan", "na", "n/a", "null", "none"})
 
 
@@ -190,7 +192,12 @@ def _load_csv(path: Path, sample_rate: float) -> np.ndarray:
         raise SensorDataError(f"{path}: only a time column, no channels")
     if not np.isfinite(times).all() or (np.diff(times) <= 0).any():
         raise SensorDataError(f"{path}: the time column {header[time_col]!r} must hold increasing seconds")  # type: ignore[index]
-    grid = times[0] + np.arange(int(np.floor((times[-1] - times[0]) * sample_rate)) + 1) / sample_rate
+    span = float(times[-1]) - float(times[0])  # inf when it overflows
+    steps = math.floor(span * sample_rate) if span * sample_rate < _MAX_GRID_STEPS else _MAX_GRID_STEPS
+    if steps >= _MAX_GRID_STEPS:
+        raise SensorDataError(f"{path}: the time column spans {span:g} s, more than "
+                              f"{_MAX_GRID_STEPS} steps at {sample_rate:g} Hz; is it in seconds?")
+    grid = times[0] + np.arange(steps + 1) / sample_rate
     out = np.full((channels.shape[0], grid.shape[0]), np.nan)
     for c, ch in enumerate(channels):
         seen = np.isfinite(ch)
@@ -241,7 +248,8 @@ def _load_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
     has_target = meta.get("targetlabel", "false").split()[:1] == ["true"]
     declared = set(class_spec[1:]) if has_class else set()
     timestamps = meta.get("timestamps", "false").lower() == "true"
-    dims_expected = int(meta["dimensions"]) if meta.get("dimensions", "").isdigit() else None
+    dims_text = meta.get("dimensions", "")
+    dims_expected = int(dims_text) if dims_text.isascii() and dims_text.isdigit() else None
     series, labels = [], []
     for n in range(start, len(lines)):
         line = lines[n].strip()
@@ -254,6 +262,8 @@ def _load_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
             if has_class and declared and label not in declared:
                 raise SensorDataError(f"{where}: class {label!r} is not declared in @classLabel")
             labels.append(label)
+        if not fields:
+            raise SensorDataError(f"{where}: a label but no values")
         if dims_expected is not None and len(fields) != dims_expected:
             raise SensorDataError(f"{where}: {len(fields)} dimensions, @dimensions says {dims_expected}")
         dims = []

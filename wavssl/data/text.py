@@ -71,7 +71,7 @@ def _manifest_rows(tsv: Path) -> list[tuple[str, str, str]]:
     try:
         with open(tsv, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise AudioError(tsv, f"cannot read manifest ({e})") from e
     if not rows:
         raise AudioError(tsv, "empty manifest (expected a header with 'path' and 'text' columns)")
