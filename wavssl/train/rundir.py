@@ -125,12 +125,20 @@ def remove_orphans(run_dir: str | os.PathLike[str]) -> list[Path]:
 
 def own_run_dir(run_dir: str | os.PathLike[str], is_main: bool) -> RunLock | None:
     """On the main rank: lock ``run_dir`` and remove a killed writer's leftovers; returns the lock to
-    release at the end (None on other ranks, which never write the run directory)."""
-    if not is_main:
-        return None
-    lock = RunLock(run_dir).acquire()
-    for orphan in remove_orphans(run_dir):
-        lock.notice(f"removed {orphan} (left by an interrupted write)")
+    release at the end (None on other ranks). Under ``torch.distributed`` every rank waits here until
+    that is done."""
+    lock = None
+    if is_main:
+        lock = RunLock(run_dir).acquire()
+        for orphan in remove_orphans(run_dir):
+            lock.notice(f"removed {orphan} (left by an interrupted write)")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # every rank writes the audio index cache through a temp file: none may start before rank 0
+        # has removed the leftovers (it would delete a live temp file); if rank 0 fails above,
+        # torchrun stops the others
+        dist.barrier()
     return lock
 
 
