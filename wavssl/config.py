@@ -731,13 +731,25 @@ def save_json(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
+REQUIRED_JSON_KEYS = ("task", "model")
+"""Keys every ``config.json`` holds (the others fall back to their defaults)."""
+
+
 def load_json(path: str | Path) -> Config:
-    """Read a ``config.json``; errors name the file."""
+    """Read a ``config.json``; a malformed one raises :class:`ConfigError` in one line naming the file."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from e
-    return from_dict(Config, data).validate()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got a {type(data).__name__}")
+    missing = [k for k in REQUIRED_JSON_KEYS if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: lacks {', '.join(repr(k) for k in missing)} (not a complete wavssl config)")
+    try:
+        return from_dict(Config, data).validate()
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: invalid config: {e}") from e
 
 
 def resolve(preset_name: str = "tiny", toml_path: str | Path | None = None,

@@ -106,6 +106,17 @@ def waveform_problem(wave: np.ndarray) -> str | None:
     return None
 
 
+def check_log_probs(log_probs: np.ndarray, source: object) -> np.ndarray:
+    """``log_probs`` unchanged, or :class:`AudioError` naming ``source`` when the model's output for
+    it holds NaN or Inf (a corrupt model file, or an input that overflows it): decoded, it would give
+    an empty transcript that passes for silence."""
+    if not np.isfinite(log_probs).all():
+        raise AudioError(source, "the model gave non-finite (NaN or infinite) log-probabilities for this "
+                                 "input: no transcript (a corrupt model file, or audio far outside the "
+                                 "range it was trained on)")
+    return log_probs
+
+
 def _check(wave: np.ndarray, source: object) -> np.ndarray:
     problem = waveform_problem(wave)
     if problem is not None:

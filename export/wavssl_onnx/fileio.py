@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 TMP_SUFFIX = ".tmp"
-"""Suffix of every temporary file these helpers create (``.NAME.XXXX.tmp`` beside NAME)."""
+"""Suffix of every temporary file these helpers create (``.NAME.<random>.tmp`` beside NAME)."""
 
 
 class NoSpaceError(OSError):

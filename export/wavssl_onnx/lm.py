@@ -233,9 +233,7 @@ class NGramLM:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the LM as JSON, atomically (temp file + rename)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, json.dumps(self.to_dict(), ensure_ascii=False))
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NGramLM:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import AudioError, Source, array_blocks, from_array, probe, read_audio, source_name, stream_audio
+from .audio import AudioError, Source, array_blocks, check_log_probs, from_array, probe, read_audio, source_name, stream_audio
 from .decoding import Hypothesis, beam_search, greedy_decode
 from .lm import NGramLM
 from .model_dir import ModelInfo, frontend_file
@@ -229,13 +229,8 @@ class OfflineRecognizer:
                            word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
 
     def _decode_checked(self, log_probs: np.ndarray, source: str, **options: Any) -> Hypothesis:
-        """:meth:`decode`, or :class:`AudioError` naming ``source`` when the model's output holds NaN or
-        Inf (a corrupt graph, or an input that overflows it): an empty transcript would pass for silence."""
-        if not np.isfinite(log_probs).all():
-            raise AudioError(source, "the model gave non-finite (NaN or infinite) log-probabilities for this "
-                                     "input: no transcript (a corrupt model file, or audio far outside the "
-                                     "range it was trained on)")
-        return self.decode(log_probs, **options)
+        """:meth:`decode` of output that :func:`~wavssl_onnx.audio.check_log_probs` accepts."""
+        return self.decode(check_log_probs(log_probs, source), **options)
 
     def _load(self, x: Source, index: int, sample_rate: int) -> tuple[np.ndarray | None, float]:
         """A short input's waveform, or (None, duration) for one to stream."""

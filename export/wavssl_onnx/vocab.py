@@ -170,7 +170,6 @@ class Vocabulary:
             The file written.
         """
         target = _vocab_path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n"
         return atomic_write_text(target, text)
 

@@ -187,9 +187,6 @@ def _load_cache(cache_path: Path) -> dict[str, _Probe]:
         return {}
 
 
-_atomic_write_text = atomic_write_text  # the name wavssl.data.synth imports
-
-
 def _save_cache(cache_path: Path, probes: dict[str, _Probe]) -> None:
     """Atomically write the probe results of the current scan as JSON."""
     entries = {path: asdict(probe) for path, probe in probes.items()}

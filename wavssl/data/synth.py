@@ -34,8 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-
-from wavssl.data.audio import _atomic_write_text
+from wavssl_onnx.fileio import atomic_write_text
 
 __all__ = ["ENGINES", "SENTENCES", "grammar_sentence", "sentence_split", "synthesize_corpus"]
 
@@ -316,7 +315,7 @@ def synthesize_corpus(
         folder, manifest = splits[split][1], splits[split][2]
         prefix = "" if folder == out_dir else f"{folder.name}/"
         rows = ["path\ttext"] + [f"{prefix}{utt.name}\t{utt.text}" for utt in plan]
-        _atomic_write_text(out_dir / manifest, "\n".join(rows) + "\n")
+        atomic_write_text(out_dir / manifest, "\n".join(rows) + "\n")
     return [out_dir / utt.name for utt in plans["train"]]
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from wavssl_onnx import ErrorRate, Hypothesis, NGramLM, Vocabulary, beam_search, cer, greedy_decode, wer
-from wavssl_onnx.audio import source_name
+from wavssl_onnx.audio import check_log_probs, source_name
 from wavssl_onnx.fileio import atomic_write_bytes, atomic_write_text
 from wavssl_onnx.vocab import VOCAB_FILE
 
@@ -212,12 +212,9 @@ def transcribe(model: CTCModel, inputs: Sequence[str | os.PathLike[str] | np.nda
         raise ValueError("the model has no vocabulary (load it from a recognizer run with wavssl.load)")
     waves = [_waveform(model, x, sample_rate) for x in inputs]
     log_probs = recognize(model, waves, max_batch_samples=max_batch_samples)
-    for i, (x, lp) in enumerate(zip(inputs, log_probs)):
-        if not np.isfinite(lp).all():  # an empty transcript would pass for silence
-            raise AudioError(source_name(x, i), "the model gave non-finite (NaN or infinite) log-probabilities "
-                                                "for this input: no transcript")
-    return [decode(lp, model.vocab, frame_shift=model.frame_shift, beam=beam, lm=lm, lm_weight=lm_weight,
-                   word_bonus=word_bonus) for lp in log_probs]
+    return [decode(check_log_probs(lp, source_name(x, i)), model.vocab, frame_shift=model.frame_shift, beam=beam,
+                   lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
+            for i, (x, lp) in enumerate(zip(inputs, log_probs))]
 
 
 @dataclass
