@@ -7,8 +7,10 @@ import itertools
 import json
 import math
 import random
+import re
 import subprocess
 import sys
+import unicodedata
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -168,6 +170,93 @@ def test_normalize_report_and_languages() -> None:
     assert normalize_text("L'œil du garçon", "fr") == "l'œil du garçon"
     with pytest.raises(ValueError, match="'xx'"):
         normalize_text("abc", "xx")
+
+
+def test_normalize_any_language_by_unicode_class() -> None:
+    """Languages without rules of their own keep their letters, combining marks and digits."""
+    # German: ß stays (str.lower, not casefold), umlauts compose under NFC, ẞ lowercases to ß
+    assert normalize_text("Die STRAẞE: Grüße aus Köln, 2024!", "de") == "die straße grüße aus köln 2024"
+    assert normalize_text("Gru\u0308\u00dfe, wie geht's?", "de") == "grüße wie geht's"
+    # Polish letters, also in a regional tag
+    assert normalize_text("Żółć, łąka; ĄĘŁŃ.", "pl") == "żółć łąka ąęłń"
+    assert normalize_text("Żółć", "pl-PL") == "żółć"
+    # Greek: tonos kept, final sigma from lowercasing, ano teleia and Greek question mark are punctuation
+    assert normalize_text("ΟΔΟΣ Αθηνάς· Τι κάνεις;", "el") == "οδος αθηνάς τι κάνεις"
+    # Hindi: vowel signs (Mc), virama and nukta (Mn) are kept; danda is punctuation; digits kept
+    hindi = "नमस्ते, दुनिया। क़लम १२"
+    out = normalize_text(hindi, "hi")
+    assert out == unicodedata.normalize("NFC", "नमस्ते दुनिया क़लम १२")
+    assert "\u094d" in out and "\u093c" in out and "\u0947" in out  # virama, nukta, vowel sign e
+    # Arabic: letters and harakat kept, Arabic comma / question mark are punctuation, tatweel dropped
+    text, dropped = normalize_with_report("مَرْحَبًا، كيف الحـــال؟ ٣", "ar")
+    assert text == "مَرْحَبًا كيف الحال ٣" and dropped == Counter({"\u0640": 3})
+    # Japanese / Chinese: characters kept, punctuation dropped without inventing word breaks,
+    # full-width and half-width forms folded, spaces the transcript has kept
+    assert normalize_text("今日は、いい天気ですね。", "ja") == "今日はいい天気ですね"
+    assert normalize_text("ｶﾀｶﾅとＡＢＣ１２３！", "ja") == "カタカナとabc123"
+    assert normalize_text("你好，世界！我 爱 你。", "zh-Hans-CN") == "你好世界我 爱 你"
+    assert normalize_text("你好，世界", "yue") == "你好世界"
+    # Turkish dotted and dotless i
+    assert normalize_text("İSTANBUL'da IŞIK", "tr") == "istanbul'da ışık"
+
+
+def test_language_rules_unchanged_for_refined_languages() -> None:
+    """A regional tag uses its language's rules; the generic rules differ from an alphabet's."""
+    text = "Don't – the naïve café’s Ａ"
+    assert normalize_text(text, "en-GB") == normalize_text(text, "en") == "don't the naive cafe's"
+    assert normalize_text(text, "de") == "don't the naïve café's a"
+    assert normalize_text("Здр+авствуйте", "ru-RU") == "здравствуйте"
+    # "+" marks stress in ru only; elsewhere it is a symbol, dropped and counted
+    assert normalize_with_report("Здр+авствуйте", "uk") == ("здравствуйте", Counter({"+": 1}))
+
+
+@pytest.mark.parametrize("code", ["de", "pl", "pt-BR", "PT-br", "zh-Hant-TW", "es-419", "yue", "hsb",
+                                  "sl-rozaj", "de-CH-1996", ""])
+def test_check_language_accepts_bcp47(code: str) -> None:
+    from wavssl_onnx.text import check_language
+
+    primary = check_language(code)
+    assert primary == (code.split("-")[0].lower() or None)
+    assert normalize_text("Ab", code) == "ab"
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    ("???", "not a language code"), ("english", "not a language code"), ("d", "not a language code"),
+    ("pt_BR", "joined with '-': 'pt-BR'"), ("de-", "not a language code"), (" de", "not a language code"),
+    ("xx", "not an ISO 639-1 code"), ("de-Latn-Latn", "not a language code"),
+])
+def test_check_language_refuses_nonsense(code: str, message: str) -> None:
+    from wavssl_onnx.text import check_language
+
+    with pytest.raises(ValueError, match=re.escape(f"language {code!r}")) as err:
+        check_language(code)
+    assert message in str(err.value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        normalize_text("abc", code)
+
+
+def test_config_validates_language_like_the_runtime() -> None:
+    from wavssl.config import ConfigError, merge, parse_set, preset
+
+    cfg = merge(preset("tiny"), parse_set(['ctc.language="de"'])).validate()
+    assert cfg.ctc.language == "de"
+    assert merge(preset("tiny"), parse_set(['ctc.language="pt-BR"'])).validate().ctc.language == "pt-BR"
+    with pytest.raises(ConfigError, match=r"ctc\.language: language '\?\?\?' is not a language code"):
+        merge(preset("tiny"), parse_set(['ctc.language="???"'])).validate()
+
+
+def test_new_language_vocabulary_and_decoding_round_trip() -> None:
+    """German and Hindi transcripts through the CTC text path: normalise, build the vocabulary,
+    encode, decode a best path; combining marks are tokens of their own and come back in place."""
+    for language, lines in (("de", ["Grüße aus Köln!", "Die Straße."]), ("hi", ["नमस्ते दुनिया।", "क़लम"])):
+        texts = [normalize_text(line, language) for line in lines]
+        vocab = Vocabulary.build(texts)
+        assert "<unk>" not in vocab.decode(vocab.encode(" ".join(texts)))
+        for text in texts:
+            ids = vocab.encode(text)
+            assert vocab.unk_id not in ids and vocab.decode(ids) == text
+            path = "_".join("|" if i == vocab.delimiter_id else vocab.tokens[i] for i in ids)
+            assert greedy_decode(one_hot_path(vocab, path), vocab).text == text
 
 
 # --------------------------------------------------------------------------------- vocabulary

@@ -337,8 +337,10 @@ class CTCConfig:
     """CTC fine-tuning of a speech recognizer, after fairseq's low-resource (10 min / 1 h) recipe."""
 
     language: str = ""
-    """Transcript normalisation (``wavssl_onnx.normalize_text``): ``ru``, ``cs``, ``en``, ``es``, ``fr``,
-    ``it``, or "" to keep the letters of every script."""
+    """Transcript normalisation (``wavssl_onnx.normalize_text``): a BCP 47 code of any language (``de``,
+    ``pl``, ``pt-BR``; its letters and diacritics are kept by Unicode class, with refined rules for
+    ``ru``, ``cs``, ``en``, ``es``, ``fr``, ``it``, ``zh``, ``ja``, ``yue``, ``tr``, ``az``), or "" to keep
+    the letters of every script."""
     lr: float = 5e-5
     """Peak learning rate (becomes ``optim.lr``)."""
     max_updates: int = 13000
@@ -463,6 +465,12 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        from wavssl_onnx.text import check_language  # the runtime's check: one rule for both sides
+
+        try:
+            check_language(self.ctc.language)
+        except ValueError as e:
+            raise ConfigError(f"ctc.language: {e}") from None
         return self
 
 
