@@ -1,4 +1,5 @@
-"""Import wav2vec 2.0 checkpoints from Hugging Face transformers and fairseq into wavssl run directories.
+"""Import wav2vec 2.0 checkpoints from Hugging Face transformers (local or on the Hub) and fairseq into
+wavssl run directories.
 
 :func:`import_checkpoint` reads
 
@@ -6,22 +7,31 @@
   ``model.safetensors.index.json``, or ``pytorch_model.bin``) of a ``Wav2Vec2ForPreTraining``,
   ``Wav2Vec2Model`` or ``Wav2Vec2ForCTC``, with or without the ``wav2vec2.`` key prefix; an optional
   ``preprocessor_config.json`` gives the sample rate and input normalisation;
+- a Hugging Face Hub model id (``facebook/wav2vec2-base``) when no local path of that name exists:
+  :func:`resolve_source` fetches the files an import needs with ``huggingface_hub.snapshot_download``
+  (its cache, ``HF_HUB_OFFLINE`` and a ``revision`` apply) and reads the snapshot as above;
 - a fairseq wav2vec 2.0 ``.pt`` file: a pretrained model, or the encoder of a CTC fine-tuned one
   (``w2v_encoder.w2v_model.`` keys), with its configuration under ``cfg`` or a legacy ``args``.
 
-It builds the matching :class:`~wavssl.config.ModelConfig`, renames the tensors to wavssl's names
+It builds the matching :class:`~wavssl.config.Config`, renames the tensors to wavssl's names
 (q/k/v fused into ``qkv``; weight norm as ``weight_g``/``weight_v`` or
 ``parametrizations.weight.original0/1``), checks that every wavssl tensor is filled and every source
 tensor is used, and writes ``config.json`` + ``model.safetensors`` with
 :func:`~wavssl.train.checkpoint.save_model`. Neither transformers nor fairseq is imported.
 
-Left out, each with a :class:`CheckpointImportWarning`:
+The transformers name and config tables (:data:`TRANSFORMERS_NAMES`, :data:`TRANSFORMERS_FIELDS`,
+:data:`TRANSFORMERS_CTC_FIELDS`) are read in both directions: :mod:`wavssl.export_transformers` writes
+run directories back as transformers models with them.
 
-- the CTC output layer of fine-tuned sources (transformers ``lm_head``, fairseq ``w2v_encoder.proj``):
-  wavssl's CTC recognizers are added later, so only the encoder is imported;
+A transformers ``Wav2Vec2ForCTC`` directory that holds its tokenizer (``vocab.json``, blank = pad token
+= id 0) becomes a recognizer run (``task = "ctc"``, ``lm_head`` -> ``head``, ``vocab.json`` in wavssl's
+format). Left out, each with a :class:`CheckpointImportWarning`:
+
+- the CTC output layer of fine-tuned sources without a vocabulary (transformers ``lm_head`` without
+  ``vocab.json``, fairseq ``w2v_encoder.proj``): only the encoder is imported;
 - sources without pretraining heads (``Wav2Vec2Model``, ``Wav2Vec2ForCTC``, fairseq fine-tuned) get a
-  freshly initialised quantizer, ``project_q`` and ``final_proj``; a source without a mask embedding
-  gets a fresh ``encoder.mask_emb``.
+  freshly initialised quantizer, ``project_q`` and ``final_proj`` (pretraining runs); a source
+  without a mask embedding gets a fresh ``encoder.mask_emb``.
 
 Security: a fairseq ``.pt`` file is a Python pickle. It is read with ``torch.load(weights_only=True)``,
 which cannot run code, allowing the few classes fairseq checkpoints hold (``argparse.Namespace``,
@@ -50,10 +60,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
+from wavssl_onnx.vocab import Vocabulary
 
 from ..config import Config, ConfigError, ConvSpec, ModelConfig, base
-from ..models import SSLModel, build_model
+from ..models import build_model, build_recognizer
 from .checkpoint import save_model
 
 logger = logging.getLogger(__name__)
@@ -71,100 +82,246 @@ class CheckpointImportWarning(UserWarning):
 
 
 def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Config | None = None,
-                      trust_checkpoint: bool = False) -> Path:
-    """Convert a transformers directory or a fairseq ``.pt`` file into a wavssl run directory.
+                      trust_checkpoint: bool = False, revision: str | None = None) -> Path:
+    """Convert a transformers directory, a fairseq ``.pt`` file or a Hugging Face Hub model into a
+    wavssl run directory.
 
     Args:
-        src: transformers model directory, or fairseq checkpoint file.
-        run_dir: wavssl run directory to write (``config.json`` + ``model.safetensors``).
+        src: transformers model directory, fairseq checkpoint file, or (when no such local path
+            exists) a Hub model id such as ``facebook/wav2vec2-base``, fetched with
+            ``huggingface_hub.snapshot_download`` (its cache, ``HF_HUB_CACHE`` / ``HF_HOME``,
+            ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` apply; see :func:`resolve_source`).
+        run_dir: wavssl run directory to write (``config.json`` + ``model.safetensors``, and
+            ``vocab.json`` for a recognizer).
         base_config: where everything the source does not define comes from: the ``data``, ``optim``
             and ``train`` sections, and model fields such as the Gumbel temperatures and the feature
             penalty weight of transformers sources, or the streaming options (chunked attention,
             positional-conv look-ahead). Defaults to :func:`wavssl.config.base`.
         trust_checkpoint: read a fairseq ``.pt`` that pickles objects outside the allow-list with
             full pickle (which can run code from the file); without it such a file is refused.
+        revision: Hub branch, tag or commit of a Hub id (default: ``main``); an error with a local path.
     Returns:
         ``run_dir`` as a Path.
     Raises:
-        CheckpointImportError: unreadable source, unsupported variant, or tensors that do not fit.
+        CheckpointImportError: unreadable or missing source, unsupported variant, or tensors that do not fit.
+
+    A transformers ``Wav2Vec2ForCTC`` whose directory also holds its tokenizer's ``vocab.json`` becomes
+    a recognizer run (``task = "ctc"``, output layer and vocabulary imported; the blank must be token 0).
     """
-    src, run_dir = Path(src), Path(run_dir)
+    src, run_dir = resolve_source(src, revision), Path(run_dir)
     start = copy.deepcopy(base_config) if base_config is not None else base()
+    vocab = None
     if src.is_dir():
-        cfg, state = _read_transformers(src, start)
-    elif src.is_file():
-        cfg, state = _read_fairseq(src, start, trust_checkpoint)
+        cfg, state, vocab = _read_transformers(src, start)
     else:
-        raise CheckpointImportError(f"{src}: no such file or directory")
+        cfg, state = _read_fairseq(src, start, trust_checkpoint)
     try:
         cfg.validate()
     except ConfigError as e:
         raise CheckpointImportError(f"{src}: the imported configuration is invalid: {e}") from e
-    model = _fill_model(src, cfg.model, state)
+    model = _fill_model(src, cfg, state, vocab)
     save_model(run_dir, model, cfg)
+    if vocab is not None:
+        vocab.save(run_dir)
     logger.info("imported %s (%d tensors) -> %s", src, len(state), run_dir)
     return run_dir
+
+
+# ------------------------------------------------------------------------------------- Hub ids
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""``name`` or ``owner/name`` as the Hub spells repository ids."""
+_LOCAL_SUFFIXES = (".pt", ".bin", ".ckpt", ".safetensors", ".json")
+"""Names ending like this are files the user meant, never Hub ids."""
+_HUB_FILES = ["config.json", "preprocessor_config.json", "vocab.json", "tokenizer_config.json",
+              "special_tokens_map.json"]
+_HUB_WEIGHTS = (["model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors"],
+                ["pytorch_model.bin"])
+"""What an import needs from a Hub repository: configs, tokenizer, then safetensors weights, or the
+legacy pickle when the repository has no safetensors (never both)."""
+
+
+def resolve_source(src: str | Path, revision: str | None = None) -> Path:
+    """An existing local path as it is; otherwise a Hub model id, as the local snapshot folder
+    ``huggingface_hub.snapshot_download`` gives (downloaded once, then read from its cache; with
+    ``HF_HUB_OFFLINE=1`` only the cache is read). Only the files an import needs are fetched.
+
+    Raises:
+        CheckpointImportError: no such path and not a Hub id, or a Hub id that is neither cached nor
+            downloadable (offline, unreachable, unknown, gated); the message names the id and the cache.
+    """
+    path = Path(src)
+    if path.exists():
+        if revision is not None:
+            raise CheckpointImportError(f"{src}: revision={revision!r} applies to Hugging Face Hub ids, not to a local path")
+        return path
+    text = str(src)
+    if not _HUB_ID.fullmatch(text) or text.lower().endswith(_LOCAL_SUFFIXES):
+        raise CheckpointImportError(f"{src}: no such file or directory")
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, errors
+    except ImportError:
+        raise CheckpointImportError(f"{src}: no such file or directory (and huggingface_hub, needed to read it as a "
+                                    "Hub model id, is not installed: pip install huggingface_hub)") from None
+    where = f"{text}@{revision}" if revision else text
+    cache = constants.HF_HUB_CACHE
+    try:
+        folder = Path(huggingface_hub.snapshot_download(text, revision=revision, allow_patterns=_HUB_FILES + _HUB_WEIGHTS[0]))
+        if not any((folder / name).is_file() for name in _HUB_WEIGHTS[0][:2]):
+            folder = Path(huggingface_hub.snapshot_download(text, revision=revision, allow_patterns=_HUB_FILES + _HUB_WEIGHTS[1]))
+    except errors.LocalEntryNotFoundError as e:
+        why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+               else f"the Hub cannot be reached: {_first_line(e.__cause__ or e)}")
+        raise CheckpointImportError(
+            f"{src}: no such local path, and Hub model {where!r} is not in the Hugging Face cache at {cache} ({why}); "
+            f"download it where the Hub is reachable (hf download {text}) and use that cache (HF_HUB_CACHE or "
+            "HF_HOME), or pass a local model directory") from None
+    except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError, errors.GatedRepoError,
+            errors.HfHubHTTPError, errors.HFValidationError, errors.IncompleteSnapshotError) as e:
+        raise CheckpointImportError(f"{src}: no such local path, and Hub model {where!r} cannot be fetched: "
+                                    f"{type(e).__name__}: {_first_line(e)}") from None
+    logger.info("Hub model %s -> %s", where, folder)
+    return folder
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (Hub errors run to several lines)."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
 # ------------------------------------------------------------------------------- tensor renaming
 
 _Rules = tuple[tuple[re.Pattern[str], str], ...]
 
+_PLACEHOLDERS = {
+    "i": r"\d+",  # layer or block index
+    "p": r"weight|bias",
+    "wn": r"bias|weight_g|weight_v|parametrizations\.weight\.original[01]",  # weight-normalised conv, both namings
+    "qkv": r"[qkv]",
+}
+"""What each ``{name}`` in a tensor-name pair stands for (see :func:`compile_names`)."""
 
-def _compile(pairs: list[tuple[str, str]]) -> _Rules:
-    """Compile (source regex, wavssl template) pairs."""
-    return tuple((re.compile(pattern), template) for pattern, template in pairs)
+TRANSFORMERS_NAMES: tuple[tuple[str, str], ...] = (
+    ("feature_extractor.conv_layers.{i}.conv.{p}", "encoder.frontend.blocks.{i}.0.{p}"),
+    ("feature_extractor.conv_layers.{i}.layer_norm.{p}", "encoder.frontend.blocks.{i}.1.{p}"),
+    ("feature_projection.layer_norm.{p}", "encoder.feature_norm.{p}"),
+    ("feature_projection.projection.{p}", "encoder.feature_proj.{p}"),
+    ("masked_spec_embed", "encoder.mask_emb"),
+    ("encoder.pos_conv_embed.conv.{wn}", "encoder.context.pos_conv.conv.{wn}"),
+    ("encoder.layer_norm.{p}", "encoder.context.layer_norm.{p}"),
+    ("encoder.layers.{i}.attention.{qkv}_proj.{p}", "encoder.context.layers.{i}.attention.{qkv}.{p}"),
+    ("encoder.layers.{i}.attention.out_proj.{p}", "encoder.context.layers.{i}.attention.out.{p}"),
+    ("encoder.layers.{i}.layer_norm.{p}", "encoder.context.layers.{i}.attn_norm.{p}"),
+    ("encoder.layers.{i}.feed_forward.intermediate_dense.{p}", "encoder.context.layers.{i}.fc1.{p}"),
+    ("encoder.layers.{i}.feed_forward.output_dense.{p}", "encoder.context.layers.{i}.fc2.{p}"),
+    ("encoder.layers.{i}.final_layer_norm.{p}", "encoder.context.layers.{i}.ffn_norm.{p}"),
+    ("quantizer.codevectors", "quantizer.codevectors"),
+    ("quantizer.weight_proj.{p}", "quantizer.weight_proj.{p}"),
+    ("project_q.{p}", "project_q.{p}"),
+    ("project_hid.{p}", "final_proj.{p}"),
+    ("lm_head.{p}", "head.{p}"),
+)
+"""transformers Wav2Vec2 tensor name (without the ``wav2vec2.`` prefix) <-> wavssl tensor name, one pair
+per tensor family; the importer reads it left to right, :mod:`wavssl.export_transformers` right to
+left. wavssl's side names the attention projections q, k, v separately (they are fused into ``qkv``
+after renaming / split before it)."""
+
+TRANSFORMERS_PREFIX = "wav2vec2."
+"""Prefix of the encoder's tensors in ``Wav2Vec2ForPreTraining`` / ``Wav2Vec2ForCTC`` checkpoints."""
+TRANSFORMERS_TOP_LEVEL = ("quantizer.", "project_q.", "project_hid.", "lm_head.")
+"""transformers tensors outside the ``wav2vec2.`` encoder: pretraining heads and the CTC output layer."""
+
+TRANSFORMERS_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("conv_bias", "model.frontend.conv_bias", True),
+    ("hidden_size", "model.context.embed_dim", True),
+    ("num_hidden_layers", "model.context.num_layers", True),
+    ("num_attention_heads", "model.context.num_heads", True),
+    ("intermediate_size", "model.context.ffn_dim", True),
+    ("do_stable_layer_norm", "model.context.layer_norm_first", True),
+    ("num_conv_pos_embeddings", "model.context.pos_conv_kernel", True),
+    ("num_conv_pos_embedding_groups", "model.context.pos_conv_groups", True),
+    ("num_codevector_groups", "model.quantizer.groups", True),
+    ("num_codevectors_per_group", "model.quantizer.entries", True),
+    ("codevector_dim", "model.quantizer.dim", True),
+    ("proj_codevector_dim", "model.final_dim", True),
+    ("hidden_dropout", "model.context.dropout", False),
+    ("attention_dropout", "model.context.attention_dropout", False),
+    ("activation_dropout", "model.context.activation_dropout", False),
+    ("layerdrop", "model.context.layer_drop", False),
+    ("feat_proj_dropout", "model.context.dropout_input", False),
+    ("feat_quantizer_dropout", "model.context.dropout_features", False),
+    ("mask_time_prob", "model.masking.mask_prob", False),
+    ("mask_time_length", "model.masking.mask_length", False),
+    ("mask_time_min_masks", "model.masking.min_masks", False),
+    ("num_negatives", "model.masking.num_negatives", False),
+    ("mask_feature_prob", "model.masking.channel_prob", False),
+    ("mask_feature_length", "model.masking.channel_length", False),
+    ("contrastive_logits_temperature", "model.loss.logit_temp", False),
+    ("diversity_loss_weight", "model.loss.diversity_weight", False),
+)
+"""``Wav2Vec2Config`` key <-> wavssl :class:`~wavssl.config.Config` field (dotted path), and whether the
+importer requires the key. The conv stack (``conv_dim`` / ``conv_kernel`` / ``conv_stride``) and
+``feat_extract_norm`` are converted by code on both sides."""
+
+TRANSFORMERS_CTC_FIELDS: tuple[tuple[str, str], ...] = (
+    ("final_dropout", "ctc.final_dropout"),
+    ("layerdrop", "ctc.layer_drop"),
+    ("mask_time_prob", "ctc.mask_prob"),
+    ("mask_time_length", "ctc.mask_length"),
+    ("mask_feature_prob", "ctc.channel_prob"),
+    ("mask_feature_length", "ctc.channel_length"),
+)
+"""Fine-tuning settings of a ``Wav2Vec2ForCTC`` <-> a wavssl recognizer run (they override the
+pretraining fields of :data:`TRANSFORMERS_FIELDS` for CTC models)."""
 
 
-_WN = r"(bias|weight_g|weight_v|parametrizations\.weight\.original[01])"
-"""Tensor names of a weight-normalised conv, in both the old and the parametrization naming."""
+def compile_names(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]], *, reverse: bool = False) -> _Rules:
+    """(pattern, template) rules from name pairs: ``{name}`` placeholders (:data:`_PLACEHOLDERS`) become
+    named groups on the source side and back-references on the target side; ``reverse`` swaps the sides."""
+    rules = []
+    for a, b in pairs:
+        source, target = (b, a) if reverse else (a, b)
+        parts = re.split(r"\{(\w+)\}", source)  # literal, name, literal, ...
+        pattern = "".join(re.escape(part) if k % 2 == 0 else f"(?P<{part}>{_PLACEHOLDERS[part]})"
+                          for k, part in enumerate(parts))
+        rules.append((re.compile(pattern), re.sub(r"\{(\w+)\}", r"\\g<\1>", target)))
+    return tuple(rules)
 
-_LAYER = r"encoder\.layers\.(\d+)\."
-_CTX = r"encoder.context.layers.\1."
 
-_TRANSFORMERS_RULES = _compile([
-    (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", r"encoder.frontend.blocks.\1.0.\2"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", r"encoder.frontend.blocks.\1.1.\2"),
-    (r"feature_projection\.layer_norm\.(weight|bias)", r"encoder.feature_norm.\1"),
-    (r"feature_projection\.projection\.(weight|bias)", r"encoder.feature_proj.\1"),
-    (r"masked_spec_embed", "encoder.mask_emb"),
-    (rf"encoder\.pos_conv_embed\.conv\.{_WN}", r"encoder.context.pos_conv.conv.\1"),
-    (r"encoder\.layer_norm\.(weight|bias)", r"encoder.context.layer_norm.\1"),
-    (_LAYER + r"attention\.([qkv])_proj\.(weight|bias)", _CTX + r"attention.\2.\3"),
-    (_LAYER + r"attention\.out_proj\.(weight|bias)", _CTX + r"attention.out.\2"),
-    (_LAYER + r"layer_norm\.(weight|bias)", _CTX + r"attn_norm.\2"),
-    (_LAYER + r"feed_forward\.intermediate_dense\.(weight|bias)", _CTX + r"fc1.\2"),
-    (_LAYER + r"feed_forward\.output_dense\.(weight|bias)", _CTX + r"fc2.\2"),
-    (_LAYER + r"final_layer_norm\.(weight|bias)", _CTX + r"ffn_norm.\2"),
-    (r"quantizer\.codevectors", "quantizer.codevectors"),
-    (r"quantizer\.weight_proj\.(weight|bias)", r"quantizer.weight_proj.\1"),
-    (r"project_q\.(weight|bias)", r"project_q.\1"),
-    (r"project_hid\.(weight|bias)", r"final_proj.\1"),
-])
+def rename(name: str, rules: _Rules) -> str | None:
+    """``name`` under the first rule whose pattern matches all of it, or None."""
+    for pattern, template in rules:
+        match = pattern.fullmatch(name)
+        if match:
+            return match.expand(template)
+    return None
+
+
+_TRANSFORMERS_RULES = compile_names(TRANSFORMERS_NAMES)
 _TRANSFORMERS_CTC_HEAD = re.compile(r"lm_head\.(weight|bias)")
-_TRANSFORMERS_PREFIX = "wav2vec2."
 
-_FAIRSEQ_RULES = _compile([
-    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"encoder.frontend.blocks.\1.0.\2"),
+_FAIRSEQ_RULES = compile_names([
+    ("feature_extractor.conv_layers.{i}.0.{p}", "encoder.frontend.blocks.{i}.0.{p}"),
     # default mode: Sequential(conv, dropout, GroupNorm, GELU) on the first block only
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)", r"encoder.frontend.blocks.\1.1.\2"),
+    ("feature_extractor.conv_layers.{i}.2.{p}", "encoder.frontend.blocks.{i}.1.{p}"),
     # layer_norm mode: Sequential(conv, dropout, Sequential(transpose, LayerNorm, transpose), GELU)
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"encoder.frontend.blocks.\1.1.\2"),
-    (r"layer_norm\.(weight|bias)", r"encoder.feature_norm.\1"),
-    (r"post_extract_proj\.(weight|bias)", r"encoder.feature_proj.\1"),
-    (r"mask_emb", "encoder.mask_emb"),
-    (rf"encoder\.pos_conv\.0\.{_WN}", r"encoder.context.pos_conv.conv.\1"),
-    (r"encoder\.layer_norm\.(weight|bias)", r"encoder.context.layer_norm.\1"),
-    (_LAYER + r"self_attn\.([qkv])_proj\.(weight|bias)", _CTX + r"attention.\2.\3"),
-    (_LAYER + r"self_attn\.out_proj\.(weight|bias)", _CTX + r"attention.out.\2"),
-    (_LAYER + r"self_attn_layer_norm\.(weight|bias)", _CTX + r"attn_norm.\2"),
-    (_LAYER + r"fc1\.(weight|bias)", _CTX + r"fc1.\2"),
-    (_LAYER + r"fc2\.(weight|bias)", _CTX + r"fc2.\2"),
-    (_LAYER + r"final_layer_norm\.(weight|bias)", _CTX + r"ffn_norm.\2"),
-    (r"quantizer\.vars", "quantizer.codevectors"),
-    (r"quantizer\.weight_proj\.(weight|bias)", r"quantizer.weight_proj.\1"),
-    (r"project_q\.(weight|bias)", r"project_q.\1"),
-    (r"final_proj\.(weight|bias)", r"final_proj.\1"),
+    ("feature_extractor.conv_layers.{i}.2.1.{p}", "encoder.frontend.blocks.{i}.1.{p}"),
+    ("layer_norm.{p}", "encoder.feature_norm.{p}"),
+    ("post_extract_proj.{p}", "encoder.feature_proj.{p}"),
+    ("mask_emb", "encoder.mask_emb"),
+    ("encoder.pos_conv.0.{wn}", "encoder.context.pos_conv.conv.{wn}"),
+    ("encoder.layer_norm.{p}", "encoder.context.layer_norm.{p}"),
+    ("encoder.layers.{i}.self_attn.{qkv}_proj.{p}", "encoder.context.layers.{i}.attention.{qkv}.{p}"),
+    ("encoder.layers.{i}.self_attn.out_proj.{p}", "encoder.context.layers.{i}.attention.out.{p}"),
+    ("encoder.layers.{i}.self_attn_layer_norm.{p}", "encoder.context.layers.{i}.attn_norm.{p}"),
+    ("encoder.layers.{i}.fc1.{p}", "encoder.context.layers.{i}.fc1.{p}"),
+    ("encoder.layers.{i}.fc2.{p}", "encoder.context.layers.{i}.fc2.{p}"),
+    ("encoder.layers.{i}.final_layer_norm.{p}", "encoder.context.layers.{i}.ffn_norm.{p}"),
+    ("quantizer.vars", "quantizer.codevectors"),
+    ("quantizer.weight_proj.{p}", "quantizer.weight_proj.{p}"),
+    ("project_q.{p}", "project_q.{p}"),
+    ("final_proj.{p}", "final_proj.{p}"),
 ])
 _FAIRSEQ_CTC_HEAD = re.compile(r"w2v_encoder\.proj\.(weight|bias)")
 _FAIRSEQ_FINETUNED_PREFIX = "w2v_encoder.w2v_model."
@@ -180,33 +337,31 @@ def _strip_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tenso
     return {k.removeprefix(prefix): v for k, v in tensors.items()}
 
 
-def _rename(src: Path, tensors: Mapping[str, Tensor], rules: _Rules, ctc_head: re.Pattern[str]) -> dict[str, Tensor]:
-    """Source tensors under wavssl names (q/k/v fused). The CTC head is left out with a warning;
-    any other tensor no rule places is an error."""
+def _rename(src: Path, tensors: Mapping[str, Tensor], rules: _Rules, ctc_head: re.Pattern[str], *,
+            keep_head: bool = False) -> dict[str, Tensor]:
+    """Source tensors under wavssl names (q/k/v fused). The CTC head is left out with a warning unless
+    ``keep_head``; any other tensor no rule places is an error."""
     out: dict[str, Tensor] = {}
     head: list[str] = []
     unknown: list[str] = []
     for key, value in tensors.items():
-        if ctc_head.fullmatch(key):
+        if not keep_head and ctc_head.fullmatch(key):
             head.append(key)
             continue
-        for pattern, template in rules:
-            match = pattern.fullmatch(key)
-            if match:
-                name = match.expand(template)
-                stem, _, leaf = name.rpartition(".")
-                out[f"{stem}.{_WEIGHT_NORM_NAMES[leaf]}" if leaf in _WEIGHT_NORM_NAMES else name] = value
-                break
-        else:
+        name = rename(key, rules)
+        if name is None:
             unknown.append(key)
+            continue
+        stem, _, leaf = name.rpartition(".")
+        out[f"{stem}.{_WEIGHT_NORM_NAMES[leaf]}" if leaf in _WEIGHT_NORM_NAMES else name] = value
     if unknown:
         raise CheckpointImportError(
             f"{src}: {len(unknown)} source tensor(s) have no place in a wavssl model, e.g. {unknown[:5]} "
             "(unsupported model variant or task head)")
     if head:
-        warnings.warn(f"{src}: the CTC output layer ({', '.join(sorted(head))}) is not imported: wavssl CTC "
-                      "recognizers are added later; only the encoder is imported.", CheckpointImportWarning,
-                      stacklevel=4)
+        warnings.warn(f"{src}: the CTC output layer ({', '.join(sorted(head))}) is not imported (no vocab.json "
+                      "beside it): only the encoder is imported; wavssl CTC recognizers are added later.",
+                      CheckpointImportWarning, stacklevel=4)
     return _fuse_qkv(src, out)
 
 
@@ -228,12 +383,17 @@ def _fuse_qkv(src: Path, state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _fill_model(src: Path, cfg: ModelConfig, state: dict[str, Tensor]) -> SSLModel:
-    """Build the wavssl model (seeded, so fresh parts are reproducible) and load ``state`` strictly;
-    only the pretraining heads (all of them) and the mask embedding may be missing."""
+def _fill_model(src: Path, cfg: Config, state: dict[str, Tensor], vocab: Vocabulary | None = None) -> nn.Module:
+    """Build the wavssl model (seeded, so fresh parts are reproducible) and load ``state`` strictly: an
+    ``SSLModel``, or a ``CTCModel`` over ``vocab`` for a recognizer (``cfg.task == "ctc"``). Only the
+    pretraining heads (all of them) and the mask embedding may be missing."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_model(cfg)
+        if vocab is None:
+            model: nn.Module = build_model(cfg.model)
+        else:
+            model = build_recognizer(cfg.model, cfg.ctc, len(vocab))
+            model.vocab, model.normalize_audio = vocab, cfg.data.normalize
     target = model.state_dict()
     unexpected = sorted(set(state) - set(target))
     if unexpected:
@@ -242,7 +402,7 @@ def _fill_model(src: Path, cfg: ModelConfig, state: dict[str, Tensor]) -> SSLMod
     missing = set(target) - set(state)
     heads = {k for k in target if k.startswith(_PRETRAINING_HEADS)}
     fresh: list[str] = []
-    if heads <= missing:
+    if heads and heads <= missing:
         missing -= heads
         fresh.append("quantizer, project_q and final_proj")
     if _MASK_EMB in missing:
@@ -301,20 +461,65 @@ def _read_json(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- transformers
 
 
-def _read_transformers(src: Path, start: Config) -> tuple[Config, dict[str, Tensor]]:
-    """Config and wavssl-named tensors of a transformers Wav2Vec2 directory."""
+def _read_transformers(src: Path, start: Config) -> tuple[Config, dict[str, Tensor], Vocabulary | None]:
+    """Config, wavssl-named tensors and (for a CTC model with its tokenizer) vocabulary of a transformers
+    Wav2Vec2 directory."""
     config_path = src / "config.json"
     if not config_path.is_file():
         raise CheckpointImportError(f"{src}: not a transformers model directory (no config.json)")
-    cfg = _transformers_config(config_path, _read_json(config_path), start)
+    hf = _read_json(config_path)
+    cfg = _transformers_config(config_path, hf, start)
     preprocessor = src / "preprocessor_config.json"
     if preprocessor.is_file():
         fields = _read_json(preprocessor)
         rate = _opt(fields, "sampling_rate", cfg.model.frontend.sample_rate)
         cfg.model.frontend.sample_rate = cfg.data.sample_rate = rate
         cfg.data.normalize = _opt(fields, "do_normalize", cfg.data.normalize)
-    tensors = _strip_prefix(_transformers_tensors(src), _TRANSFORMERS_PREFIX)
-    return cfg, _rename(src, tensors, _TRANSFORMERS_RULES, _TRANSFORMERS_CTC_HEAD)
+    tensors = _transformers_tensors(src)
+    tensors = {k if k.startswith(TRANSFORMERS_TOP_LEVEL) else k.removeprefix(TRANSFORMERS_PREFIX): v
+               for k, v in tensors.items()}
+    vocab = None
+    if "lm_head.weight" in tensors and (src / "vocab.json").is_file():
+        vocab = _transformers_vocab(src, hf, int(tensors["lm_head.weight"].shape[0]))
+        cfg.task = "ctc"
+        for key, field in TRANSFORMERS_CTC_FIELDS:
+            _set_field(cfg, field, hf.get(key))
+    return cfg, _rename(src, tensors, _TRANSFORMERS_RULES, _TRANSFORMERS_CTC_HEAD, keep_head=vocab is not None), vocab
+
+
+def _token(value: Any) -> str | None:
+    """A special token as tokenizer files store it: a string, or an AddedToken dict with ``content``."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _transformers_vocab(src: Path, hf: Mapping[str, Any], rows: int) -> Vocabulary:
+    """The wavssl Vocabulary of a ``Wav2Vec2CTCTokenizer`` (``vocab.json`` token -> id, special tokens from
+    ``tokenizer_config.json`` / ``special_tokens_map.json``); the blank (pad token) must be id 0."""
+    path = src / "vocab.json"
+    table = _read_json(path)
+    if not all(isinstance(k, str) and isinstance(v, int) for k, v in table.items()):
+        raise CheckpointImportError(f"{path}: not a CTC tokenizer vocabulary (token -> id); a multilingual (nested, "
+                                    "per-language) vocabulary is not supported")
+    ids = sorted(table.values())
+    if ids != list(range(len(ids))) or len(ids) != rows:
+        raise CheckpointImportError(f"{path}: token ids must be 0..{rows - 1}, one per row of lm_head.weight "
+                                    f"({rows} rows); got {len(ids)} tokens with ids {ids[:1]}..{ids[-1:]}")
+    specials: dict[str, Any] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the tokenizer config wins
+        if (src / name).is_file():
+            specials.update({k: v for k, v in _read_json(src / name).items() if v is not None})
+    tokens = [token for token, _ in sorted(table.items(), key=lambda item: item[1])]
+    blank = _token(specials.get("pad_token", "<pad>"))
+    unk = _token(specials.get("unk_token", "<unk>"))
+    delimiter = _token(specials.get("word_delimiter_token", "|"))
+    pad_id = hf.get("pad_token_id")
+    if tokens[0] != blank or pad_id not in (None, 0):
+        raise CheckpointImportError(f"{path}: the CTC blank (pad token {blank!r}, config pad_token_id={pad_id}) must be "
+                                    f"token 0 as in wavssl; token 0 is {tokens[0]!r}")
+    try:
+        return Vocabulary(tokens, blank=blank, unk=unk, word_delimiter=delimiter)
+    except ValueError as e:
+        raise CheckpointImportError(f"{path}: cannot be a wavssl vocabulary: {e}") from e
 
 
 def _transformers_tensors(src: Path) -> dict[str, Tensor]:
@@ -349,52 +554,32 @@ def _check_transformers(path: Path, hf: Mapping[str, Any]) -> None:
         raise CheckpointImportError(f"{path}: unsupported layer_norm_eps={eps!r}: wavssl LayerNorms use 1e-5")
 
 
+def _set_field(cfg: Config, dotted: str, value: Any) -> None:
+    """Set ``cfg.<dotted>`` to ``value`` converted to the field's type; None leaves it unchanged."""
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    owner = cfg
+    for name in parents:
+        owner = getattr(owner, name)
+    setattr(owner, leaf, type(getattr(owner, leaf))(value))
+
+
 def _transformers_config(path: Path, hf: Mapping[str, Any], start: Config) -> Config:
-    """wavssl Config from a transformers ``Wav2Vec2Config`` dict, over ``start``."""
+    """wavssl Config from a transformers ``Wav2Vec2Config`` dict, over ``start`` (:data:`TRANSFORMERS_FIELDS`)."""
     _check_transformers(path, hf)
     dims, kernels, strides = (list(_require(hf, k, path)) for k in ("conv_dim", "conv_kernel", "conv_stride"))
     count = hf.get("num_feat_extract_layers", len(dims))
     if not len(dims) == len(kernels) == len(strides) == count:
         raise CheckpointImportError(f"{path}: conv_dim, conv_kernel, conv_stride and num_feat_extract_layers "
                                     f"disagree ({len(dims)}, {len(kernels)}, {len(strides)}, {count})")
-    m = start.model
-    fe, cx, q, mk, ls = m.frontend, m.context, m.quantizer, m.masking, m.loss
-    start.model = ModelConfig(
-        frontend=dataclasses.replace(
-            fe, kind="waveform", conv_layers=tuple((int(c), int(k), int(s)) for c, k, s in zip(dims, kernels, strides)),
-            norm_mode="default" if _require(hf, "feat_extract_norm", path) == "group" else "layer_norm",
-            conv_bias=bool(_require(hf, "conv_bias", path))),
-        context=dataclasses.replace(
-            cx, embed_dim=int(_require(hf, "hidden_size", path)),
-            num_layers=int(_require(hf, "num_hidden_layers", path)),
-            num_heads=int(_require(hf, "num_attention_heads", path)),
-            ffn_dim=int(_require(hf, "intermediate_size", path)),
-            layer_norm_first=bool(_require(hf, "do_stable_layer_norm", path)),
-            pos_conv_kernel=int(_require(hf, "num_conv_pos_embeddings", path)),
-            pos_conv_groups=int(_require(hf, "num_conv_pos_embedding_groups", path)),
-            pos_conv_weight_norm=True,
-            dropout=_opt(hf, "hidden_dropout", cx.dropout),
-            attention_dropout=_opt(hf, "attention_dropout", cx.attention_dropout),
-            activation_dropout=_opt(hf, "activation_dropout", cx.activation_dropout),
-            layer_drop=_opt(hf, "layerdrop", cx.layer_drop),
-            dropout_input=_opt(hf, "feat_proj_dropout", cx.dropout_input),
-            dropout_features=_opt(hf, "feat_quantizer_dropout", cx.dropout_features)),
-        quantizer=dataclasses.replace(
-            q, groups=int(_require(hf, "num_codevector_groups", path)),
-            entries=int(_require(hf, "num_codevectors_per_group", path)),
-            dim=int(_require(hf, "codevector_dim", path))),
-        masking=dataclasses.replace(
-            mk, mask_prob=_opt(hf, "mask_time_prob", mk.mask_prob),
-            mask_length=_opt(hf, "mask_time_length", mk.mask_length),
-            min_masks=_opt(hf, "mask_time_min_masks", mk.min_masks),
-            num_negatives=_opt(hf, "num_negatives", mk.num_negatives),
-            channel_prob=_opt(hf, "mask_feature_prob", mk.channel_prob),
-            channel_length=_opt(hf, "mask_feature_length", mk.channel_length)),
-        loss=dataclasses.replace(
-            ls, logit_temp=_opt(hf, "contrastive_logits_temperature", ls.logit_temp),
-            diversity_weight=_opt(hf, "diversity_loss_weight", ls.diversity_weight)),
-        final_dim=int(_require(hf, "proj_codevector_dim", path)),
-    )
+    fe = start.model.frontend
+    fe.kind = "waveform"
+    fe.conv_layers = tuple((int(c), int(k), int(s)) for c, k, s in zip(dims, kernels, strides))
+    fe.norm_mode = "default" if _require(hf, "feat_extract_norm", path) == "group" else "layer_norm"
+    start.model.context.pos_conv_weight_norm = True
+    for key, field, required in TRANSFORMERS_FIELDS:
+        _set_field(start, field, _require(hf, key, path) if required else hf.get(key))
     return start
 
 
