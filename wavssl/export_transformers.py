@@ -125,22 +125,23 @@ def check_exportable(cfg: Config, where: str | Path) -> None:
     the run has no exact transformers ``Wav2Vec2`` counterpart."""
     fe, cx = cfg.model.frontend, cfg.model.context
     centred = cx.pos_conv_kernel // 2 - (1 - cx.pos_conv_kernel % 2)
+    kind = "log-mel (fbank)" if fe.kind == "fbank" else fe.kind
     problems = [
         (cfg.task in ("ctc", "pretrain"),
-         f"task = {cfg.task!r}: only recognizer (ctc) and pretraining runs have a transformers counterpart "
-         "(Wav2Vec2ForCTC / Wav2Vec2ForPreTraining); export a classifier to ONNX (wavssl export)"),
+         (f"task = {cfg.task!r}: only recognizer (ctc) and pretraining runs have a transformers counterpart "
+          "(Wav2Vec2ForCTC / Wav2Vec2ForPreTraining); export a classifier to ONNX (wavssl export)")),
         (fe.kind == "waveform",
-         f"model.frontend.kind = {fe.kind!r}: transformers' Wav2Vec2 has only the raw-waveform conv front end, no "
-         f"{'log-mel (fbank)' if fe.kind == 'fbank' else fe.kind} front end; export this run to ONNX instead (wavssl export)"),
+         (f"model.frontend.kind = {fe.kind!r}: transformers' Wav2Vec2 has only the raw-waveform conv front end, "
+          f"no {kind} front end; export this run to ONNX instead (wavssl export)")),
         (fe.norm_mode in ("default", "layer_norm"),
-         f"model.frontend.norm_mode = {fe.norm_mode!r}: transformers' conv feature encoder always normalises "
-         "(feat_extract_norm = group or layer)"),
+         (f"model.frontend.norm_mode = {fe.norm_mode!r}: transformers' conv feature encoder always normalises "
+          "(feat_extract_norm = group or layer)")),
         (cx.pos_conv_lookahead in (-1, centred),
-         f"model.context.pos_conv_lookahead = {cx.pos_conv_lookahead}: transformers' positional conv is centred "
-         f"(look-ahead {centred} frames for kernel {cx.pos_conv_kernel}); a bounded look-ahead cannot be expressed"),
+         (f"model.context.pos_conv_lookahead = {cx.pos_conv_lookahead}: transformers' positional conv is centred "
+          f"(look-ahead {centred} frames for kernel {cx.pos_conv_kernel}); a bounded look-ahead cannot be expressed")),
         (cx.attention_chunk == 0,
-         f"model.context.attention_chunk = {cx.attention_chunk}: transformers' Wav2Vec2 attends to every frame; "
-         "chunked (streaming) attention cannot be expressed"),
+         (f"model.context.attention_chunk = {cx.attention_chunk}: transformers' Wav2Vec2 attends to every frame; "
+          "chunked (streaming) attention cannot be expressed")),
     ]
     for ok, message in problems:
         if not ok:
