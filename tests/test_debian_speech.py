@@ -112,6 +112,67 @@ def test_pack() -> None:
     assert prep.pack([]) == []
 
 
+def test_spell_lone_digits() -> None:
+    assert prep.spell_lone_digits("Please press 1 to mute, 2 to lock.", "en") == "Please press one to mute, two to lock."
+    assert prep.spell_lone_digits("folder 5", "en") == "folder five"
+    for text in ("a 28.8 modem", "3D audio", "press 0 for help", "H.323", "dial 500", "IAX2"):
+        assert prep.spell_lone_digits(text, "en") is None, text
+    assert prep.spell_lone_digits("Нажмите 1", "ru") is None  # no digit words for the language
+    assert prep.oov_rate(["a b c d"], ["a b", "c"]) == 0.25 and prep.oov_rate([], ["a"]) == 0.0
+
+
+def _words(n: int) -> str:
+    """A unique lower-case word for ``n`` (letters only: digits would drop the label)."""
+    out = ""
+    while True:
+        out = "abcdefghij"[n % 10] + out
+        n //= 10
+        if not n:
+            return "x" + out
+
+
+def _clip(source: str, lang: str, key: str, group: str, text: str | None, seconds: float) -> prep.Clip:
+    return prep.Clip(source, key, f"pkg:{key}", f"audio/{source}/{key}.flac", lang, "spk", group, text, seconds,
+                     16000, key)
+
+
+def test_dev_splits_leave_train_and_test_as_they_were() -> None:
+    """cs_dev and en_dev come from clips neither train nor test took (their membership is the
+    draw without dev splits), share no text with them, and stay out of the unlabelled pool."""
+    cs = [_clip("fillets-cs", "cs", f"l{lv}/{i}", f"l{lv}", f"věta {_words(lv)} {_words(i)} ryba", 10.0)
+          for lv in range(50) for i in range(12)]  # 100 min in 50 levels
+    en_plain = [_clip("asterisk-en", "en", f"p{i}", "", f"prompt {_words(i)} please", 2.0) for i in range(330)]
+    en_digits = [_clip("asterisk-en", "en", f"vm-{i}", "", f"Press {d} for {_words(i)}.", 2.0)
+                 for i, d in enumerate("123456789")]
+    en_digits.append(_clip("asterisk-en", "en", "modem", "", "a 28.8 modem", 2.0))  # stays unlabelled
+    clips = cs + en_plain + en_digits
+
+    report = {"label_dropped": prep.defaultdict(prep.Counter), "cps_filter": {}, "dev_relabelled": {}}
+    splits = prep.make_splits(clips, report)
+    assert report["dev_relabelled"] == {"asterisk-en": 9}
+    keys = {n: {u.clip.key for u in v} for n, v in splits.items()}
+    texts = {n: {u.norm for u in v} for n, v in splits.items()}
+    # the train/test draws are the ones prepare.py made before dev splits existed (same seeds)
+    usable = [prep.Labeled(c, prep.normalize_text(c.text, "cs")) for c in cs]
+    test, rest, _ = prep.hold_out(usable, lambda u: u.clip.group, lambda u: u.norm, lambda u: u.clip.duration,
+                                  1200.0, prep.SEED)
+    train_1h, _ = prep.nested_subsets(rest, lambda u: u.clip.duration, (3600.0, 600.0), prep.SEED)
+    assert keys["cs_test"] == {u.clip.key for u in test} and keys["cs_train_1h"] == {u.clip.key for u in train_1h}
+    for lang, train in (("cs", "cs_train_1h"), ("en", "en_train_10min")):
+        dev, test_name = f"{lang}_dev", f"{lang}_test"
+        assert splits[dev], dev
+        assert keys[dev].isdisjoint(keys[train] | keys[test_name])
+        assert texts[dev].isdisjoint(texts[train] | texts[test_name])
+    assert 500 <= sum(u.clip.duration for u in splits["cs_dev"]) <= 600
+    assert {u.clip.group for u in splits["cs_dev"]}.isdisjoint({u.clip.group for u in splits["cs_test"]})
+    assert {f"vm-{i}" for i in range(9)} <= keys["en_dev"] and "modem" not in keys["en_dev"]
+    assert "press one for " + _words(0) in texts["en_dev"]
+    assert list(splits) == list(prep.SPLIT_ORDER)
+    unlabeled = {c.key for c in prep.unlabeled_clips(clips, splits, {"unlabeled_duplicates": prep.Counter()})}
+    assert unlabeled.isdisjoint(keys["cs_dev"] | keys["en_dev"] | keys["cs_test"] | keys["en_test"])
+    assert "modem" in unlabeled and keys["cs_train_1h"] <= unlabeled
+
+
 # ----------------------------------------------------------------------------- end to end
 
 RU = {"ru_0001": "Она завела прядь волнистых вол+ос за ухо.",
@@ -199,6 +260,8 @@ def test_prepare_end_to_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
 
     split = {n: _rows(out / f"{n}.tsv") for n in
              ("ru_test", "ru_dev", "ru_train_1h", "ru_train_10min", "ru_test_otherspk", "cs_test", "en_test")}
+    for name in ("cs_dev", "en_dev"):  # no source: the file exists, header only
+        assert (out / f"{name}.tsv").read_text() == "path\ttext\tduration\n"
     assert list(split["ru_test"][0]) == ["path", "text", "duration"]
     assert split["cs_test"] == [] and (out / "cs_test.tsv").read_text().startswith("path\ttext\tduration")
     ru = [r for n in ("ru_test", "ru_dev", "ru_train_1h") for r in split[n]]

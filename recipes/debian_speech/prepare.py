@@ -13,7 +13,9 @@ Labelled sources:
 - ``asterisk-core-sounds-{en,es,fr,it,ru}``: telephone prompts, one professional voice per language,
   audio from the ``-g722`` packages (16 kHz) or, when only that is present, ``-wav`` (8 kHz).
 
-Other packages with spoken words are used unlabelled. Outputs in DIR: TSV manifests per split
+Every labelled language gets train (10 min, 1 h), dev and test splits; dev splits are drawn after
+train and test from what those left, so adding them changed no train or test membership. Other
+packages with spoken words are used unlabelled. Outputs in DIR: TSV manifests per split
 (``path<TAB>text<TAB>duration``; paths relative to DIR), ``unlabeled.tsv`` (``path<TAB>duration``,
 short clips packed into chunks of up to 15 s), ``summary.json`` and ``licenses/``.
 Conversions are cached per source in ``DIR/cache/catalog`` (keyed by the .deb names and sizes), so
@@ -157,6 +159,22 @@ def label_problem(raw: str | None, norm: str, language: str) -> str | None:
         if unicodedata.category(ch) == "Nd" or (ch in NOT_SPOKEN and not (ch == "+" and language == "ru")):
             return "digits or symbols in transcript"
     return None
+
+
+DIGIT_WORDS = {"en": ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")}
+_LONE_DIGIT = re.compile(r"(?<!\S)([1-9])(?=$|\s|[,.;:!?](?:\s|$))")
+
+
+def spell_lone_digits(raw: str, language: str) -> str | None:
+    """``raw`` with every lone digit 1-9 (a word of its own: ``press 1``, ``folder 5.``) written out
+    (``press one``), or None when the language has no digit words or another digit remains
+    (``28.8``, ``H.323``, ``3D``, ``press 0``: zero may be said "oh"). Prompts of this form
+    (``Press 1 to ...``) say the digit as its name."""
+    words = DIGIT_WORDS.get(language)
+    if words is None:
+        return None
+    spelled = _LONE_DIGIT.sub(lambda m: words[int(m.group(1)) - 1], raw)
+    return None if any(unicodedata.category(ch) == "Nd" for ch in spelled) else spelled
 
 
 def rate_outliers(rates: Sequence[float], k: float = CPS_K) -> tuple[list[bool], dict[str, float]]:
@@ -597,6 +615,7 @@ class Labeled:
 def make_splits(clips: Sequence[Clip], report: dict) -> dict[str, list[Labeled]]:
     """Labelled splits from the converted clips; label drops are counted in ``report``."""
     usable: dict[str, list[Labeled]] = defaultdict(list)
+    bands: dict[str, dict[str, float]] = {}
     for source in sorted({c.source for c in clips}):
         group = [c for c in clips if c.source == source]
         if not any(c.text is not None for c in group):
@@ -610,6 +629,7 @@ def make_splits(clips: Sequence[Clip], report: dict) -> dict[str, list[Labeled]]
             else:
                 cand.append(Labeled(c, norm))
         flags, band = rate_outliers([len(u.norm.replace(" ", "")) / u.clip.duration for u in cand])
+        bands[source] = band
         report["cps_filter"][source] = {**{k: round(v, 2) for k, v in band.items()}, "k": CPS_K,
                                         "dropped": int(sum(flags))}
         if any(flags):
@@ -635,18 +655,68 @@ def make_splits(clips: Sequence[Clip], report: dict) -> dict[str, list[Labeled]]
     splits["cs_test"], rest, removed = hold_out(cs, lambda u: u.clip.group, txt, dur, min(1200.0, 0.2 * total), SEED)
     report["label_dropped"]["fillets-cs"]["train sentence also in cs_test"] += len(removed)
     splits["cs_train_1h"], splits["cs_train_10min"] = nested_subsets(rest, dur, (3600.0, 600.0), SEED)
+    # cs_dev: drawn after train and test, from what neither took (their membership is unchanged);
+    # no sentence shared with either. Every level with unused clips also has training clips, so
+    # cs_dev is sentence-disjoint from training but not level-disjoint (cs_test is both).
+    spare = unused(rest, [splits["cs_train_1h"], splits["cs_test"]])
+    splits["cs_dev"], _, _ = hold_out(spare, txt, txt, dur, min(600.0, sum(map(dur, spare))), SEED + 1)
 
     en = usable.get("asterisk-en", [])
     total = sum(map(dur, en))
     # the 10 min train split comes first: the test set gets what is left beyond it (at most 10 min)
     splits["en_test"], rest, _ = hold_out(en, txt, txt, dur, min(600.0, max(0.3 * total, total - 630.0)), SEED)
     (splits["en_train_10min"],) = nested_subsets(rest, dur, (600.0,), SEED)
-    return splits
+    # en_dev: the prompts neither split took (a few), plus prompts whose label was dropped only for
+    # lone digits (``Press 1 to ...``), digits spelled out; no prompt text shared with train or test
+    held = [splits["en_train_10min"], splits["en_test"]]
+    spelled = relabel_lone_digits([c for c in clips if c.source == "asterisk-en"], bands.get("asterisk-en"))
+    splits["en_dev"] = unused([*rest, *spelled], held)
+    report["dev_relabelled"]["asterisk-en"] = sum(u in spelled for u in splits["en_dev"])
+    return {name: splits[name] for name in SPLIT_ORDER}
 
 
+def unused(pool: Sequence[Labeled], taken: Sequence[Sequence[Labeled]]) -> list[Labeled]:
+    """Items of ``pool`` in none of the ``taken`` splits whose text none of them holds either."""
+    keys = {(u.clip.source, u.clip.key) for split in taken for u in split}
+    texts = {u.norm for split in taken for u in split}
+    return [u for u in pool if (u.clip.source, u.clip.key) not in keys and u.norm not in texts]
+
+
+def relabel_lone_digits(clips: Sequence[Clip], band: Mapping[str, float] | None) -> list[Labeled]:
+    """Clips whose transcript was refused only for lone digits 1-9 (:func:`spell_lone_digits`),
+    relabelled with the digits spelled out, if their chars/s lie inside the source's ``band``."""
+    out = []
+    for c in clips:
+        if c.text is None or label_problem(c.text, normalize_text(c.text, c.lang), c.lang) is None:
+            continue
+        spelled = spell_lone_digits(c.text, c.lang)
+        if spelled is None:
+            continue
+        norm = normalize_text(spelled, c.lang)
+        if label_problem(spelled, norm, c.lang) is not None:
+            continue
+        rate = len(norm.replace(" ", "")) / c.duration
+        if band and not band["low"] <= rate <= band["high"]:
+            continue
+        out.append(Labeled(c, norm))
+    return out
+
+
+def oov_rate(texts: Iterable[str], train_texts: Iterable[str]) -> float:
+    """Fraction of the running words of ``texts`` that never occur in ``train_texts``."""
+    known = {w for t in train_texts for w in t.split()}
+    words = [w for t in texts for w in t.split()]
+    return sum(w not in known for w in words) / max(len(words), 1)
+
+
+SPLIT_ORDER = ("ru_train_10min", "ru_train_1h", "ru_dev", "ru_test", "ru_test_otherspk",
+               "cs_train_10min", "cs_train_1h", "cs_dev", "cs_test", "en_train_10min", "en_dev", "en_test")
 TARGETS = {"ru_train_1h": 3600.0, "ru_train_10min": 600.0, "cs_train_1h": 3600.0, "cs_train_10min": 600.0,
            "en_train_10min": 600.0}
-HELD_OUT = ("ru_test", "ru_dev", "ru_test_otherspk", "cs_test", "en_test")
+HELD_OUT = ("ru_test", "ru_dev", "ru_test_otherspk", "cs_test", "cs_dev", "en_test", "en_dev")
+DEV_TEST = {"ru_dev": "ru_train_1h", "ru_test": "ru_train_1h", "ru_test_otherspk": "ru_train_1h",
+            "cs_dev": "cs_train_1h", "cs_test": "cs_train_1h", "en_dev": "en_train_10min", "en_test": "en_train_10min"}
+"""Held-out split -> the training split its out-of-vocabulary rate is measured against."""
 TEST_ONLY_SOURCES = {"asterisk-ru"}  # the ru_test_otherspk speaker stays unseen
 
 
@@ -730,7 +800,8 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
 
     unpacker = Unpacker(found, out / "cache" / "extract")
     report: dict = {"skipped": defaultdict(Counter), "skipped_examples": defaultdict(dict),
-                    "label_dropped": defaultdict(Counter), "cps_filter": {}, "unlabeled_duplicates": Counter()}
+                    "label_dropped": defaultdict(Counter), "cps_filter": {}, "unlabeled_duplicates": Counter(),
+                    "dev_relabelled": {}}
     clips: list[Clip] = []
     used_pkgs: list[str] = []
     skipped_sources: list[str] = []
@@ -761,6 +832,10 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
         summary["splits"]["ru_test_otherspk"]["note"] = (
             "asterisk-core-sounds-ru (another speaker, telephone prompts); "
             + ("16 kHz G.722" if "asterisk-core-sounds-ru-g722" in used_pkgs else "8 kHz audio upsampled to 16 kHz"))
+        for name, train in DEV_TEST.items():
+            if splits[name] and splits[train]:
+                summary["splits"][name]["oov_words_vs_" + train] = round(
+                    oov_rate((u.norm for u in splits[name]), (u.norm for u in splits[train])), 4)
         for name, target in TARGETS.items():
             if summary["splits"][name]["minutes"] < 0.95 * target / 60:
                 summary["splits"][name]["note"] = f"short of the {target / 60:.0f} min target: all that was left"
@@ -781,6 +856,7 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
                    skipped_examples=dict(report["skipped_examples"]),
                    label_dropped={k: dict(v) for k, v in report["label_dropped"].items()},
                    cps_filter=report["cps_filter"], unlabeled_duplicates=dict(report["unlabeled_duplicates"]),
+                   dev_relabelled_lone_digits=report["dev_relabelled"],
                    seed=SEED, wall_time_s=round(time.time() - t0, 1))
     (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return summary

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Real recorded speech from Debian packages: prepare -> pretrain -> fine-tune (10 min and 1 h of
-# labels, from the pretrained model and from scratch) -> evaluate. BUDGET=cpu (default; ~1 h on
-# 2 cores, tiny preset) or BUDGET=gpu (one GPU, small preset).
+# labels, from the pretrained model and from scratch; every run validated on its language's dev
+# split, best dev CER kept) -> evaluate. BUDGET=cpu (default; tiny preset, see README for the time
+# on 2 cores) or BUDGET=gpu (one GPU, small preset).
 #
 #   bash recipes/debian_speech/run.sh            # everything: prepare + benchmarks/ssl_benefit.py
+#   bash recipes/debian_speech/run.sh all --rows ru_10min,cs_1h:scratch --pretrained RUN   # options
+#                                                # after "all" go to benchmarks/ssl_benefit.py
 #   bash recipes/debian_speech/run.sh prepare
 #   bash recipes/debian_speech/run.sh pretrain
 #   bash recipes/debian_speech/run.sh finetune ru_1h [scratch|streaming]
@@ -31,8 +34,7 @@ case "$stage" in
   finetune)
     set_name="${2:?label set: ru_10min, ru_1h, cs_10min, cs_1h or en_10min}"
     l="${lang[$set_name]}"
-    extra=()
-    [ "$l" = ru ] && extra+=(--valid "$data/ru_dev.tsv")
+    extra=(--valid "$data/${l}_dev.tsv")
     if [ "${3:-}" = scratch ]; then
       extra+=(--scratch --set ctc.freeze_updates=0 --set ctc.freeze_feature_encoder=false)
     elif [ "${3:-}" = streaming ]; then  # chunks of 16 frames (0.32 s), 4 chunks of left context
@@ -57,7 +59,7 @@ case "$stage" in
     ;;
   all)
     [ -f "$data/unlabeled.tsv" ] || python "$here/prepare.py" --out "$data"
-    python "$root/benchmarks/ssl_benefit.py" --data "$data" --budget "$budget" --workdir "$work"
+    python "$root/benchmarks/ssl_benefit.py" --data "$data" --budget "$budget" --workdir "$work" "${@:2}"
     ;;
   *)
     echo "unknown stage $stage (prepare, pretrain, finetune, evaluate, streaming, all)" >&2
