@@ -120,3 +120,49 @@ def test_sensor_probe_variants_and_diagnostic_file(tmp_path: Path, monkeypatch: 
     both = load_series(sensor_probe.combined_series_file("Toy", tmp_path / "both.ts"))
     assert both.labels == ["a", "b", "b"]
     assert [s.tolist() for s in both.series] == [[[1, 2, 3]], [[4, 5, 6, 7]], [[8, 9, 10]]]
+
+
+# ------------------------------------------------------------------------------ sensor_fewlabel
+
+
+def test_sensor_fewlabel_peers_validation_split_and_choice(tmp_path: Path) -> None:
+    """The aeon peers fit and predict; validation fits score the training split's recordings left out
+    of the draw (never the test split); the recipe variant is chosen on validation accuracy only, the
+    recipe's own winning ties; the summary holds test rows only."""
+    pytest.importorskip("aeon")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    import sensor_fewlabel as sf
+
+    from wavssl.data.sensor import load_series
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 2, 40)), np.array(["a", "b", "c"] * 2)
+    for method in sf.PEERS:
+        assert set(sf.peer(method, 0).fit(x, y).predict(x)) <= {"a", "b", "c"}
+    with pytest.raises(ValueError, match="unknown peer"):
+        sf.peer("Rocket", 0)
+
+    header = "@problemName Toy\n@univariate true\n@classLabel true a b\n@data\n"
+    (tmp_path / "toy.ts").write_text(header + "".join(f"{i},{i + 1},{i + 2}:{'ab'[i % 2]}\n" for i in range(8)))
+    train = load_series(tmp_path / "toy.ts")
+    fit, held = sf.split_indices(train, sf.Job("Toy", "wavssl-pretrained", 1, 1000, "", "validation", "plain"))
+    assert len(fit) == 2 and {train.labels[i] for i in fit} == {"a", "b"}
+    assert held is not None and sorted([*fit, *held]) == list(range(8))
+    assert sf.split_indices(train, sf.Job("Toy", "QUANT", 1, 0, ""))[1] is None
+    with pytest.raises(ValueError, match="only wavssl methods"):
+        sf.split_indices(train, sf.Job("Toy", "QUANT", 1, 0, "", "validation"))
+
+    ds = "PickupGestureWiimoteZ"
+    assert sf.candidates(ds)[0] == sf.recipe_variant(ds) == "segments4+stretch"
+    rows = [{"dataset": ds, "method": "wavssl-pretrained", "split": "validation", "variant": v, "k": k,
+             "accuracy": acc, "macro_f1": acc, "seconds": 1.0}
+            for v, acc in (("plain", 0.6), ("segments4", 0.7), ("stretch", 0.5), ("segments4+stretch", 0.7))
+            for k in (1, 2)]
+    rows.append({"dataset": ds, "method": "wavssl-pretrained", "split": "test", "variant": "stretch", "k": 1,
+                 "draw": 0, "accuracy": 1.0, "macro_f1": 1.0, "seconds": 1.0})
+    chosen = sf.choose(rows, [ds], 1)[ds]["wavssl-pretrained"]
+    assert chosen["chosen"] == "segments4+stretch" and "TRAINING split" in chosen["chosen_on"]
+    assert chosen["validation_accuracy"]["plain"] == pytest.approx(0.6)
+    summary = sf.summarise(rows)
+    assert summary[ds]["1"]["wavssl-pretrained"]["accuracy"]["draws"] == [1.0]
