@@ -391,6 +391,32 @@ def test_lm_flips_acoustically_ambiguous_hypothesis(abc_vocab: Vocabulary, level
     assert fused[0].score > next(h.score for h in fused if h.text == "kat")
 
 
+def test_decoding_chosen_on_dev_then_applied(abc_vocab: Vocabulary) -> None:
+    """The dev sweep picks the LM setting that fixes dev, prefers the simpler setting on a tie,
+    tries greedy only without an LM, and the chosen setting decodes another split the same way."""
+    from wavssl_onnx.selection import Setting, choose_decoding_on_dev, decode_texts, grid, score
+
+    ambiguous = frames_from_probs(abc_vocab, [{"k": 0.5, "c": 0.45}, {"a": 0.95}, {"t": 0.95}, {"<blank>": 0.95}])
+    clear = one_hot_path(abc_vocab, "b_a_t")
+    lm = NGramLM.from_lines(["a cat", "cat", "the cat", "a bat", "tac"], order=3, level="char")
+    settings = grid([0.0, 0.5, 1.0, 2.0], word_bonuses=[0.0, 1.0], beams=[4])
+    assert settings[0] == Setting() and len(settings) == 1 + 3 * 2
+    choice = choose_decoding_on_dev([ambiguous, clear], ["cat", "bat"], abc_vocab, lm, settings, language="en")
+    assert choice.dev[Setting()].cer == pytest.approx(1 / 6)  # greedy says "kat": 1 of 6 characters
+    assert choice.best_scores.cer == 0.0 and choice.best.lm_weight > 0
+    fixing = [s for s, sc in choice.dev.items() if sc.cer == 0.0]
+    assert choice.best == min(fixing, key=lambda s: (s.lm_weight, s.word_bonus))  # simplest of the ties
+    assert len(choice.grid()) == len(settings) and choice.grid()[0]["greedy"] is True
+    hyps = decode_texts([ambiguous], abc_vocab, choice.best, lm, language="en")
+    assert hyps == ["cat"] and score(["cat"], hyps).cer == 0.0
+    no_lm = choose_decoding_on_dev([ambiguous], ["cat"], abc_vocab, None, settings, language="en")
+    assert list(no_lm.dev) == [Setting()] and no_lm.best.greedy
+    with pytest.raises(ValueError, match="2 references"):
+        choose_decoding_on_dev([ambiguous], ["cat", "bat"], abc_vocab, lm, settings, language="en")
+    with pytest.raises(ValueError, match="empty decoding grid"):
+        grid([])
+
+
 # ----------------------------------------------------------------------------------------- LM
 
 
