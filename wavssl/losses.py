@@ -27,6 +27,8 @@ class ContrastiveLoss:
     """Perplexity of the averaged soft code distribution (summed over groups)."""
     code_perplexity: Tensor
     """Perplexity of the hard code histogram (summed over groups)."""
+    group_code_perplexity: Tensor
+    """(G,) perplexity of each group's hard code histogram."""
     num_masked: Tensor
     """Number of masked frames the loss is averaged over."""
     temperature: float
@@ -86,8 +88,10 @@ def contrastive_accuracy(logits: Tensor) -> Tensor:
 
 def wav2vec2_loss(logits: Tensor, *, prob_perplexity: Tensor, code_perplexity: Tensor,
                   num_codes: int, feature_penalty: Tensor, diversity_weight: float,
-                  feature_penalty_weight: float, temperature: float) -> ContrastiveLoss:
-    """Combine the terms. logits: (N, 1 + K) from :func:`contrastive_logits`; num_codes = G * V."""
+                  feature_penalty_weight: float, temperature: float,
+                  group_code_perplexity: Tensor | None = None) -> ContrastiveLoss:
+    """Combine the terms. logits: (N, 1 + K) from :func:`contrastive_logits`; num_codes = G * V;
+    group_code_perplexity: (G,) (default: ``code_perplexity`` as a single group)."""
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     contrastive = F.cross_entropy(logits, target) if logits.shape[0] else logits.sum() * 0.0
     diversity = (num_codes - prob_perplexity) / num_codes
@@ -96,5 +100,7 @@ def wav2vec2_loss(logits: Tensor, *, prob_perplexity: Tensor, code_perplexity: T
         loss=total, contrastive=contrastive.detach(), diversity=diversity.detach(),
         feature_penalty=feature_penalty.detach(), accuracy=contrastive_accuracy(logits.detach()),
         prob_perplexity=prob_perplexity.detach(), code_perplexity=code_perplexity.detach(),
+        group_code_perplexity=(code_perplexity if group_code_perplexity is None else group_code_perplexity)
+        .detach().reshape(-1),
         num_masked=torch.full((), logits.shape[0], device=logits.device), temperature=temperature,
     )

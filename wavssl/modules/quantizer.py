@@ -25,11 +25,18 @@ class QuantizerOutput:
     """() sum over groups of the perplexity of the batch-averaged softmax (drives the diversity loss)."""
     code_perplexity: Tensor
     """() sum over groups of the perplexity of the hard code histogram."""
+    group_code_perplexity: Tensor
+    """(G,) perplexity of each group's hard code histogram (``code_perplexity`` is their sum)."""
 
 
 def _perplexity(probs: Tensor) -> Tensor:
     """probs: (G, V) distributions -> () sum of exp(entropy) over groups."""
-    return torch.exp(-(probs * torch.log(probs + 1e-7)).sum(-1)).sum()
+    return _group_perplexity(probs).sum()
+
+
+def _group_perplexity(probs: Tensor) -> Tensor:
+    """probs: (G, V) distributions -> (G,) exp(entropy) of each."""
+    return torch.exp(-(probs * torch.log(probs + 1e-7)).sum(-1))
 
 
 class GumbelQuantizer(nn.Module):
@@ -72,10 +79,12 @@ class GumbelQuantizer(nn.Module):
         cv = self.codevectors.view(self.groups, self.entries, -1)
         quantized = torch.einsum("ngv,gvd->ngd", onehot.to(cv.dtype), cv).reshape(n, -1)
         radix = self.entries ** torch.arange(self.groups, device=codes.device)
+        group_code_perplexity = _group_perplexity(hard.mean(0))
         return QuantizerOutput(
             quantized=quantized,
             codes=codes,
             code_ids=(codes * radix).sum(-1),
             prob_perplexity=_perplexity(probs.mean(0)),
-            code_perplexity=_perplexity(hard.mean(0)),
+            code_perplexity=group_code_perplexity.sum(),
+            group_code_perplexity=group_code_perplexity,
         )

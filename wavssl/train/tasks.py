@@ -27,8 +27,9 @@ from ..data.sensor import (
     random_time_stretch,
     window,
 )
+from ..losses import ContrastiveLoss
 from ..models import MaskSampler
-from ..modules.frontend import receptive_field
+from ..modules.frontend import frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
 from .rundir import RunDirError, own_run_dir
 from .trainer import Distributed, NoUsableData, StepOutput, TrainerState, batch_seed
@@ -119,12 +120,27 @@ class PretrainTask:
         lengths = _padded_lengths(batch.lengths, wav.shape[-1], device)
         masks = batch.masks.to(device, non_blocking=True) if batch.masks is not None else None
         out = model(wav, lengths, masks)
-        metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
+        metrics = _pretrain_metrics(out, batch.masks, batch.lengths, self.cfg)
         seconds = sum(batch.lengths.tolist()) / self.cfg.data.sample_rate  # host data
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
+
+
+def _pretrain_metrics(out: ContrastiveLoss, masks: MaskedFrames | None, lengths: torch.Tensor,
+                      cfg: Config) -> dict[str, torch.Tensor]:
+    """What a pretraining step logs: the loss terms, each codebook group's code perplexity
+    (``code_perplexity_<g>``), the fraction of valid frames masked and the Gumbel temperature (read
+    by :class:`~wavssl.train.health.HealthMonitor`). The last two come from host data (the host-drawn
+    masks and the batch's (B,) sample counts), so the step still never waits for the device."""
+    metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
+    metrics.update({f"code_perplexity_{g}": p for g, p in enumerate(out.group_code_perplexity.unbind())})
+    if masks is not None:  # host tensors only: no scalar read back, nothing copied to the device here
+        frames = frame_lengths(cfg.model.frontend, lengths.cpu()).sum().clamp(min=1).double()
+        metrics["masked_fraction"] = masks.index.shape[0] / frames
+    metrics["temperature"] = torch.full((), float(out.temperature))
+    return metrics
 
 
 def _padded_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> torch.Tensor | None:
@@ -196,7 +212,7 @@ class SensorPretrainTask:
         out = model(batch.series.to(device, non_blocking=True),
                     _padded_lengths(batch.lengths, batch.series.shape[-1], device),
                     item.masks.to(device, non_blocking=True))
-        metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
+        metrics = _pretrain_metrics(out, item.masks, batch.lengths, self.cfg)
         seconds = sum(batch.lengths.tolist()) / self.cfg.model.frontend.sample_rate  # host data
         return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
 
