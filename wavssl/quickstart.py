@@ -27,7 +27,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from wavssl_onnx.model_dir import LM_FILE
 
 from . import config as C
@@ -61,7 +60,8 @@ def _say(message: str) -> None:
 def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *,
         qc: QuickstartConfig | None = None, progress: bool = True) -> dict[str, object]:
     """Run (or finish) the built-in job; returns the summary also written to ``OUT/summary.json``."""
-    from wavssl_onnx import NGramLM, OfflineRecognizer, cer, normalize_text, read_audio, wer
+    from wavssl_onnx import NGramLM, OfflineRecognizer, read_audio
+    from wavssl_onnx.selection import Setting, choose_decoding_on_dev, decode_texts, grid, score
 
     from .data.synth import synthesize_corpus
     from .data.text import read_transcribed
@@ -115,17 +115,15 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
     dev_lp = rec.log_probs([read_audio(item.path, rec.sample_rate) for item in dev.items])
     dev_refs = [item.text for item in dev.items]
 
-    def score(lps: list[np.ndarray], refs: list[str], weight: float) -> tuple[list[str], float, float]:
-        hyps = [normalize_text(rec.decode(lp, beam=qc.beam if weight else 1, lm=lm if weight else None,
-                                          lm_weight=weight).text, language) for lp in lps]
-        return hyps, wer(refs, hyps).rate, cer(refs, hyps).rate
-
-    dev_cer = {w: score(dev_lp, dev_refs, w)[2] for w in qc.lm_weights}
-    lm_weight = min(dev_cer, key=lambda w: (dev_cer[w], w))
+    choice = choose_decoding_on_dev(dev_lp, dev_refs, rec.vocab, lm, grid(qc.lm_weights, beams=(qc.beam,)),
+                                    language=language, frame_shift=rec.frame_shift)
+    dev_cer = {s.lm_weight: sc.cer for s, sc in choice.dev.items()}
+    lm_weight = choice.best.lm_weight
     test_lp = rec.log_probs([read_audio(item.path, rec.sample_rate) for item in test.items])
     refs = [item.text for item in test.items]
-    greedy_hyps, greedy_wer, greedy_cer = score(test_lp, refs, 0.0)
-    lm_hyps, lm_wer, lm_cer = score(test_lp, refs, lm_weight)
+    greedy_hyps, lm_hyps = (decode_texts(test_lp, rec.vocab, setting, lm, language=language, frame_shift=rec.frame_shift)
+                            for setting in (Setting(), choice.best))
+    greedy, with_lm = score(refs, greedy_hyps), score(refs, lm_hyps)
     times["test"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - start
 
@@ -135,8 +133,8 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
         "finetune_updates": result.state.num_updates, "best_dev_cer": result.state.best_score,
         "best_update": result.state.best_update,
         "dev_cer_by_lm_weight": dev_cer, "lm_weight": lm_weight, "lm": str(model_dir / LM_FILE),
-        "test_utterances": len(refs), "test_greedy": {"wer": greedy_wer, "cer": greedy_cer},
-        "test_lm": {"wer": lm_wer, "cer": lm_cer, "beam": qc.beam, "lm_weight": lm_weight},
+        "test_utterances": len(refs), "test_greedy": {"wer": greedy.wer, "cer": greedy.cer},
+        "test_lm": {"wer": with_lm.wer, "cer": with_lm.cer, "beam": qc.beam, "lm_weight": lm_weight},
         "example": {"path": str(test.items[0].path), "reference": refs[0], "greedy": greedy_hyps[0],
                     "with_lm": lm_hyps[0]},
         "seconds": {k: round(v, 1) for k, v in times.items()}, "config": asdict(qc),
