@@ -200,6 +200,20 @@ def test_normalize_any_language_by_unicode_class() -> None:
     assert normalize_text("İSTANBUL'da IŞIK", "tr") == "istanbul'da ışık"
 
 
+@pytest.mark.parametrize("language", [None, "de", "hi", "ar", "ja", "zh", "tr"])
+def test_normalize_any_language_is_idempotent(language: str | None) -> None:
+    """Dropping a character can bring a letter and a mark together, or two marks out of canonical
+    order: the output is NFC, so normalising it again changes nothing."""
+    rng = random.Random(0)
+    chars = "aAİIı'’.,?- \u3000ｶﾞＡ１東、ـمَ+ßẞΣकि़्\u0301€"
+    texts = ["ि\u0301ıA’\u0301?\u093c\u0301’", "東１ẞIَ?्", "a€\u0301"]
+    texts += ["".join(rng.choice(chars) for _ in range(rng.randint(1, 12))) for _ in range(2000)]
+    for text in texts:
+        once = normalize_text(text, language)
+        assert normalize_text(once, language) == once, (text, once)
+        assert once == unicodedata.normalize("NFC", once)
+
+
 def test_language_rules_unchanged_for_refined_languages() -> None:
     """A regional tag uses its language's rules; the generic rules differ from an alphabet's."""
     text = "Don't – the naïve café’s Ａ"

@@ -25,7 +25,8 @@ languages refine them (``LANGUAGE_RULES``). The steps, in order:
    diacritics) is inside it is folded to that base letter (``café`` -> ``cafe`` in English), and
    every other letter is dropped. Whatever is dropped -- letters outside an alphabet, symbols such
    as ``%`` or ``€``, control characters -- is counted by ``normalize_with_report``.
-6. Whitespace runs collapse to one space; leading and trailing whitespace is removed.
+6. Whitespace runs collapse to one space; leading and trailing whitespace is removed; NFC once
+   more (a dropped character may have stood between a letter and its mark).
 
 Language codes are BCP 47 tags (``de``, ``pl``, ``pt-BR``, ``zh-Hant-TW``, ``yue``), checked by
 ``check_language``; the rules come from the primary subtag (``en-GB`` uses ``en``'s). ``None`` or
@@ -202,7 +203,9 @@ def normalize_with_report(text: str, language: str | None = None) -> tuple[str, 
                 dropped[char] += 1
             else:
                 out.append(kept)
-    return " ".join("".join(out).split()), dropped
+    # NFC again: dropping a character can bring a letter and a mark together (normalising twice
+    # must give the same text)
+    return unicodedata.normalize("NFC", " ".join("".join(out).split())), dropped
 
 
 def normalize_text(text: str, language: str | None = None) -> str:
