@@ -31,6 +31,7 @@ from ..losses import ContrastiveLoss
 from ..models import MaskSampler
 from ..modules.frontend import frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
+from .health import RunHealth
 from .rundir import RunDirError, own_run_dir
 from .trainer import Distributed, NoUsableData, StepOutput, TrainerState, batch_seed
 
@@ -68,6 +69,7 @@ class PretrainTask:
         self.loader = make_loader(self.dataset, self.sampler, num_workers=d.num_workers, pin_memory=pin_memory)
         self.total_seconds = sum(it.num_samples for it in data.items) / d.sample_rate
         self._write_skipped()
+        self.health = RunHealth(cfg, run_dir if rank == 0 else None)  # warns when the run leaves the healthy ranges
 
     @classmethod
     def from_path(cls, audio: str | Path, cfg: Config, run_dir: str | Path, **kwargs: object) -> "PretrainTask":
@@ -126,6 +128,7 @@ class PretrainTask:
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
+        self.health.after_update(num_updates)
 
 
 def _pretrain_metrics(out: ContrastiveLoss, masks: MaskedFrames | None, lengths: torch.Tensor,
@@ -179,13 +182,15 @@ class SensorPretrainTask:
     (:class:`~wavssl.models.MaskSampler`), so the training step does not synchronise with the host.
     """
 
-    def __init__(self, data: SeriesSet, cfg: Config, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, data: SeriesSet, cfg: Config, *, rank: int = 0, world_size: int = 1,
+                 run_dir: str | Path | None = None) -> None:
         if len(data) == 0:
             raise ValueError("no usable sensor series")
         self.data, self.cfg, self.rank, self.world_size = data, cfg, rank, world_size
         self.lengths = data.lengths
         self.masker = MaskSampler(cfg.model)
         self.total_seconds = float(self.lengths.sum()) / cfg.model.frontend.sample_rate
+        self.health = RunHealth(cfg, run_dir if rank == 0 else None)  # warns when the run leaves the healthy ranges
 
     def fingerprint(self) -> str:
         """Where the series came from and their sizes (ranks of a distributed run must agree)."""
@@ -218,6 +223,7 @@ class SensorPretrainTask:
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
+        self.health.after_update(num_updates)
 
 
 def _sensor_pretraining(path: str | Path, cfg: Config, run_dir: Path, *, resumed: bool,
@@ -284,7 +290,7 @@ def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, d
         run_dir.mkdir(parents=True, exist_ok=True)
         resumed = resume and latest_checkpoint(run_dir) is not None
         cfg, series = _sensor_pretraining(audio, cfg, run_dir, resumed=resumed, is_main=ddp.is_main)
-        task = SensorPretrainTask(series, cfg, rank=ddp.rank, world_size=ddp.world_size)
+        task = SensorPretrainTask(series, cfg, rank=ddp.rank, world_size=ddp.world_size, run_dir=run_dir)
         what = (f"{len(series)} series ({series.channels} channels, {int(series.lengths.sum())} steps, "
                 f"{series.num_missing} missing values)")
     else:
@@ -303,6 +309,7 @@ def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, d
         print(f"[wavssl] pretraining {n_params / 1e6:.2f}M parameters on {what} -> {run_dir}", flush=True)
     try:
         state = trainer.train()
+        task.health.follow()  # the last window
         if ddp.world_size > 1:
             torch.distributed.barrier()  # leave together: rank 0 may still be writing the last checkpoint
         return state
