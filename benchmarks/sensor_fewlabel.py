@@ -371,6 +371,33 @@ def print_table(summary: dict[str, Any], pretraining: dict[str, Any],
     return lines
 
 
+def markdown_table(record: dict[str, Any]) -> list[str]:
+    """The README table of a result line: accuracy mean +- sd per data set, k and method (the best
+    mean of a row in bold), the recipe variant each wavssl method chose on validation, and where
+    pretrained wavssl falls short of another method."""
+    methods = [m for m in METHODS if any(m in cells for per_k in record["results"].values()
+                                         for cells in per_k.values())]
+    lines = ["| data set | k | " + " | ".join(methods) + " | pretrained short of |",
+             "|---" * (len(methods) + 3) + "|"]
+    for ds, per_k in record["results"].items():
+        for i, (k, cells) in enumerate(sorted(per_k.items(), key=lambda kv: (int(kv[0]) == 0, int(kv[0])))):
+            means = {m: cells[m]["accuracy"]["mean"] for m in methods if m in cells}
+            best = max(means.values())
+            row = [f"**{means[m]:.3f}** +- {cells[m]['accuracy']['sd']:.3f}" if means.get(m) == best
+                   else (f"{means[m]:.3f} +- {cells[m]['accuracy']['sd']:.3f}" if m in means else "-")
+                   for m in methods]
+            pre = means.get("wavssl-pretrained")
+            short = [f"{m} (-{means[m] - pre:.3f})" for m in methods if pre is not None and means[m] > pre]
+            lines.append(f"| {ds if i == 0 else ''} | {'all' if k == '0' else k} | " + " | ".join(row)
+                         + f" | {', '.join(short) or 'none'} |")
+    lines.append("")
+    for ds, per_method in record.get("selection", {}).items():
+        lines.append(f"- {ds}: chosen on validation from the training split: " + "; ".join(
+            f"{m} `{c['chosen']}` (" + ", ".join(f"{v} {a:.3f}" for v, a in c["validation_accuracy"].items()) + ")"
+            for m, c in per_method.items()))
+    return lines
+
+
 def environment() -> dict[str, Any]:
     """Versions, CPU and the commit (``+dirty`` when the library, the sensor recipes or scripts changed)."""
     import aeon
@@ -394,7 +421,13 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=max(min(os.cpu_count() or 1, 2), 1), help="worker processes (1 thread each)")
     p.add_argument("--workdir", type=Path, help="where pretraining runs go (default: a temporary folder)")
     p.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
+    p.add_argument("--markdown", action="store_true",
+                   help=f"print the README table of the last line of {RESULTS.relative_to(ROOT)} and exit")
     a = p.parse_args()
+    if a.markdown:
+        last = [line for line in RESULTS.read_text().splitlines() if line.strip()][-1]
+        print("\n".join(markdown_table(json.loads(last))))
+        return
     if a.quick:
         a.draws, a.ks, a.val_draws = 3, "1,all", 1
     datasets = [d.strip() for d in a.datasets.split(",") if d.strip()]
