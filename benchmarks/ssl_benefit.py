@@ -2,50 +2,52 @@
 trained from scratch on the same labels for the same number of updates, on real recorded speech.
 
 Data: the Debian speech corpus of ``recipes/debian_speech/prepare.py`` (Russian studio speech,
-Czech acted game dialogue, English/other telephone prompts; unlabeled extras). Protocol:
+Czech acted game dialogue, English telephone prompts; unlabeled extras). Every labelled language
+has train, dev and test splits; the protocol chooses on dev and touches test once:
 
-1. Pretrain once on ``unlabeled.tsv`` (test and dev audio excluded by ``prepare.py``) with the
-   budget's preset and ``recipes/debian_speech/conf/pretrain_<budget>.toml``.
-2. For every label set (``ru`` 10 min and 1 h, ``cs`` 10 min and 1 h, ``en`` 10 min) fine-tune a CTC
-   recognizer twice with ``conf/finetune_<budget>.toml``:
+1. Pretrain once on ``unlabeled.tsv`` (dev and test audio excluded by ``prepare.py``) with the
+   budget's preset and ``recipes/debian_speech/conf/pretrain_<budget>.toml`` -- or reuse a finished
+   pretraining run (``--pretrained RUN``).
+2. For every row (label set x init) fine-tune a CTC recognizer with ``conf/finetune_<budget>.toml``:
    - **pretrained**: from the pretraining run (Transformer frozen for ``ctc.freeze_updates``);
-   - **scratch**: the same architecture from random initialisation, same labels, same number of
-     updates, same schedule, but nothing frozen (freezing a random encoder would only waste updates).
-   With a dev split (Russian) the best checkpoint by dev WER is kept; otherwise the last one, for both.
-3. Score greedy CTC output (no LM) on the language's test splits: WER and CER.
+   - **scratch**: the same architecture from random initialisation, same labels, updates and
+     schedule, nothing frozen (freezing a random encoder only wastes updates).
+   Every run validates on its language's dev split (``ru_dev``, ``cs_dev``, ``en_dev``) every
+   ``ctc.valid_every`` updates and keeps the checkpoint with the best dev CER. With ``--sweep``
+   (``--sweep ctc.lr=0.001,0.002``) one run per combination is fine-tuned and the lowest best dev
+   CER picks the recipe.
+3. A character n-gram LM is estimated from the row's training transcripts only. Beam width, LM
+   weight and word bonus are chosen on dev (:func:`wavssl_onnx.selection.choose_decoding_on_dev`,
+   the quickstart's code).
+4. Only then are the language's test splits decoded, once each: greedy and with the chosen LM
+   setting; CER and WER.
 
-Appends one JSON line to ``benchmarks/results/ssl_benefit.jsonl`` and prints a table. Finished runs in
-the work directory are reused (delete it to start over).
+Appends one JSON line to ``benchmarks/results/ssl_benefit.jsonl``: per row ``chosen_on`` (which
+split chose the checkpoint, recipe, LM weight, word bonus and beam), dev and test scores greedy and
+with the LM, the dev grid, and wall times of pretraining and every fine-tune. Finished runs in the
+work directory are reused (delete it to start over).
 
-    python recipes/debian_speech/prepare.py                       # once
-    python benchmarks/ssl_benefit.py --budget cpu                 # ~1 h on 2 cores
-    python benchmarks/ssl_benefit.py --budget gpu                 # one GPU
-    python benchmarks/ssl_benefit.py --only ru_10min --budget cpu # one label set
+    python recipes/debian_speech/prepare.py                           # once
+    python benchmarks/ssl_benefit.py --budget cpu                     # every row; hours on 2 cores
+    python benchmarks/ssl_benefit.py --rows ru_10min,cs_1h:scratch    # some rows
+    python benchmarks/ssl_benefit.py --pretrained runs/debian_speech_cpu/pretrain --rows ru_1h
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
-import os
-import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._env import git_commit  # noqa: E402
-
-import torch  # noqa: E402
-
-import wavssl  # noqa: E402
-from wavssl import config as C  # noqa: E402
-from wavssl.data.text import read_transcribed  # noqa: E402
-from wavssl.train.asr import evaluate, finetune  # noqa: E402
-from wavssl.train.checkpoint import latest_checkpoint, load_config  # noqa: E402
+from benchmarks._env import append_result, cpu_name, git_commit, load_average  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ssl_benefit.jsonl"
 CONF = ROOT / "recipes" / "debian_speech" / "conf"
@@ -55,87 +57,264 @@ LABEL_SETS = {  # name -> (language, training manifest)
     "cs_10min": ("cs", "cs_train_10min"), "cs_1h": ("cs", "cs_train_1h"),
     "en_10min": ("en", "en_train_10min"),
 }
+INITS = ("pretrained", "scratch")
 TESTS = {"ru": ("ru_test", "ru_test_otherspk"), "cs": ("cs_test",), "en": ("en_test",)}
-DEV = {"ru": "ru_dev"}
+DEV = {"ru": "ru_dev", "cs": "cs_dev", "en": "en_dev"}
+LM_ORDER = 6
+LM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5)
+WORD_BONUSES = (0.0, 1.0)
+BEAMS = (8,)
+WALL_FILE = "ssl_benefit_wall.json"  # a fine-tune's own wall time, kept beside it for reuse
 
 
-def _finished(run: Path, updates: int) -> bool:
-    ckpt = latest_checkpoint(run)
-    return ckpt is not None and ckpt.name.endswith(f"{updates:08d}") and (run / "model.safetensors").is_file()
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: a label set fine-tuned from one initialisation."""
+
+    label_set: str
+    init: str
+
+    @property
+    def language(self) -> str:
+        return LABEL_SETS[self.label_set][0]
+
+    @property
+    def train(self) -> str:
+        return LABEL_SETS[self.label_set][1]
+
+    @property
+    def dev(self) -> str:
+        return DEV[self.language]
+
+    @property
+    def tests(self) -> tuple[str, ...]:
+        return TESTS[self.language]
 
 
-def pretrain(data: Path, work: Path, budget: str, device: str) -> dict[str, float]:
-    """Pretrain (or reuse) the budget's model on ``data/unlabeled.tsv``; returns its compute summary."""
-    run = work / "pretrain"
-    cfg = C.resolve(PRESETS[budget], CONF / f"pretrain_{budget}.toml")
-    summary_path = run / "pretrain_summary.json"
-    if _finished(run, cfg.optim.max_updates) and summary_path.is_file():
-        return json.loads(summary_path.read_text())
-    t0 = time.perf_counter()
-    state = wavssl.pretrain(data / "unlabeled.tsv", run, cfg, resume=True, device=device, progress=False)
-    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    seconds_per_update = [r["audio_hours_per_s"] for r in log if "audio_hours_per_s" in r]
-    index = json.loads((run / "audio_index.json").read_text()) if (run / "audio_index.json").is_file() else None
-    summary = {
-        "preset": PRESETS[budget], "updates": state.num_updates,
-        "parameters": sum(p.numel() for p in wavssl.load(run).parameters()),
-        "wall_seconds": time.perf_counter() - t0,
-        "unlabeled_hours": _manifest_hours(data / "unlabeled.tsv"),
-        "median_audio_hours_per_s": sorted(seconds_per_update)[len(seconds_per_update) // 2] if seconds_per_update else None,
-        "final_accuracy": next((r["accuracy"] for r in reversed(log) if "accuracy" in r), None),
-        "audio_index_cached": index is not None,
-    }
-    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+def parse_rows(spec: str | None) -> list[Row]:
+    """``"ru_10min,cs_1h:scratch"`` -> rows (a label set alone means both inits); None: every row."""
+    if not spec:
+        return [Row(n, i) for n in LABEL_SETS for i in INITS]
+    rows: list[Row] = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, _, init = item.partition(":")
+        if name not in LABEL_SETS:
+            raise ValueError(f"unknown label set {name!r}; choose from {', '.join(LABEL_SETS)}")
+        if init and init not in INITS:
+            raise ValueError(f"unknown init {init!r} in {item!r}; choose pretrained or scratch")
+        rows += [Row(name, i) for i in ((init,) if init else INITS) if Row(name, i) not in rows]
+    if not rows:
+        raise ValueError(f"no rows in {spec!r}")
+    return rows
 
 
-def _manifest_hours(path: Path) -> float:
+def sweep_candidates(sweeps: list[str]) -> list[list[str]]:
+    """``["ctc.lr=0.001,0.002", "ctc.max_updates=500,1000"]`` -> every combination as ``--set`` lists
+    (``[[]]`` without sweeps: the recipe as it is)."""
+    axes: list[list[str]] = []
+    for sweep in sweeps:
+        key, eq, values = sweep.partition("=")
+        if not eq or not key.strip() or not values.strip():
+            raise ValueError(f"--sweep expects section.key=v1,v2,..., got {sweep!r}")
+        axes.append([f"{key.strip()}={v.strip()}" for v in values.split(",") if v.strip()])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def run_name(row: Row, sets: list[str]) -> str:
+    """Run directory name of a row's candidate: ``ft_<set>_<init>`` (+ ``__key-value`` per swept key)."""
+    def part(assignment: str) -> str:
+        key, _, value = assignment.partition("=")
+        return key.split(".")[-1] + "-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in value.strip('"'))
+
+    tag = "".join("__" + part(s) for s in sets)
+    return f"ft_{row.label_set}_{row.init}{tag}"
+
+
+def choose_candidate(candidates: list[dict[str, object]]) -> dict[str, object]:
+    """The candidate with the lowest best dev CER; ties go to the earlier one."""
+    return min(candidates, key=lambda c: (float(c["best_dev_cer"]), candidates.index(c)))  # type: ignore[arg-type]
+
+
+def manifest_hours(path: Path) -> float:
     lines = path.read_text(encoding="utf-8").splitlines()
     col = lines[0].split("\t").index("duration")
     return sum(float(x.split("\t")[col]) for x in lines[1:] if x.strip()) / 3600
 
 
-def finetune_and_score(data: Path, work: Path, budget: str, name: str, init: str, device: str) -> dict[str, object]:
-    """Fine-tune one recognizer (or reuse it) and score it on its language's test splits."""
-    language, manifest = LABEL_SETS[name]
-    pre = work / "pretrain"
-    cfg = C.merge(load_config(pre), C.load_toml(CONF / f"finetune_{budget}.toml"))
-    sets = [f"ctc.language={json.dumps(language)}"]
-    if init == "scratch":
-        sets += ["ctc.freeze_updates=0", "ctc.freeze_feature_encoder=false"]
-    cfg = C.merge(cfg, C.parse_set(sets)).validate()
-    out = work / f"ft_{name}_{init}"
-    dev = data / f"{DEV[language]}.tsv" if language in DEV else None
+def _finished(run: Path, updates: int) -> bool:
+    from wavssl.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run)
+    return ckpt is not None and ckpt.name.endswith(f"{updates:08d}") and (run / "model.safetensors").is_file()
+
+
+def pretrain(data: Path, work: Path, budget: str, device: str, *, reuse: Path | None,
+             sets: list[str]) -> tuple[Path, dict[str, object]]:
+    """Pretrain (or reuse) the budget's model on ``data/unlabeled.tsv``; (run, compute summary)."""
+    import wavssl
+    from wavssl import config as C
+
+    run = reuse if reuse is not None else work / "pretrain"
+    summary_path = run / "pretrain_summary.json"
+    if reuse is not None:
+        if not (run / "model.safetensors").is_file():
+            raise SystemExit(f"--pretrained {run}: not a finished pretraining run (no model.safetensors)")
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {
+            "wall_seconds": None, "note": "no pretrain_summary.json: wall time unknown"}
+        return run, {**summary, "run": str(run), "reused": True}
+    cfg = C.resolve(PRESETS[budget], CONF / f"pretrain_{budget}.toml", sets)
+    if _finished(run, cfg.optim.max_updates) and summary_path.is_file():
+        return run, {**json.loads(summary_path.read_text()), "run": str(run), "reused": True}
     t0 = time.perf_counter()
-    if not _finished(out, cfg.ctc.max_updates):
-        finetune(pre if init == "pretrained" else None, data / f"{manifest}.tsv", out, cfg=cfg, valid=dev,
-                 resume=True, device=device, progress=False)
-    seconds = time.perf_counter() - t0
+    state = wavssl.pretrain(data / "unlabeled.tsv", run, cfg, resume=True, device=device, progress=False)
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    speeds = sorted(r["audio_hours_per_s"] for r in log if "audio_hours_per_s" in r)
+    summary = {
+        "preset": PRESETS[budget], "sets": sets, "updates": state.num_updates,
+        "parameters": sum(p.numel() for p in wavssl.load(run).parameters()),
+        "wall_seconds": time.perf_counter() - t0,
+        "unlabeled_hours": manifest_hours(data / "unlabeled.tsv"),
+        "median_audio_hours_per_s": speeds[len(speeds) // 2] if speeds else None,
+        "final_accuracy": next((r["accuracy"] for r in reversed(log) if "accuracy" in r), None),
+    }
+    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    return run, {**summary, "run": str(run), "reused": False}
+
+
+def finetune_candidate(data: Path, pre: Path, out: Path, row: Row, budget: str, sets: list[str],
+                       device: str) -> dict[str, object]:
+    """Fine-tune one candidate (or reuse it), validating on the row's dev split; its dev summary."""
+    from wavssl import config as C
+    from wavssl.train.asr import finetune
+    from wavssl.train.checkpoint import load_config
+
+    cfg = C.merge(load_config(pre), C.load_toml(CONF / f"finetune_{budget}.toml"))
+    base = [f"ctc.language={json.dumps(row.language)}", 'ctc.best_metric="cer"']
+    if row.init == "scratch":
+        base += ["ctc.freeze_updates=0", "ctc.freeze_feature_encoder=false"]
+    cfg = C.merge(cfg, C.parse_set(base + sets)).validate()
+    if cfg.ctc.valid_every <= 0:
+        raise SystemExit("ctc.valid_every must be > 0: the checkpoint is chosen on dev")
+    if _finished(out, cfg.ctc.max_updates):
+        check_reusable(out, cfg.ctc)
+    else:
+        t0 = time.perf_counter()
+        finetune(pre if row.init == "pretrained" else None, data / f"{row.train}.tsv", out, cfg=cfg,
+                 valid=data / f"{row.dev}.tsv", resume=True, device=device, progress=False)
+        (out / WALL_FILE).write_text(json.dumps({"wall_seconds": time.perf_counter() - t0}) + "\n")
     summary = json.loads((out / "finetune_summary.json").read_text())
-    model = wavssl.load(out, device)
-    scores = {}
-    for test in TESTS[language]:
-        ev = evaluate(model, read_transcribed(data / f"{test}.tsv", sample_rate=model.sample_rate, language=language))
-        scores[test] = {"cer": ev.cer.rate, "wer": ev.wer.rate, "utterances": len(ev.references),
-                        "examples": [[r, h] for r, h in list(zip(ev.references, ev.hypotheses))[:3]]}
-    return {"label_set": name, "init": init, "train_minutes": summary["train_seconds"] / 60,
-            "updates": summary["num_updates"], "best_update": summary["best_update"],
-            "wall_seconds": seconds, "tests": scores}
+    wall = json.loads((out / WALL_FILE).read_text())["wall_seconds"] if (out / WALL_FILE).is_file() else None
+    return {"run": str(out), "sets": sets, "best_update": summary["best_update"],
+            "best_dev_cer": summary.get("best_valid_cer"), "updates": summary["num_updates"],
+            "train_minutes": summary["train_seconds"] / 60, "wall_seconds": wall}
+
+
+def check_reusable(out: Path, ctc: object) -> None:
+    """A finished run is reused only if it was fine-tuned with this ``[ctc]`` config and validated
+    on dev (an older benchmark's run kept its last checkpoint for cs / en); else SystemExit."""
+    import dataclasses
+    import math
+
+    from wavssl.train.checkpoint import load_config
+
+    summary = json.loads((out / "finetune_summary.json").read_text())
+    best = summary.get("best_valid_cer")
+    old = dataclasses.asdict(load_config(out).ctc)
+    if old != dataclasses.asdict(ctc):  # type: ignore[call-overload]
+        changed = sorted(k for k, v in old.items() if dataclasses.asdict(ctc).get(k) != v)  # type: ignore[call-overload]
+        raise SystemExit(f"{out}: finished with other ctc settings ({', '.join(changed)}); delete it or use another "
+                         "--workdir")
+    if best is None or not math.isfinite(best) or summary.get("best_update", -1) < 0:
+        raise SystemExit(f"{out}: finished without dev validation (no best dev CER); delete it or use another --workdir")
+
+
+def log_probs(model, data_path: Path, language: str) -> tuple[list, list[str]]:
+    """(F_i, V) log-probabilities of a transcribed set's utterances and their references."""
+    from wavssl.data.text import read_transcribed
+
+    try:
+        from wavssl.recognition import model_waveform, recognize
+    except ImportError:  # a tree from before wavssl.recognition was split off wavssl.train.asr
+        from wavssl.train.asr import _waveform as model_waveform  # type: ignore[no-redef]
+        from wavssl.train.asr import recognize  # type: ignore[no-redef]
+
+    data = read_transcribed(data_path, sample_rate=model.sample_rate, language=language)
+    waves = [model_waveform(model, item.path, model.sample_rate) for item in data.items]
+    return recognize(model, waves), [item.text for item in data.items]
+
+
+def score_row(data: Path, row: Row, chosen: dict[str, object], device: str, *, lm_weights: tuple[float, ...],
+              word_bonuses: tuple[float, ...], beams: tuple[int, ...]) -> dict[str, object]:
+    """Dev choices of decoding for the chosen run, then the test splits decoded once each."""
+    import wavssl
+    from wavssl.data.text import read_transcribed
+    from wavssl_onnx import NGramLM
+    from wavssl_onnx.selection import Setting, choose_decoding_on_dev, decode_texts, grid, score
+
+    model = wavssl.load(Path(str(chosen["run"])), device)  # the top-level weights are the best dev checkpoint
+    train_texts = [item.text for item in read_transcribed(data / f"{row.train}.tsv", language=row.language).items]
+    lm = NGramLM.from_lines(train_texts, order=LM_ORDER, level="char")
+    t0 = time.perf_counter()
+    dev_lp, dev_refs = log_probs(model, data / f"{row.dev}.tsv", row.language)
+    choice = choose_decoding_on_dev(dev_lp, dev_refs, model.vocab, lm, grid(lm_weights, word_bonuses, beams),
+                                    language=row.language, frame_shift=model.frame_shift)
+    dev_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tests: dict[str, object] = {}
+    for test in row.tests:  # touched once, after every choice above
+        lps, refs = log_probs(model, data / f"{test}.tsv", row.language)
+        greedy = decode_texts(lps, model.vocab, Setting(), None, language=row.language, frame_shift=model.frame_shift)
+        fused = decode_texts(lps, model.vocab, choice.best, lm, language=row.language, frame_shift=model.frame_shift)
+        tests[test] = {"greedy": score(refs, greedy).to_dict(), "lm": score(refs, fused).to_dict(),
+                       "examples": [list(x) for x in zip(refs[:3], greedy[:3], fused[:3])]}
+    return {"decoding": choice.best.to_dict(), "lm": {"order": LM_ORDER, "level": "char", "trained_on": row.train,
+                                                       "lines": len(train_texts)},
+            "dev": {"split": row.dev, "greedy": choice.dev[Setting()].to_dict(), "lm": choice.best_scores.to_dict(),
+                    "grid": choice.grid(), "decode_seconds": dev_seconds},
+            "tests": tests, "test_decode_seconds": time.perf_counter() - t0}
+
+
+def run_row(data: Path, work: Path, pre: Path, row: Row, budget: str, sweeps: list[str], finetune_sets: list[str],
+            device: str, **grid_args: tuple) -> dict[str, object]:
+    """Fine-tune a row's candidates, choose on dev, score test once; the row's JSON record."""
+    candidates = [finetune_candidate(data, pre, work / run_name(row, sets), row, budget, finetune_sets + sets, device)
+                  for sets in sweep_candidates(sweeps)]
+    chosen = choose_candidate(candidates)
+    scored = score_row(data, row, chosen, device, **grid_args)  # type: ignore[arg-type]
+    dec = scored["decoding"]
+    assert isinstance(dec, dict)
+    return {
+        "label_set": row.label_set, "init": row.init, "language": row.language, "train": row.train,
+        "chosen_on": {"checkpoint": row.dev, "recipe": row.dev if len(candidates) > 1 else "fixed (conf file)",
+                      "lm_weight": row.dev, "word_bonus": row.dev, "beam": row.dev},
+        "chosen": {"run": chosen["run"], "sets": chosen["sets"], "best_update": chosen["best_update"], **dec},
+        "candidates": candidates, "updates": chosen["updates"], "train_minutes": chosen["train_minutes"],
+        "finetune_wall_seconds": [c["wall_seconds"] for c in candidates], **scored,
+    }
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    """Markdown table: one line per label set and test split, pretrained vs scratch side by side."""
+    """Markdown: per label set and test split, pretrained vs scratch CER (greedy / LM) and WER (LM)."""
     by = {(r["label_set"], r["init"]): r for r in rows}
-    lines = ["| labels | test | CER pretrained | CER scratch | WER pretrained | WER scratch |",
+    lines = ["| labels | test | CER pretrained greedy / LM | CER scratch greedy / LM | WER pretrained LM | WER scratch LM |",
              "|---|---|---|---|---|---|"]
+
+    def cell(r: dict | None, test: str, key: str, kind: str) -> str:
+        return "-" if r is None else f"{100 * r['tests'][test][kind][key]:.1f}"
+
     for name in LABEL_SETS:
-        if (name, "pretrained") not in by or (name, "scratch") not in by:
+        p, s = by.get((name, "pretrained")), by.get((name, "scratch"))
+        if p is None and s is None:
             continue
-        p, s = by[(name, "pretrained")]["tests"], by[(name, "scratch")]["tests"]
-        for test in p:  # type: ignore[union-attr]
-            lines.append(f"| {name} | {test} | {100 * p[test]['cer']:.1f} | {100 * s[test]['cer']:.1f} | "
-                         f"{100 * p[test]['wer']:.1f} | {100 * s[test]['wer']:.1f} |")
+        for test in TESTS[LABEL_SETS[name][0]]:
+            lines.append(f"| {name} | {test} | {cell(p, test, 'cer', 'greedy')} / {cell(p, test, 'cer', 'lm')} | "
+                         f"{cell(s, test, 'cer', 'greedy')} / {cell(s, test, 'cer', 'lm')} | "
+                         f"{cell(p, test, 'wer', 'lm')} | {cell(s, test, 'wer', 'lm')} |")
     return "\n".join(lines)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,46 +322,67 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=ROOT / "data" / "debian_speech", help="prepare.py's output")
     p.add_argument("--budget", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--workdir", type=Path, help="runs go here (default: runs/debian_speech_<budget>)")
-    p.add_argument("--only", help=f"comma-separated label sets, from {', '.join(LABEL_SETS)}")
+    p.add_argument("--rows", "--only", dest="rows",
+                   help=f"comma-separated rows NAME[:pretrained|scratch], NAME from {', '.join(LABEL_SETS)} "
+                        "(a name alone: both inits; default: every row)")
+    p.add_argument("--pretrained", type=Path, metavar="RUN", help="reuse this finished pretraining run")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override of the pretraining config (e.g. optim.max_updates=20 for a smoke run)")
+    p.add_argument("--finetune-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override of conf/finetune_<budget>.toml for every row")
+    p.add_argument("--sweep", action="append", default=[], metavar="SECTION.KEY=V1,V2",
+                   help="fine-tune one run per value (per combination of several --sweep); dev CER chooses")
+    p.add_argument("--lm-weights", type=_floats, default=LM_WEIGHTS, help="LM weights tried on dev (0: greedy)")
+    p.add_argument("--word-bonuses", type=_floats, default=WORD_BONUSES, help="word bonuses tried on dev")
+    p.add_argument("--beams", type=lambda t: tuple(int(x) for x in t.split(",")), default=BEAMS,
+                   help="beam widths tried on dev")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results file the JSON line is appended to")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args(argv)
+    try:
+        rows = parse_rows(a.rows)
+        sweep_candidates(a.sweep)
+    except ValueError as e:
+        p.error(str(e))
+    import torch
+
     if a.threads:
         torch.set_num_threads(a.threads)
-    if not (a.data / "unlabeled.tsv").is_file():
-        print(f"{a.data}: no prepared corpus; run python recipes/debian_speech/prepare.py first", file=sys.stderr)
+    needed = dict.fromkeys(["unlabeled"] + [n for r in rows for n in (r.train, r.dev, *r.tests)])
+    missing = [n for n in needed if not (a.data / f"{n}.tsv").is_file()]
+    if missing:
+        print(f"{a.data}: no {', '.join(m + '.tsv' for m in missing)}; run python recipes/debian_speech/prepare.py "
+              "first", file=sys.stderr)
         return 2
     device = "cuda" if a.device == "auto" and torch.cuda.is_available() else ("cpu" if a.device == "auto" else a.device)
     work = a.workdir or ROOT / "runs" / f"debian_speech_{a.budget}"
-    names = a.only.split(",") if a.only else list(LABEL_SETS)
-    unknown = [n for n in names if n not in LABEL_SETS]
-    if unknown:
-        p.error(f"unknown label set(s) {unknown}")
     t0 = time.perf_counter()
-    print(f"[bench] pretraining ({a.budget} budget, preset {PRESETS[a.budget]}) on {a.data / 'unlabeled.tsv'} ...",
-          flush=True)
-    pre = pretrain(a.data, work, a.budget, device)
-    print(f"[bench] pretrained: {json.dumps(pre)}", flush=True)
-    rows = []
-    for name in names:
-        for init in ("pretrained", "scratch"):
-            row = finetune_and_score(a.data, work, a.budget, name, init, device)
-            rows.append(row)
-            print(f"[bench] {name} {init}: " + ", ".join(f"{t} CER {100 * v['cer']:.1f} WER {100 * v['wer']:.1f}"
-                                                         for t, v in row["tests"].items()), flush=True)
-    print(table(rows))
+    print(f"[bench] pretraining ({a.budget} budget, preset {PRESETS[a.budget]}) ...", flush=True)
+    pre, pre_summary = pretrain(a.data, work, a.budget, device, reuse=a.pretrained, sets=a.pretrain_set)
+    print(f"[bench] pretrained: {json.dumps(pre_summary)}", flush=True)
+    records = []
+    for row in rows:
+        rec = run_row(a.data, work, pre, row, a.budget, a.sweep, a.finetune_set, device,
+                      lm_weights=a.lm_weights, word_bonuses=a.word_bonuses, beams=a.beams)
+        records.append(rec)
+        dev = rec["dev"]
+        print(f"[bench] {row.label_set} {row.init}: dev {dev['split']} CER {100 * dev['greedy']['cer']:.1f} greedy, "
+              f"{100 * dev['lm']['cer']:.1f} LM {json.dumps(rec['decoding'])}; "
+              + ", ".join(f"{t} CER {100 * v['greedy']['cer']:.1f} / {100 * v['lm']['cer']:.1f}"
+                          for t, v in rec["tests"].items()), flush=True)
+    print(table(records))
     record = {
         "benchmark": "ssl_benefit", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit() or "unknown", "budget": a.budget, "device": device,
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "load_average": os.getloadavg(), "pretraining": pre, "runs": rows,
-        "wall_seconds": time.perf_counter() - t0,
+        "commit": git_commit("wavssl", "export", "benchmarks/ssl_benefit.py", "recipes/debian_speech") or "unknown",
+        "budget": a.budget, "device": device, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "load_average": load_average(), "argv": sys.argv[1:] if argv is None else argv,
+        "protocol": "checkpoint, recipe and decoding chosen on each language's dev split; test decoded once at the end",
+        "pretraining": pre_summary, "runs": records, "wall_seconds": time.perf_counter() - t0,
     }
     if not a.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_result(a.out, record)
     return 0
 
 

@@ -122,6 +122,88 @@ def test_sensor_probe_variants_and_diagnostic_file(tmp_path: Path, monkeypatch: 
     assert [s.tolist() for s in both.series] == [[[1, 2, 3]], [[4, 5, 6, 7]], [[8, 9, 10]]]
 
 
+# ----------------------------------------------------------------------------------- ssl_benefit
+
+
+def _ssl_benefit():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ssl_benefit
+
+    return ssl_benefit
+
+
+def test_ssl_benefit_rows_sweeps_and_choices() -> None:
+    """Row selection, recipe sweeps and the dev-only choice of a recipe candidate."""
+    sb = _ssl_benefit()
+    every = sb.parse_rows(None)
+    assert len(every) == 2 * len(sb.LABEL_SETS) and sb.Row("ru_1h", "pretrained") in every
+    assert sb.Row("cs_10min", "scratch") in every
+    assert sb.parse_rows("ru_10min, cs_1h:scratch,ru_10min:pretrained") == [
+        sb.Row("ru_10min", "pretrained"), sb.Row("ru_10min", "scratch"), sb.Row("cs_1h", "scratch")]
+    for bad, message in (("xx_1h", "unknown label set"), ("ru_1h:warm", "unknown init"), (",", "no rows")):
+        with pytest.raises(ValueError, match=message):
+            sb.parse_rows(bad)
+    row = sb.Row("en_10min", "scratch")
+    assert (row.language, row.train, row.dev, row.tests) == ("en", "en_train_10min", "en_dev", ("en_test",))
+    assert all(sb.Row(n, "pretrained").dev == f"{sb.LABEL_SETS[n][0]}_dev" for n in sb.LABEL_SETS)
+    assert sb.sweep_candidates([]) == [[]]
+    combos = sb.sweep_candidates(["ctc.lr=0.001,0.002", "ctc.max_updates=500,1000,2000"])
+    assert len(combos) == 6 and combos[0] == ["ctc.lr=0.001", "ctc.max_updates=500"]
+    with pytest.raises(ValueError, match="section.key=v1"):
+        sb.sweep_candidates(["ctc.lr"])
+    assert sb.run_name(row, []) == "ft_en_10min_scratch"
+    assert sb.run_name(row, ["ctc.lr=0.001"]) == "ft_en_10min_scratch__lr-0.001"
+    cands = [{"best_dev_cer": 0.4, "run": "a"}, {"best_dev_cer": 0.3, "run": "b"}, {"best_dev_cer": 0.3, "run": "c"}]
+    assert sb.choose_candidate(cands)["run"] == "b"  # lowest dev CER, first of a tie; test never consulted
+
+
+@pytest.mark.e2e
+def test_ssl_benefit_protocol_end_to_end(speech_dir: Path, tmp_path: Path) -> None:
+    """One row on a synthetic stand-in corpus: pretraining, fine-tuning validated on dev, the LM
+    setting chosen on dev, test decoded once, and a JSON line saying which split chose what."""
+    import soundfile as sf
+
+    sb = _ssl_benefit()
+    rows = [line.split("\t") for line in (speech_dir / "transcripts.tsv").read_text().splitlines()[1:]]
+    data = tmp_path / "data"
+    data.mkdir()
+    seconds = {p: sf.info(str(speech_dir / p)).duration for p, _ in rows}
+    parts = {"en_train_10min": rows[:24], "en_dev": rows[24:32], "en_test": rows[32:]}
+    for name, part in parts.items():
+        (data / f"{name}.tsv").write_text("path\ttext\tduration\n" + "".join(
+            f"{speech_dir / p}\t{t}\t{seconds[p]:.3f}\n" for p, t in part))
+    (data / "unlabeled.tsv").write_text("path\tduration\n" + "".join(
+        f"{speech_dir / p}\t{seconds[p]:.3f}\n" for p, _ in parts["en_train_10min"]))
+    out = tmp_path / "results.jsonl"
+    argv = ["--data", str(data), "--workdir", str(tmp_path / "runs"), "--rows", "en_10min:pretrained",
+            "--pretrain-set", "optim.max_updates=2", "--pretrain-set", "optim.warmup_updates=1",
+            "--pretrain-set", "data.num_workers=0", "--finetune-set", "ctc.max_updates=4",
+            "--finetune-set", "ctc.valid_every=2", "--finetune-set", "ctc.freeze_updates=1",
+            "--sweep", "ctc.lr=0.002,0.004", "--lm-weights", "0,0.5", "--word-bonuses", "0,1", "--beams", "2",
+            "--threads", "2", "--out", str(out)]
+    assert sb.main(argv) == 0
+    (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+    (run,) = rec["runs"]
+    assert run["chosen_on"] == {"checkpoint": "en_dev", "recipe": "en_dev", "lm_weight": "en_dev",
+                                "word_bonus": "en_dev", "beam": "en_dev"}
+    assert [c["sets"][-1] for c in run["candidates"]] == ["ctc.lr=0.002", "ctc.lr=0.004"]
+    best = min(run["candidates"], key=lambda c: c["best_dev_cer"])
+    assert run["chosen"]["run"] == best["run"] and run["chosen"]["best_update"] in (2, 4)
+    assert all(w is not None and w > 0 for w in run["finetune_wall_seconds"])
+    assert run["lm"]["trained_on"] == "en_train_10min" and run["dev"]["split"] == "en_dev"
+    assert len(run["dev"]["grid"]) == 1 + 2 and run["dev"]["grid"][0]["greedy"]
+    assert run["dev"]["lm"]["cer"] == min(g["cer"] for g in run["dev"]["grid"])
+    assert set(run["tests"]) == {"en_test"}
+    for kind in ("greedy", "lm"):
+        assert run["tests"]["en_test"][kind]["utterances"] == 8 and 0 <= run["tests"]["en_test"][kind]["cer"]
+    assert rec["pretraining"]["updates"] == 2 and rec["pretraining"]["wall_seconds"] > 0
+    # a second invocation reuses the pretraining run and the finished fine-tunes
+    again = ["--pretrained", rec["pretraining"]["run"], *argv]
+    assert sb.main(again) == 0
+    rec2 = json.loads(out.read_text().splitlines()[-1])
+    assert rec2["pretraining"]["reused"] and rec2["runs"][0]["tests"] == run["tests"]
+
+
 # ------------------------------------------------------------------------------ sensor_fewlabel
 
 
