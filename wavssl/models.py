@@ -157,6 +157,7 @@ class SSLModel(nn.Module):
                                     block=masks.per_row)
         return wav2vec2_loss(
             logits, prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
+            group_code_perplexity=q.group_code_perplexity,
             num_codes=self.quantizer.groups * self.quantizer.entries, feature_penalty=feature_penalty,
             diversity_weight=ls.diversity_weight, feature_penalty_weight=ls.feature_penalty_weight,
             temperature=self.quantizer.temperature,
