@@ -232,11 +232,7 @@ def log_probs(model, data_path: Path, language: str) -> tuple[list, list[str]]:
     """(F_i, V) log-probabilities of a transcribed set's utterances and their references."""
     from wavssl.data.text import read_transcribed
 
-    try:
-        from wavssl.recognition import model_waveform, recognize
-    except ImportError:  # a tree from before wavssl.recognition was split off wavssl.train.asr
-        from wavssl.train.asr import _waveform as model_waveform  # type: ignore[no-redef]
-        from wavssl.train.asr import recognize  # type: ignore[no-redef]
+    from wavssl.recognition import model_waveform, recognize
 
     data = read_transcribed(data_path, sample_rate=model.sample_rate, language=language)
     waves = [model_waveform(model, item.path, model.sample_rate) for item in data.items]

@@ -22,6 +22,7 @@ import gradio as gr
 import numpy as np
 from wavssl_onnx import AudioError, EndpointRules
 from wavssl_onnx.audio import read_audio
+from wavssl_onnx.decoding import choose_decoding
 from wavssl_onnx.model_dir import LM_FILE
 from wavssl_onnx.classifier import SeriesError
 
@@ -31,7 +32,6 @@ from .models import DEMO_DIR, Catalog, ModelEntry, ModelError, torch_available
 from .sensor import SERIES_SUFFIXES, classify_file
 from .settings import Limits
 from .transcribe import (
-    Decoding,
     LMCache,
     Transcript,
     check_audio,
@@ -254,7 +254,7 @@ def _transcribe_tab(catalog: Catalog, limits: Limits, files: SessionFiles, clips
             if not lm_path and how == "beam" and entry.onnx_dir is not None and (entry.onnx_dir / LM_FILE).is_file():
                 lm_path = str(entry.onnx_dir / LM_FILE)  # the model's own LM (wavssl quickstart writes one)
             lm = lms.get(lm_path, language=language, order=int(order), level=level) if lm_path else None
-            decoding = Decoding(beam=int(width) if how == "beam" else 1, lm=lm, lm_weight=float(weight))
+            decoding = choose_decoding(int(width) if how == "beam" else 1, lm, float(weight))
             t = transcribe_file(rec, path, decoding, model=f"{entry.name}{' int8' if use8 and entry.has_int8 else ''}")
         except USER_ERRORS as e:
             raise _user_error(e) from e

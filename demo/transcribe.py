@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wavssl_onnx import AudioError, Hypothesis, NGramLM, Result, WordTime, cer, normalize_text, wer
+from wavssl_onnx import AudioError, Decoding, Hypothesis, Result, WordTime, cer, normalize_text, wer
 from wavssl_onnx.audio import probe, read_audio
 from wavssl_onnx.lm import load_lm
 
@@ -23,23 +23,6 @@ SUBTITLE_SECONDS = 3.5
 """Longest subtitle cue (a longer pause also starts a new cue)."""
 SUBTITLE_GAP = 0.8
 """A pause this long between words starts a new cue."""
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How log-probabilities become text."""
-
-    beam: int = 1
-    """1: greedy (unless an LM is given); more: prefix beam search."""
-    lm: NGramLM | None = None
-    lm_weight: float = 0.5
-    word_bonus: float = 0.0
-
-    def describe(self) -> str:
-        if self.beam <= 1 and self.lm is None:
-            return "greedy"
-        lm = f" + {self.lm.order}-gram {self.lm.level} LM (weight {self.lm_weight:g})" if self.lm is not None else ""
-        return f"beam {max(self.beam, 2)}{lm}"
 
 
 @dataclass
@@ -85,7 +68,7 @@ def transcribe_file(recognizer: Any, path: str | os.PathLike[str], decoding: Dec
                     name: str | None = None) -> Transcript:
     """Read ``path`` (anything libsndfile reads), run ``recognizer`` (an OfflineRecognizer) and decode.
 
-    Gives the same hypothesis as ``recognizer.transcribe([path])`` with the same decoding settings
+    Gives the same hypothesis as ``recognizer.transcribe([path], decoding=decoding)``
     (the file is read whole here, so the log-probabilities can be plotted).
     """
     start = time.perf_counter()
@@ -94,8 +77,7 @@ def transcribe_file(recognizer: Any, path: str | os.PathLike[str], decoding: Dec
         raise AudioError(name or path, f"too short: the model needs at least "
                                        f"{1000 * recognizer.info.min_samples / recognizer.sample_rate:.0f} ms")
     (log_probs,) = recognizer.log_probs([wave])  # (F, V)
-    hyp = recognizer.decode(log_probs, beam=decoding.beam, lm=decoding.lm, lm_weight=decoding.lm_weight,
-                            word_bonus=decoding.word_bonus)
+    hyp = recognizer.decode(log_probs, decoding)
     seconds = time.perf_counter() - start
     return Transcript(name or Path(path).name, hyp, len(wave) / recognizer.sample_rate, seconds, log_probs,
                       recognizer.frame_shift, model, decoding.describe())

@@ -55,7 +55,7 @@ import torch
 pytest.importorskip("gradio")
 pytest.importorskip("matplotlib")
 
-from wavssl_onnx import Classifier, OfflineRecognizer, Vocabulary  # noqa: E402
+from wavssl_onnx import BeamSearch, Classifier, OfflineRecognizer, Vocabulary  # noqa: E402
 from wavssl_onnx.audio import read_audio, stream_audio  # noqa: E402
 from wavssl_onnx.lm import load_lm  # noqa: E402
 
@@ -392,7 +392,7 @@ def test_api_beam_search_with_lm(client: Any, models: Fixture, asr_dir: Path, tm
                          0.7, api_name="/transcribe")
     rec = OfflineRecognizer.from_dir(asr_dir, threads=1)
     lm = load_lm(corpus, language=rec.info.language, order=3, level="char")
-    expected = rec.transcribe([clip], beam=6, lm=lm, lm_weight=0.7)[0]
+    expected = rec.transcribe([clip], decoding=BeamSearch(6, lm, 0.7))[0]
     text, stats, words, files = out[:4]
     assert text == expected.text
     assert "beam 6 + 3-gram char LM" in stats

@@ -164,7 +164,7 @@ def cls_dir(classifier: torch.nn.Module, tmp_path_factory: pytest.TempPathFactor
 
 
 def _torch_log_probs(model: torch.nn.Module, waves: list[np.ndarray]) -> list[np.ndarray]:
-    from wavssl.train.asr import recognize
+    from wavssl.recognition import recognize
 
     return recognize(model, waves)  # type: ignore[arg-type]
 

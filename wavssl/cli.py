@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from wavssl_onnx.cli import add_decoding_args, decoding_from_args
+
 from . import config as C
 
 
@@ -101,22 +103,6 @@ def _finetune_classifier(a: argparse.Namespace, cfg: C.Config) -> int:
     return 0
 
 
-def _lm(a: argparse.Namespace) -> object:
-    """The n-gram LM of ``--lm`` (a text file to estimate from, or a saved ``.json`` model), or None."""
-    from wavssl_onnx.lm import load_lm
-
-    return None if a.lm is None else load_lm(a.lm, language=a.language, order=a.lm_order, level=a.lm_level)
-
-
-def _decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
-    p.add_argument("--lm", type=Path, help="n-gram LM: a text file (one sentence per line) or a saved LM .json")
-    p.add_argument("--lm-order", type=int, default=4, help="n-gram order when estimating --lm from text")
-    p.add_argument("--lm-level", choices=["char", "word"], default="char", help="LM units when estimating from text")
-    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM log-probability")
-    p.add_argument("--word-bonus", type=float, default=0.0, help="score added per word")
-
-
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -148,14 +134,14 @@ def _evaluate_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
     import json
 
     from .data.text import read_transcribed
-    from .train.asr import evaluate
+    from .recognition import evaluate
     from .train.checkpoint import load
     from .train.trainer import Distributed, resolve_device
 
     a.language = a.language if a.language is not None else cfg.ctc.language
     model = load(a.run, resolve_device(a.device, Distributed()))
     data = read_transcribed(a.data, sample_rate=model.sample_rate, language=a.language)
-    ev = evaluate(model, data, beam=a.beam, lm=_lm(a), lm_weight=a.lm_weight, word_bonus=a.word_bonus)
+    ev = evaluate(model, data, decoding=decoding_from_args(a, a.language))
     for where, reason in ev.skipped:
         print(f"wavssl evaluate: skipped {where}: {reason}", file=sys.stderr)
     if a.hypotheses:
@@ -174,19 +160,17 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     import json
 
     from .data.audio import AudioError
-    from .train.asr import transcribe
     from .train.checkpoint import load, load_config
     from .train.trainer import Distributed, resolve_device
 
     cfg = load_config(a.run)
     if cfg.task != "ctc":
         raise ValueError(f"{a.run}: a {cfg.task!r} run; transcribe with a fine-tuned recognizer (wavssl finetune)")
-    a.language = cfg.ctc.language
     model = load(a.run, resolve_device(a.device, Distributed()))
-    lm, failures = _lm(a), 0
+    model.decoding, failures = decoding_from_args(a, cfg.ctc.language), 0
     for path in a.audio:  # one file at a time: a bad file is reported and the others still come out
         try:
-            hyp = transcribe(model, [path], beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)[0]
+            hyp = model.transcribe([path])[0]
         except AudioError as e:
             failures += 1
             print(f"wavssl transcribe: error: {e}", file=sys.stderr)
@@ -303,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="classifier: labels CSV/TSV for DATA")
     p.add_argument("--language", help="recognizer: transcript normalisation (default: the run's ctc.language)")
     p.add_argument("--hypotheses", type=Path, help="recognizer: write path, reference and hypothesis per utterance")
-    _decode_args(p)
+    add_decoding_args(p)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_cmd_evaluate)
@@ -311,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="print the transcript of audio files with a fine-tuned recognizer")
     p.add_argument("run", type=Path, help="recognizer run directory")
     p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads; resampled)")
-    _decode_args(p)
+    add_decoding_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per file with word times")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=_cmd_transcribe)

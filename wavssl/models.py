@@ -8,11 +8,14 @@ end differs); task heads sit on top of it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from wavssl_onnx import Hypothesis, Vocabulary
+from wavssl_onnx.decoding import Decoding, Greedy
 
 from .config import ClassifyConfig, ContextConfig, CTCConfig, MaskingConfig, ModelConfig
 from .losses import ContrastiveLoss, contrastive_logits, wav2vec2_loss
@@ -20,6 +23,7 @@ from .modules.context import ContextEncoder, ContextOutput
 from .modules.frontend import build_frontend, frame_lengths
 from .modules.masking import MaskedFrames, channel_mask, mask_frames, padding_mask, span_mask
 from .modules.quantizer import GumbelQuantizer
+from .recognition import Source, transcribe
 
 
 @dataclass
@@ -252,7 +256,9 @@ class CTCModel(nn.Module):
             freezing of the front end.
 
     ``vocab`` (a :class:`wavssl_onnx.Vocabulary`) is attached when the model is built for a vocabulary
-    or loaded from a run (``vocab.json``); :meth:`transcribe` needs it.
+    or loaded from a run (``vocab.json``); :meth:`transcribe` needs it. ``decoding`` is how
+    :meth:`transcribe` turns log-probabilities into text (``wavssl_onnx.Greedy()`` by default, or a
+    ``BeamSearch(beam, lm, lm_weight, word_bonus)``), as the ONNX recognizers hold theirs.
     """
 
     def __init__(self, encoder: Encoder, embed_dim: int, vocab_size: int, cfg: CTCConfig) -> None:
@@ -265,7 +271,8 @@ class CTCModel(nn.Module):
         if cfg.freeze_feature_encoder:
             self.encoder.frontend.requires_grad_(False)
         self.encoder_frozen = False
-        self.vocab = None
+        self.vocab: Vocabulary | None = None
+        self.decoding: Decoding = Greedy()
         self.sample_rate = 16000
         self.normalize_audio = False
         """Waveforms are standardised per utterance before the front end (``data.normalize`` of the run)."""
@@ -304,13 +311,12 @@ class CTCModel(nn.Module):
         """Frame features and every layer's output (no masking). wav: (B, T); lengths: (B,)."""
         return self.encoder(wav, lengths)
 
-    def transcribe(self, inputs: list, *, sample_rate: int = 16000, beam: int = 1, lm: object = None,
-                   lm_weight: float = 0.5, word_bonus: float = 0.0, max_batch_samples: int = 1_600_000) -> list:
-        """Transcripts with word times of audio files or 1-D arrays (see :func:`wavssl.train.asr.transcribe`)."""
-        from .train.asr import transcribe
-
-        return transcribe(self, inputs, sample_rate=sample_rate, beam=beam, lm=lm, lm_weight=lm_weight,
-                          word_bonus=word_bonus, max_batch_samples=max_batch_samples)
+    def transcribe(self, inputs: Sequence[Source], *, sample_rate: int = 16000, decoding: Decoding | None = None,
+                   max_batch_samples: int = 1_600_000) -> list[Hypothesis]:
+        """Transcripts with word times of audio files or arrays at ``sample_rate``, by ``decoding``
+        (default: :attr:`decoding`); see :func:`wavssl.recognition.transcribe`."""
+        return transcribe(self, inputs, sample_rate=sample_rate, decoding=decoding or self.decoding,
+                          max_batch_samples=max_batch_samples)
 
 
 def build_recognizer(cfg: ModelConfig, ctc: CTCConfig, vocab_size: int, encoder: Encoder | None = None) -> CTCModel:

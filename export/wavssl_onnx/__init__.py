@@ -12,7 +12,11 @@
 """
 
 from .decoding import (
+    BeamSearch,
+    Decoding,
+    Greedy,
     Hypothesis,
+    choose_decoding,
     WordTime,
     beam_search,
     ctc_log_likelihood,
@@ -48,10 +52,13 @@ __all__ = [
     "SUPPORTED_LANGUAGES",
     "VOCAB_FILE",
     "AudioError",
+    "BeamSearch",
     "Classifier",
+    "Decoding",
     "EditCounts",
     "EndpointRules",
     "ErrorRate",
+    "Greedy",
     "Hypothesis",
     "ModelDirError",
     "ModelInfo",
@@ -65,6 +72,7 @@ __all__ = [
     "__version__",
     "beam_search",
     "cer",
+    "choose_decoding",
     "ctc_log_likelihood",
     "edit_ops",
     "greedy_decode",

@@ -18,7 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from .model_dir import ModelDirError, load_model_info
+
+if TYPE_CHECKING:
+    from .decoding import Decoding
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -30,11 +35,24 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-def _lm(a: argparse.Namespace, language: str) -> object:
-    """The n-gram LM of ``--lm``, or None."""
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """The decoding options of every transcribing command (``wavssl`` and ``wavssl-onnx``)."""
+    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
+    p.add_argument("--lm", type=Path, help="n-gram LM: a text file (one sentence per line) or a saved LM .json")
+    p.add_argument("--lm-order", type=int, default=4, help="n-gram order when estimating --lm from text")
+    p.add_argument("--lm-level", choices=["char", "word"], default="char", help="LM units when estimating from text")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM log-probability")
+    p.add_argument("--word-bonus", type=float, default=0.0, help="added to a hypothesis' score per word")
+
+
+def decoding_from_args(a: argparse.Namespace, language: str) -> Decoding:
+    """The decoding method that :func:`add_decoding_args`'s options ask for (the LM of ``--lm``
+    estimated or loaded for ``language``)."""
+    from .decoding import choose_decoding
     from .lm import load_lm
 
-    return None if a.lm is None else load_lm(a.lm, language=language, order=a.lm_order, level=a.lm_level)
+    lm = None if a.lm is None else load_lm(a.lm, language=language, order=a.lm_order, level=a.lm_level)
+    return choose_decoding(a.beam, lm, a.lm_weight, a.word_bonus)
 
 
 def _cmd_transcribe(a: argparse.Namespace) -> int:
@@ -42,10 +60,9 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
 
     rec = OfflineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin, chunk_seconds=a.chunk_seconds,
                                      context_seconds=a.context_seconds, max_batch_seconds=a.batch_seconds)
-    lm = _lm(a, rec.info.language)
+    rec.decoding = decoding_from_args(a, rec.info.language)
     start = time.perf_counter()
-    results = rec.run([str(p) for p in a.audio], beam=a.beam, lm=lm, lm_weight=a.lm_weight,  # type: ignore[arg-type]
-                      word_bonus=a.word_bonus)
+    results = rec.run([str(p) for p in a.audio])
     elapsed = time.perf_counter() - start
     failed = 0
     for r in results:
@@ -71,7 +88,7 @@ def _cmd_stream(a: argparse.Namespace) -> int:
 
     rec = OnlineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin,
                                     chunk_seconds=a.chunk_seconds, context_seconds=a.context_seconds)
-    lm = _lm(a, rec.info.language)
+    rec.decoding = decoding_from_args(a, rec.info.language)
     rules = EndpointRules(a.endpoint_silence * 2, a.endpoint_silence) if a.endpoint_silence else None
     failed = 0
     for path in a.audio:
@@ -97,7 +114,7 @@ def _cmd_stream(a: argparse.Namespace) -> int:
                 print(json.dumps({"path": str(path), "audio_seconds": round(t, 3), "partial": shown},
                                  ensure_ascii=False) if a.json else f"{path}\t{t:7.2f}s\t{shown}", flush=True)
             stream.input_finished()
-            final = rec.decode(stream, beam=a.beam, lm=lm, lm_weight=a.lm_weight, word_bonus=a.word_bonus)  # type: ignore[arg-type]
+            final = rec.decode(stream)
         except AudioError as e:
             failed += 1
             print(f"wavssl-onnx stream: error: {e}", file=sys.stderr)
@@ -140,8 +157,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     rows = [(p, normalize_text(t, language or None)) for p, t in read_manifest(a.manifest)]
     rows = [(p, t) for p, t in rows if t]
     start = time.perf_counter()
-    results = rec.run([p for p, _ in rows], beam=a.beam, lm=_lm(a, language), lm_weight=a.lm_weight,
-                      word_bonus=a.word_bonus)
+    rec.decoding = decoding_from_args(a, language)
+    results = rec.run([p for p, _ in rows])
     elapsed = time.perf_counter() - start
     refs, hyps = [], []
     for (_, ref), r in zip(rows, results):
@@ -161,15 +178,6 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"WER {100 * w.rate:.2f}%  CER {100 * c.rate:.2f}%  ({len(refs)} utterances, {w.ref_units} words, "
               f"{summary['skipped']} skipped, RTF {summary['rtf'] or 0:.3f})")
     return 0
-
-
-def _decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--beam", type=int, default=1, help="prefix beam width (1: greedy, unless --lm)")
-    p.add_argument("--lm", type=Path, help="n-gram LM: text file (one sentence per line) or a saved LM .json")
-    p.add_argument("--lm-order", type=int, default=4)
-    p.add_argument("--lm-level", choices=["char", "word"], default="char")
-    p.add_argument("--lm-weight", type=float, default=0.5)
-    p.add_argument("--word-bonus", type=float, default=0.0)
 
 
 def _cmd_classify(a: argparse.Namespace) -> int:
@@ -215,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads; any rate, any "
                    "channels)")
-    _decode_args(p)
+    add_decoding_args(p)
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="long files: seconds kept per window")
     p.add_argument("--context-seconds", type=float, default=4.0, help="long files: context each side of a window")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="padded audio per batch of short files")
@@ -226,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the audio plays, then the final one")
     _model_args(p)
     p.add_argument("audio", type=Path, nargs="+", help="audio files (anything libsndfile reads)")
-    _decode_args(p)
+    add_decoding_args(p)
     p.add_argument("--chunk-seconds", type=float, default=2.0, help="offline models: seconds recognised per "
                    "window (a model exported with --streaming runs by its own chunks)")
     p.add_argument("--context-seconds", type=float, default=1.0, help="offline models: context each side of a "
@@ -242,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("manifest", type=Path, help="TSV with a header naming path and text columns")
     p.add_argument("--language", help="transcript normalisation (default: the model's)")
-    _decode_args(p)
+    add_decoding_args(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("classify", help="class probabilities of series files with an exported classifier")

@@ -424,3 +424,68 @@ def beam_search(
             times = word_times(token_ids, list(state.spans), vocab, frame_shift)
             hypotheses[text] = Hypothesis(text, token_ids, score, times)
     return sorted(hypotheses.values(), key=lambda h: h.score, reverse=True)
+
+
+# ---------------------------------------------------------------------------------- decoding methods
+
+
+@dataclass(frozen=True)
+class Greedy:
+    """Best-path decoding (:func:`greedy_decode`). Incremental: a stream keeps each frame's best
+    token as frames arrive, so partial results cost nothing and only ever grow."""
+
+    incremental = True
+
+    def decode(self, log_probs: np.ndarray, vocab: Vocabulary, *, frame_shift: float = 0.02) -> Hypothesis:
+        """The hypothesis of ``(T, V)`` log-probabilities."""
+        return greedy_decode(log_probs, vocab, frame_shift=frame_shift)
+
+    def describe(self) -> str:
+        return "greedy"
+
+
+@dataclass(frozen=True)
+class BeamSearch:
+    """Prefix beam search with optional n-gram shallow fusion (:func:`beam_search`). Not
+    incremental: a stream shows greedy partial results and runs the search once its input is
+    finished."""
+
+    beam: int = 8
+    """Prefixes kept per frame (>= 1)."""
+    lm: NGramLM | None = None
+    """Character- or word-level n-gram LM, or None."""
+    lm_weight: float = 0.5
+    """Weight of the LM log-probability (>= 0)."""
+    word_bonus: float = 0.0
+    """Added per word."""
+
+    incremental = False
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise ValueError(f"beam must be >= 1, got {self.beam}")
+        if not self.lm_weight >= 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
+
+    def decode(self, log_probs: np.ndarray, vocab: Vocabulary, *, frame_shift: float = 0.02) -> Hypothesis:
+        """The best hypothesis of ``(T, V)`` log-probabilities."""
+        return beam_search(log_probs, vocab, beam=self.beam, lm=self.lm, lm_weight=self.lm_weight,
+                           word_bonus=self.word_bonus, frame_shift=frame_shift)[0]
+
+    def describe(self) -> str:
+        lm = "" if self.lm is None else f" + {self.lm.order}-gram {self.lm.level} LM (weight {self.lm_weight:g})"
+        bonus = f", word bonus {self.word_bonus:g}" if self.word_bonus else ""
+        return f"beam {self.beam}{lm}{bonus}"
+
+
+Decoding = Greedy | BeamSearch
+"""How a recognizer turns log-probabilities into text; chosen once, held by the recognizer."""
+
+
+def choose_decoding(beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5,
+                    word_bonus: float = 0.0) -> Decoding:
+    """The one policy for command-line style options: greedy unless a beam wider than 1 or an LM is
+    asked for; an LM with ``beam`` 1 searches with a beam of 2 (fusion needs alternatives)."""
+    if beam <= 1 and lm is None:
+        return Greedy()
+    return BeamSearch(beam=max(beam, 2), lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)

@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from .audio import AudioError, Source, array_blocks, check_log_probs, from_array, probe, read_audio, source_name, stream_audio
-from .decoding import Hypothesis, beam_search, greedy_decode
-from .lm import NGramLM
+from .decoding import Decoding, Greedy, Hypothesis
 from .model_dir import ModelInfo, frontend_file
 from .session import load_session, open_model
 from .streaming import ChunkEngine, Engine, StreamGeometry, StreamingDecoder, Windows
@@ -92,7 +91,8 @@ class OfflineRecognizer:
     """A CTC recognizer on ONNX Runtime. Build it with :meth:`from_dir`."""
 
     def __init__(self, info: ModelInfo, session: Any, *, chunk_seconds: float = 30.0, context_seconds: float = 4.0,
-                 max_batch_seconds: float = 60.0, max_batch_size: int = 8, frontend: Any = None) -> None:
+                 max_batch_seconds: float = 60.0, max_batch_size: int = 8, frontend: Any = None,
+                 decoding: Decoding = Greedy()) -> None:
         if info.vocabulary is None:
             raise ValueError("a recognizer needs a vocabulary")
         if chunk_seconds <= 0 or context_seconds < 0 or max_batch_seconds <= 0 or max_batch_size < 1:
@@ -112,11 +112,15 @@ class OfflineRecognizer:
         """Samples of left/right context per window (at least what a frame's receptive field needs)."""
         self.max_batch_samples = int(max_batch_seconds * rate)
         self.max_batch_size = max_batch_size
+        self.decoding = decoding
+        """How log-probabilities become text (:class:`~wavssl_onnx.decoding.Greedy` or
+        :class:`~wavssl_onnx.decoding.BeamSearch`); a call may pass another one."""
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike[str], *, threads: int | None = None, int8: bool = False,
                  spin: bool = False, chunk_seconds: float = 30.0, context_seconds: float = 4.0,
-                 max_batch_seconds: float = 60.0, max_batch_size: int = 8) -> OfflineRecognizer:
+                 max_batch_seconds: float = 60.0, max_batch_size: int = 8,
+                 decoding: Decoding = Greedy()) -> OfflineRecognizer:
         """Load an exported recognizer.
 
         Args:
@@ -127,6 +131,7 @@ class OfflineRecognizer:
             spin: busy-waiting worker threads (see :func:`wavssl_onnx.session.session_options`).
             chunk_seconds, context_seconds: long-audio windows (see the module docstring).
             max_batch_seconds, max_batch_size: padded-batch budget for short inputs.
+            decoding: ``Greedy()`` (default) or ``BeamSearch(beam, lm, lm_weight, word_bonus)``.
 
         A streaming model (``wavssl export --streaming``) runs chunk by chunk for every input, with
         the same result as its offline forward; the window and batch settings do not apply to it.
@@ -137,7 +142,8 @@ class OfflineRecognizer:
         info, session, _ = open_model(model_dir, "ctc", threads=threads, int8=int8, spin=spin)
         frontend = None if info.streaming is None else load_session(frontend_file(model_dir, info, int8), threads, spin)
         return cls(info, session, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                   max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size, frontend=frontend)
+                   max_batch_seconds=max_batch_seconds, max_batch_size=max_batch_size, frontend=frontend,
+                   decoding=decoding)
 
     @property
     def sample_rate(self) -> int:
@@ -220,17 +226,13 @@ class OfflineRecognizer:
 
     # ------------------------------------------------------------------------------ decoding
 
-    def decode(self, log_probs: np.ndarray, *, beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5,
-               word_bonus: float = 0.0) -> Hypothesis:
-        """Best hypothesis of (F, V) log-probs: greedy (``beam`` 1, no LM) or prefix beam search."""
-        if beam <= 1 and lm is None:
-            return greedy_decode(log_probs, self.vocab, frame_shift=self.frame_shift)
-        return beam_search(log_probs, self.vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight,
-                           word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
+    def decode(self, log_probs: np.ndarray, decoding: Decoding | None = None) -> Hypothesis:
+        """Best hypothesis of (F, V) log-probs by ``decoding`` (default: the recognizer's)."""
+        return (decoding or self.decoding).decode(log_probs, self.vocab, frame_shift=self.frame_shift)
 
-    def _decode_checked(self, log_probs: np.ndarray, source: str, **options: Any) -> Hypothesis:
+    def _decode_checked(self, log_probs: np.ndarray, source: str, decoding: Decoding | None) -> Hypothesis:
         """:meth:`decode` of output that :func:`~wavssl_onnx.audio.check_log_probs` accepts."""
-        return self.decode(check_log_probs(log_probs, source), **options)
+        return self.decode(check_log_probs(log_probs, source), decoding)
 
     def _load(self, x: Source, index: int, sample_rate: int) -> tuple[np.ndarray | None, float]:
         """A short input's waveform, or (None, duration) for one to stream."""
@@ -248,14 +250,15 @@ class OfflineRecognizer:
                                    f"least {self.info.min_samples} ({1000 * self.info.min_samples / self.sample_rate:.0f} ms)")
         return wave, len(wave) / self.sample_rate
 
-    def run(self, inputs: Sequence[Source], *, sample_rate: int = 16000, beam: int = 1, lm: NGramLM | None = None,
-            lm_weight: float = 0.5, word_bonus: float = 0.0, max_pending_seconds: float = 600.0) -> list[Result]:
+    def run(self, inputs: Sequence[Source], *, sample_rate: int = 16000, decoding: Decoding | None = None,
+            max_pending_seconds: float = 600.0) -> list[Result]:
         """Transcribe every input; a bad input gives a :class:`Result` with ``error`` and the others
         still come out. Short inputs are read ``max_pending_seconds`` of audio at a time, batched by
         length; long files stream.
 
         Args:
             inputs: file paths, or arrays ((T,) or (T, C)) at ``sample_rate``.
+            decoding: overrides the recognizer's :attr:`decoding` for this call.
         """
         results = [Result(source_name(x, i)) for i, x in enumerate(inputs)]
         pending: list[tuple[int, np.ndarray]] = []
@@ -265,8 +268,7 @@ class OfflineRecognizer:
             nonlocal pending, pending_samples
             for (i, _), lp in zip(pending, self.log_probs([w for _, w in pending])):
                 try:
-                    results[i].hypothesis = self._decode_checked(lp, results[i].source, beam=beam, lm=lm,
-                                                                 lm_weight=lm_weight, word_bonus=word_bonus)
+                    results[i].hypothesis = self._decode_checked(lp, results[i].source, decoding)
                 except AudioError as e:
                     results[i].error = str(e)
             pending, pending_samples = [], 0
@@ -276,8 +278,7 @@ class OfflineRecognizer:
                 wave, results[i].duration = self._load(x, i, sample_rate)
                 if wave is None:  # a long file: stream it
                     lp = self.log_probs_stream(stream_audio(x, self.sample_rate, block_seconds=self.chunk / self.sample_rate))  # type: ignore[arg-type]
-                    results[i].hypothesis = self._decode_checked(lp, results[i].source, beam=beam, lm=lm,
-                                                                 lm_weight=lm_weight, word_bonus=word_bonus)
+                    results[i].hypothesis = self._decode_checked(lp, results[i].source, decoding)
                     continue
                 pending.append((i, wave))
                 pending_samples += len(wave)
@@ -289,13 +290,12 @@ class OfflineRecognizer:
         flush()
         return results
 
-    def transcribe(self, inputs: Sequence[Source], *, sample_rate: int = 16000, beam: int = 1,
-                   lm: NGramLM | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0) -> list[Hypothesis]:
+    def transcribe(self, inputs: Sequence[Source], *, sample_rate: int = 16000,
+                   decoding: Decoding | None = None) -> list[Hypothesis]:
         """Transcripts (text, token ids, score, word times in seconds) of files or arrays at
         ``sample_rate``, in input order. Raises :class:`AudioError` naming the first bad input
         (use :meth:`run` to get the others anyway)."""
-        results = self.run(inputs, sample_rate=sample_rate, beam=beam, lm=lm, lm_weight=lm_weight,
-                           word_bonus=word_bonus)
+        results = self.run(inputs, sample_rate=sample_rate, decoding=decoding)
         for r in results:
             if r.error is not None:
                 raise AudioError(r.source, r.error.removeprefix(f"{r.source}: "))
@@ -316,14 +316,16 @@ class OnlineRecognizer(StreamingDecoder):
 
     def __init__(self, recognizer: OfflineRecognizer) -> None:
         super().__init__(recognizer.new_engine, recognizer.vocab, sample_rate=recognizer.sample_rate,
-                         frame_shift=recognizer.frame_shift, latency=recognizer.latency)
+                         frame_shift=recognizer.frame_shift, latency=recognizer.latency, decoding=recognizer.decoding)
         self.recognizer = recognizer
         self.info = recognizer.info
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike[str], *, threads: int | None = None, int8: bool = False,
-                 spin: bool = False, chunk_seconds: float = 2.0, context_seconds: float = 1.0) -> OnlineRecognizer:
+                 spin: bool = False, chunk_seconds: float = 2.0, context_seconds: float = 1.0,
+                 decoding: Decoding = Greedy()) -> OnlineRecognizer:
         """Load an exported recognizer (arguments as :meth:`OfflineRecognizer.from_dir`; the window
-        settings apply to offline models only)."""
+        settings apply to offline models only; ``decoding`` makes each stream's final result)."""
         return cls(OfflineRecognizer.from_dir(model_dir, threads=threads, int8=int8, spin=spin,
-                                              chunk_seconds=chunk_seconds, context_seconds=context_seconds))
+                                              chunk_seconds=chunk_seconds, context_seconds=context_seconds,
+                                              decoding=decoding))

@@ -38,8 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audio import AudioError, mono, stream_resampler
-from .decoding import Hypothesis, beam_search, greedy_from_best, shift_times
-from .lm import NGramLM
+from .decoding import Decoding, Greedy, Hypothesis, greedy_from_best, shift_times
 from .vocab import Vocabulary
 
 FrameFn = Callable[[np.ndarray], np.ndarray]
@@ -398,23 +397,23 @@ class StreamingDecoder:
         new_engine: makes a fresh engine per stream.
         vocab: the CTC vocabulary. sample_rate: the model's rate. frame_shift: seconds per frame.
         latency: most seconds between a sample arriving and its frames being recognised.
+        decoding: what makes a finished stream's final result (partial results are greedy).
     """
 
     def __init__(self, new_engine: Callable[[], Engine], vocab: Vocabulary, *, sample_rate: int,
-                 frame_shift: float, latency: float) -> None:
-        self.new_engine, self.vocab = new_engine, vocab
+                 frame_shift: float, latency: float, decoding: Decoding = Greedy()) -> None:
+        self.new_engine, self.vocab, self.decoding = new_engine, vocab, decoding
         self.sample_rate, self.frame_shift, self.latency = sample_rate, frame_shift, latency
 
     def create_stream(self) -> Stream:
         """A new stream (see :class:`Stream`)."""
         return Stream(self.new_engine(), self.sample_rate)
 
-    def decode(self, stream: Stream, *, beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5,
-               word_bonus: float = 0.0) -> Hypothesis:
+    def decode(self, stream: Stream, decoding: Decoding | None = None) -> Hypothesis:
         """Run the model on the stream's new audio and return its transcript (of the current
         utterance, after a :meth:`reset`): greedy while audio is still coming (its token ids only
-        ever grow), and once :meth:`Stream.input_finished` was called the final one (greedy, or
-        prefix beam search with an optional LM).
+        ever grow), and once :meth:`Stream.input_finished` was called the final one, by ``decoding``
+        (default: :attr:`decoding`).
 
         Raises:
             AudioError: a finished stream held too little audio for one frame.
@@ -423,11 +422,11 @@ class StreamingDecoder:
         if stream.finished and not stream.pieces and not stream.offset:
             raise AudioError("<stream>", f"too short: {stream.samples} samples at {self.sample_rate} Hz give no "
                                          f"output frame")
-        if not stream.finished or (beam <= 1 and lm is None) or not stream.pieces:
+        decoding = decoding or self.decoding
+        if not stream.finished or decoding.incremental or not stream.pieces:
             hyp = greedy_from_best(stream.best_tokens(), stream.score, self.vocab, frame_shift=self.frame_shift)
         else:
-            hyp = beam_search(stream.log_probs(len(self.vocab)), self.vocab, beam=max(beam, 2), lm=lm,
-                              lm_weight=lm_weight, word_bonus=word_bonus, frame_shift=self.frame_shift)[0]
+            hyp = decoding.decode(stream.log_probs(len(self.vocab)), self.vocab, frame_shift=self.frame_shift)
         return shift_times(hyp, stream.offset * self.frame_shift)
 
     def is_endpoint(self, stream: Stream, rules: EndpointRules = EndpointRules()) -> bool:
@@ -443,8 +442,7 @@ class StreamingDecoder:
         follows, with word times still measured from the start of the stream."""
         stream.new_utterance()
 
-    def decode_streams(self, streams: Sequence[Stream], *, beam: int = 1, lm: NGramLM | None = None,
-                       lm_weight: float = 0.5, word_bonus: float = 0.0) -> list[Hypothesis]:
+    def decode_streams(self, streams: Sequence[Stream], decoding: Decoding | None = None) -> list[Hypothesis]:
         """:meth:`decode` of many streams at once (a server's live connections): with a streaming
         model the chunks ready in several streams run as one batched step, so the weights are read
         once per round instead of once per stream. Front-end windows still run stream by stream: the
@@ -457,7 +455,7 @@ class StreamingDecoder:
         while ready := [s for s in chunked if s.engine.ready()]:  # type: ignore[attr-defined]
             for s, piece in zip(ready, step_together([s.engine for s in ready])):  # type: ignore[misc]
                 s.add([piece])
-        return [self.decode(s, beam=beam, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus) for s in streams]
+        return [self.decode(s, decoding) for s in streams]
 
 
 __all__ = ["ChunkEngine", "EndpointRules", "Engine", "StateSpec", "Stream", "StreamGeometry", "StreamingDecoder", "Windows",

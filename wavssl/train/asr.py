@@ -1,4 +1,4 @@
-"""CTC speech recognition on the shared encoder: the fine-tuning task, recognition, scoring, runs.
+"""CTC fine-tuning on the shared encoder: the task and ``wavssl finetune`` runs.
 
 - :class:`CTCTask` is what the :class:`~wavssl.train.trainer.Trainer` runs for ``task = "ctc"``:
   whole utterances (never cropped) in length-bucketed batches under a sample budget, CTC loss with
@@ -9,8 +9,7 @@
   (frozen feature encoder, tri-stage LR, time and channel masking, layer drop), validation every
   ``ctc.valid_every`` updates keeping the best model by WER or CER in ``ASR/best/`` and, at the end,
   at the top of the run directory.
-- :func:`recognize` / :func:`transcribe` / :func:`evaluate`: log-probabilities, transcripts with word
-  times, WER and CER. Decoding and metrics are the runtime package's (``wavssl_onnx``): one copy.
+- Validation scores with :func:`wavssl.recognition.evaluate` (inference lives outside ``train``).
 """
 
 from __future__ import annotations
@@ -18,26 +17,26 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from wavssl_onnx import ErrorRate, Hypothesis, NGramLM, Vocabulary, beam_search, cer, greedy_decode, wer
-from wavssl_onnx.audio import check_log_probs, source_name
+from wavssl_onnx import Vocabulary
 from wavssl_onnx.fileio import atomic_write_bytes, atomic_write_text
 from wavssl_onnx.vocab import VOCAB_FILE
 
 from ..config import Config, architecture
-from ..data.audio import AudioError, _pad_to_multiple, load_audio, write_skipped
+from ..data.audio import AudioError, _pad_to_multiple, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
-from ..models import CTCModel, CTCOutput, build_encoder, build_recognizer, min_input_samples
-from .trainer import Distributed, NoUsableData, StepOutput, TrainerState
+from ..models import CTCOutput, build_encoder, build_recognizer, min_input_samples
+from ..recognition import evaluate
+from .checkpoint import latest_checkpoint, load, load_config
+from .rundir import RunDirError, check_resume_config, own_run_dir
+from .trainer import Distributed, NoUsableData, StepOutput, Trainer, TrainerState, Validation, init_distributed, resolve_device
 
 SKIPPED_FILE = "skipped_lines.tsv"
 """Training/validation entries left out of a fine-tuning run, with the reason (in the run directory)."""
@@ -155,105 +154,6 @@ class CTCTask:
         return StepOutput(loss=loss, metrics={}, weight=torch.tensor(b, device=device), seconds=seconds)
 
 
-# ------------------------------------------------------------------------------------ recognition
-
-
-@torch.no_grad()
-def recognize(model: CTCModel, waves: Sequence[np.ndarray], *, max_batch_samples: int = 1_600_000) -> list[np.ndarray]:
-    """(F_i, V) float32 log-probabilities of every (T_i,) waveform at the model's rate, in input order;
-    batched by length under ``max_batch_samples`` padded samples. The model is put in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    lengths = np.array([len(w) for w in waves], dtype=np.int64)
-    out: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(waves)
-    for batch in budget_batches(lengths, max_batch_samples, seed=0, epoch=0, shuffle=False):
-        wav, lens = collate_audio([waves[i] for i in batch])
-        res = model(wav.to(device), lens.to(device))
-        lp = res.log_probs().cpu().numpy()
-        for row, i in enumerate(batch):
-            out[i] = lp[row, : int(res.lengths[row])]
-    return out
-
-
-def _waveform(model: CTCModel, x: str | os.PathLike[str] | np.ndarray, sample_rate: int) -> np.ndarray:
-    """Input -> (T,) float32 at the model's rate (files decoded, arrays resampled), normalised if the
-    model was trained on normalised audio."""
-    from ..data.audio import _normalize
-
-    if isinstance(x, np.ndarray):
-        if x.ndim != 1:
-            raise ValueError(f"expected a 1-D waveform, got shape {x.shape}")
-        wave = x.astype(np.float32)
-        if sample_rate != model.sample_rate:
-            import soxr
-
-            wave = soxr.resample(wave, sample_rate, model.sample_rate, quality="HQ").astype(np.float32)
-    else:
-        wave = load_audio(x, model.sample_rate)
-    return _normalize(wave) if getattr(model, "normalize_audio", False) else wave
-
-
-def decode(log_probs: np.ndarray, vocab: Vocabulary, *, frame_shift: float, beam: int = 1,
-           lm: NGramLM | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0) -> Hypothesis:
-    """Best hypothesis of (F, V) log-probabilities: greedy for ``beam = 1`` without LM, else prefix
-    beam search with optional n-gram fusion."""
-    if beam <= 1 and lm is None:
-        return greedy_decode(log_probs, vocab, frame_shift=frame_shift)
-    return beam_search(log_probs, vocab, beam=max(beam, 2), lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
-                       frame_shift=frame_shift)[0]
-
-
-def transcribe(model: CTCModel, inputs: Sequence[str | os.PathLike[str] | np.ndarray], *, sample_rate: int = 16000,
-               beam: int = 1, lm: NGramLM | None = None, lm_weight: float = 0.5, word_bonus: float = 0.0,
-               max_batch_samples: int = 1_600_000) -> list[Hypothesis]:
-    """Transcripts (text, token ids, score, word times in seconds) of audio files or 1-D float arrays
-    (at ``sample_rate``). Raises AudioError naming the first file that cannot be decoded."""
-    if model.vocab is None:
-        raise ValueError("the model has no vocabulary (load it from a recognizer run with wavssl.load)")
-    waves = [_waveform(model, x, sample_rate) for x in inputs]
-    log_probs = recognize(model, waves, max_batch_samples=max_batch_samples)
-    return [decode(check_log_probs(lp, source_name(x, i)), model.vocab, frame_shift=model.frame_shift, beam=beam,
-                   lm=lm, lm_weight=lm_weight, word_bonus=word_bonus)
-            for i, (x, lp) in enumerate(zip(inputs, log_probs))]
-
-
-@dataclass
-class Evaluation:
-    """Scores of a recognizer on a transcribed set."""
-
-    wer: ErrorRate
-    cer: ErrorRate
-    references: list[str]
-    hypotheses: list[str]
-    paths: list[str]
-    skipped: list[tuple[str, str]]
-    """Entries of the set that could not be scored (bad manifest lines, undecodable audio)."""
-
-    def summary(self) -> dict[str, float | int]:
-        return {"wer": self.wer.rate, "cer": self.cer.rate, "utterances": len(self.references),
-                "word_errors": self.wer.edits, "words": self.wer.ref_units,
-                "skipped": len(self.skipped)}
-
-
-def evaluate(model: CTCModel, data: TranscribedSet, *, beam: int = 1, lm: NGramLM | None = None,
-             lm_weight: float = 0.5, word_bonus: float = 0.0, max_batch_samples: int = 1_600_000) -> Evaluation:
-    """WER and CER of ``model`` on ``data`` (references normalised as the set was read)."""
-    if model.vocab is None:
-        raise ValueError("the model has no vocabulary")
-    waves, refs, paths, skipped = [], [], [], list(data.skipped)
-    for item in data.items:
-        try:
-            waves.append(_waveform(model, item.path, model.sample_rate))
-        except AudioError as e:
-            skipped.append((item.where, str(e)))
-            continue
-        refs.append(item.text)
-        paths.append(item.path)
-    hyps = [decode(lp, model.vocab, frame_shift=model.frame_shift, beam=beam, lm=lm, lm_weight=lm_weight,
-                   word_bonus=word_bonus).text for lp in recognize(model, waves, max_batch_samples=max_batch_samples)]
-    return Evaluation(wer(refs, hyps), cer(refs, hyps), refs, hyps, paths, skipped)
-
-
 # ------------------------------------------------------------------------------------------ runs
 
 
@@ -292,9 +192,6 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
             its ``model`` must be the pretrained run's.
         resume: continue the newest checkpoint in ``out`` (its ``config.json`` and ``vocab.json``).
     """
-    from .checkpoint import latest_checkpoint, load_config
-    from .rundir import RunDirError, check_resume_config, own_run_dir
-    from .trainer import init_distributed, resolve_device
 
     out = Path(out)
     resume = resume and latest_checkpoint(out) is not None
@@ -334,8 +231,6 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
               valid: str | Path | None, resume: bool, ddp: Distributed, dev: torch.device,
               progress: bool) -> FinetuneResult:
     """:func:`finetune` once the configuration is settled and ``out`` is locked."""
-    from .checkpoint import load
-    from .trainer import Trainer, Validation
 
     c, fe = cfg.ctc, cfg.model.frontend
     torch.manual_seed(cfg.train.seed)

@@ -18,13 +18,18 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 from torch import nn
+from wavssl_onnx import Vocabulary
+from wavssl_onnx.vocab import VOCAB_FILE
 from wavssl_onnx.fileio import NoSpaceError, atomic_write, atomic_write_bytes, atomic_write_text, make_temp_dir
 
 from ..config import Config, ConfigError, load_json, to_dict
+from ..models import build_classifier, build_model, build_recognizer
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "update_"
 TMP_PREFIX = ".tmp_"
+LABELS_FILE = "labels.json"
+"""A classifier run's class names, in output order (a JSON list), beside its config.json."""
 """Prefix of a checkpoint directory being written (left behind only by a kill; removed at start)."""
 
 
@@ -158,14 +163,9 @@ def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Mo
     """The model stored in a run or checkpoint directory, in eval mode: an ``SSLModel`` for a
     pretraining run, a ``CTCModel`` (vocabulary from ``vocab.json``) for a recognizer run, a
     ``SequenceClassifier`` (classes from ``labels.json``) for a classifier run."""
-    from ..models import build_classifier, build_model, build_recognizer
-
     cfg = load_config(run_dir)
     model: nn.Module
     if cfg.task == "ctc":
-        from wavssl_onnx import Vocabulary
-        from wavssl_onnx.vocab import VOCAB_FILE
-
         path = find_sidecar(run_dir, VOCAB_FILE)
         if path is None:
             raise CheckpointError(f"{Path(run_dir) / VOCAB_FILE}: missing (a recognizer run keeps its vocabulary there)")
@@ -173,8 +173,6 @@ def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Mo
         model = build_recognizer(cfg.model, cfg.ctc, len(vocab))
         model.vocab, model.normalize_audio = vocab, cfg.data.normalize
     elif cfg.task == "classify":
-        from .classify import read_labels_file
-
         names = read_labels_file(run_dir)
         model = build_classifier(cfg.model, cfg.classify, len(names))
         model.class_names = names
@@ -185,3 +183,23 @@ def load(run_dir: str | Path, map_location: str | torch.device = "cpu") -> nn.Mo
         raise CheckpointError(f"{run_dir}: weights do not match config.json "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(map_location).eval()
+
+
+def write_labels_file(run_dir: str | Path, names: list[str]) -> None:
+    """Write a classifier run's class names (``labels.json``, atomically)."""
+    atomic_write_text(Path(run_dir) / LABELS_FILE, json.dumps(names, indent=1) + "\n")
+
+
+def read_labels_file(run_dir: str | Path) -> list[str]:
+    """Class names of a classifier run or checkpoint directory (``labels.json`` in it or in its run
+    directory, for ``RUN/checkpoints/update_N`` and ``RUN/best``)."""
+    path = find_sidecar(run_dir, LABELS_FILE)
+    if path is None:
+        raise FileNotFoundError(f"{Path(run_dir) / LABELS_FILE}: missing (a classifier run keeps its class names there)")
+    try:
+        names = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+        raise ValueError(f"{path}: expected a non-empty JSON list of class names")
+    return names

@@ -26,15 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wavssl_onnx.fileio import atomic_write_text
+
 from ..config import Config
 from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
                            random_time_stretch)
 from ..models import SequenceClassifier, build_classifier
+from .checkpoint import load, load_config, save_model, write_labels_file
 from .schedules import lr_multiplier
-from .trainer import StepOutput, TrainerState, batch_seed
-
-LABELS_FILE = "labels.json"
-"""Class names of a classifier run, in output order (next to ``config.json``)."""
+from .trainer import Distributed, StepOutput, Trainer, TrainerState, batch_seed, resolve_device
 
 _CACHE_MAX_ELEMENTS = 1 << 26
 """Frozen frame states are cached when they take at most this many floats (256 MiB)."""
@@ -345,9 +345,6 @@ def finetune(pretrained_run: str | Path, train: SeriesSet, out: str | Path, *, c
             section); the architecture must be the run's.
         scratch: train the same architecture from random initialisation instead.
     """
-    from .checkpoint import load, load_config, save_model
-    from .trainer import Trainer, resolve_device, Distributed
-
     out = Path(out)
     base = load_config(pretrained_run)
     cfg = finetune_config(cfg if cfg is not None else base)
@@ -361,7 +358,7 @@ def finetune(pretrained_run: str | Path, train: SeriesSet, out: str | Path, *, c
     model = new_classifier(cfg, names, train, pretrained=None if scratch else load(pretrained_run),
                            where=f"the checkpoint {pretrained_run}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / LABELS_FILE).write_text(json.dumps(names, indent=1) + "\n")
+    write_labels_file(out, names)
     dev = resolve_device(device, Distributed())
     task = ClassifyTask(train, names, cfg)
     if progress:
@@ -379,21 +376,5 @@ def finetune(pretrained_run: str | Path, train: SeriesSet, out: str | Path, *, c
     if valid is None:
         return None
     metrics = score(model, valid, names, where="validation data", device=dev)
-    (out / "valid_metrics.json").write_text(json.dumps(dataclasses.asdict(metrics), indent=1) + "\n")
+    atomic_write_text(out / "valid_metrics.json", json.dumps(dataclasses.asdict(metrics), indent=1) + "\n")
     return metrics
-
-
-def read_labels_file(run_dir: str | Path) -> list[str]:
-    """Class names of a classifier run or checkpoint directory (``labels.json`` in it or in the run
-    directory two levels up, for ``RUN/checkpoints/update_N``)."""
-    run_dir = Path(run_dir)
-    for candidate in (run_dir / LABELS_FILE, run_dir.parent.parent / LABELS_FILE):
-        if candidate.is_file():
-            try:
-                names = json.loads(candidate.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{candidate}: not valid JSON: {e}") from e
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
-                raise ValueError(f"{candidate}: expected a non-empty JSON list of class names")
-            return names
-    raise FileNotFoundError(f"{run_dir / LABELS_FILE}: missing (a classifier run keeps its class names there)")
