@@ -168,6 +168,25 @@ def test_fbank_transcripts_identical(int8: bool, fbank_dirs: tuple[Path, Path], 
 
 
 @pytest.mark.e2e
+def test_cli_export_format_sherpa_onnx(fbank_run: Path, fbank_dirs: tuple[Path, Path], speech_dir: Path,
+                                       tmp_path: Path) -> None:
+    """``wavssl export RUN --out DIR --format sherpa-onnx`` gives the directory the library call gives:
+    same files, and sherpa-onnx transcribes a clip from it as from the library's export."""
+    import os
+    import subprocess
+    import sys
+
+    _, lib = fbank_dirs
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "wavssl", "export", str(fbank_run), "--out", str(tmp_path / "cli"),
+                    "--format", "sherpa-onnx"], check=True, cwd=tmp_path, env=env, capture_output=True)
+    assert (tmp_path / "cli" / TOKENS_FILE).read_bytes() == (lib / TOKENS_FILE).read_bytes()
+    assert not (tmp_path / "cli" / INT8_FILE).exists()
+    wave = sf.read(str(_clips(speech_dir)[0]), dtype="float32")[0]
+    assert _sherpa_text(_sherpa(tmp_path / "cli"), wave) == _sherpa_text(_sherpa(lib), wave)
+
+
+@pytest.mark.e2e
 def test_waveform_transcripts(wave_dirs: tuple[Path, Path], speech_dir: Path) -> None:
     ref, out = wave_dirs
     raw = [sf.read(str(p), dtype="float32")[0] for p in _clips(speech_dir)]

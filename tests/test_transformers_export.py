@@ -178,6 +178,22 @@ def test_ctc_export_matches_wavssl_on_speech(speech_dir: Path, tmp_path: Path, n
     assert worst <= TOL
 
 
+def test_cli_export_format_transformers(tmp_path: Path) -> None:
+    """``wavssl export RUN --out DIR --format transformers`` writes what the library call writes;
+    ONNX-only flags are refused in one line before anything is written."""
+    run = _waveform_run(tmp_path / "run", norm_mode="default", pre_ln=False, normalize=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "wavssl", "export", str(run), "--format", "transformers"]
+    subprocess.run([*cli, "--out", str(tmp_path / "hf")], check=True, cwd=tmp_path, env=env, capture_output=True)
+    want = export_transformers(run, tmp_path / "lib")
+    for name in ("model.safetensors", "config.json", "vocab.json", "preprocessor_config.json"):
+        assert (tmp_path / "hf" / name).read_bytes() == (want / name).read_bytes(), name
+    done = subprocess.run([*cli, "--out", str(tmp_path / "bad"), "--int8"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and not (tmp_path / "bad").exists()
+    assert "--int8 applies to ONNX exports, not --format transformers" in done.stderr
+
+
 def test_pretraining_run_export(tmp_path: Path) -> None:
     """An SSL run becomes a Wav2Vec2ForPreTraining whose encoder, quantizer and projections agree."""
     cfg = C.base()
@@ -357,8 +373,8 @@ def test_import_by_hub_id_through_the_cli(hub_home: tuple[Path, torch.nn.Module]
     home, model = hub_home
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HF_HUB_CACHE", None)
-    subprocess.run([sys.executable, "-m", "wavssl", "import-checkpoint", HUB_ID, str(tmp_path / "run")],
-                   check=True, cwd=tmp_path, env=env)
+    subprocess.run([sys.executable, "-m", "wavssl", "import-checkpoint", HUB_ID, str(tmp_path / "run"),
+                    "--revision", COMMIT], check=True, cwd=tmp_path, env=env)
     ours = load(tmp_path / "run")
     assert ours.vocab.tokens == HF_TOKENS and load_config(tmp_path / "run").data.normalize
     wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(4))

@@ -23,13 +23,15 @@ def load(run_dir: str | Path, map_location: Any = "cpu") -> "nn.Module":
 
 
 def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Any = None,
-                      trust_checkpoint: bool = False) -> Path:
-    """Convert a transformers or fairseq wav2vec2 checkpoint into a wavssl run directory; fields the
-    source does not define (data, optimiser, training) come from ``base_config`` (default: BASE). A
-    fairseq file pickling objects outside the safe list is refused unless ``trust_checkpoint``."""
+                      trust_checkpoint: bool = False, revision: str | None = None) -> Path:
+    """Convert a transformers or fairseq wav2vec2 checkpoint (a local path, or a Hugging Face Hub id
+    such as ``"facebook/wav2vec2-base"`` at ``revision``, read through huggingface_hub's cache) into a
+    wavssl run directory; fields the source does not define (data, optimiser, training) come from
+    ``base_config`` (default: BASE). A fairseq file pickling objects outside the safe list is refused
+    unless ``trust_checkpoint``."""
     from .train.importers import import_checkpoint as _import
 
-    return _import(src, run_dir, base_config=base_config, trust_checkpoint=trust_checkpoint)
+    return _import(src, run_dir, base_config=base_config, trust_checkpoint=trust_checkpoint, revision=revision)
 
 
 def pretrain(audio: str | Path, run_dir: str | Path, cfg: Any, **kwargs: Any) -> Any:

@@ -184,17 +184,35 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
-    from .export import export
+    if a.format == "transformers":
+        from .export_transformers import export_transformers
 
-    export(a.run, a.out, int8=a.int8, fused=not a.portable, opset=a.opset, check_audio=a.check_audio,
-           atol=a.atol, per_channel=a.per_channel, exporter=a.exporter, streaming=a.streaming)
+        onnx_only = [flag for flag, on in (("--int8", a.int8), ("--streaming", a.streaming), ("--portable", a.portable),
+                                           ("--check-audio", bool(a.check_audio))) if on]
+        if onnx_only:
+            raise ValueError(f"{a.run}: {', '.join(onnx_only)} applies to ONNX exports, not --format transformers")
+        out = export_transformers(a.run, a.out)
+        print(f"[wavssl] wrote a transformers model to {out}")
+    elif a.format == "sherpa-onnx":
+        from .export_sherpa import export_sherpa_onnx
+
+        if a.streaming:
+            raise ValueError(f"{a.run}: --streaming: sherpa-onnx has no online CTC family that takes wavssl's "
+                             "chunk-step graph (see export/README.md, 'Deploy with sherpa-onnx')")
+        export_sherpa_onnx(a.run, a.out, int8=a.int8, fused=not a.portable, opset=a.opset,
+                           check_audio=a.check_audio, atol=a.atol, per_channel=a.per_channel)
+    else:
+        from .export import export
+
+        export(a.run, a.out, int8=a.int8, fused=not a.portable, opset=a.opset, check_audio=a.check_audio,
+               atol=a.atol, per_channel=a.per_channel, exporter=a.exporter, streaming=a.streaming)
     return 0
 
 
 def _cmd_import(a: argparse.Namespace) -> int:
     from .train.importers import import_checkpoint
 
-    out = import_checkpoint(a.src, a.out, trust_checkpoint=a.trust_checkpoint)
+    out = import_checkpoint(a.src, a.out, trust_checkpoint=a.trust_checkpoint, revision=a.revision)
     print(f"[wavssl] imported {a.src} -> {out}")
     return 0
 
@@ -301,9 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_transcribe)
 
     p = sub.add_parser("export", help="export a fine-tuned recognizer or classifier to an ONNX model directory "
-                       "(run it with wavssl-onnx, no PyTorch needed)")
-    p.add_argument("run", type=Path, help="recognizer or classifier run directory")
+                       "(run it with wavssl-onnx, no PyTorch needed), a sherpa-onnx or a transformers directory")
+    p.add_argument("run", type=Path, help="recognizer or classifier run directory (a pretraining run too with "
+                   "--format transformers)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--format", choices=["onnx", "sherpa-onnx", "transformers"], default="onnx",
+                   help="onnx: a wavssl-onnx model directory; sherpa-onnx: an omnilingual-ASR CTC model directory "
+                   "for sherpa-onnx 2.x; transformers: a Wav2Vec2ForCTC (or Wav2Vec2ForPreTraining) directory")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (dynamic int8 quantization)")
     p.add_argument("--streaming", action="store_true", help="a chunk-by-chunk model with explicit state (the "
                    "recognizer must have been fine-tuned with model.context.attention_chunk > 0)")
@@ -319,8 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("import-checkpoint", help="convert a transformers or fairseq wav2vec2 checkpoint")
-    p.add_argument("src", type=Path, help="transformers model directory or fairseq .pt file")
+    p.add_argument("src", help="transformers model directory, fairseq .pt file, or a Hugging Face Hub id "
+                   "(org/name; read through huggingface_hub's cache, HF_HUB_OFFLINE=1 reads only the cache)")
     p.add_argument("out", type=Path, help="wavssl run directory to write")
+    p.add_argument("--revision", help="Hub branch, tag or commit of a Hub id (default: main)")
     p.add_argument("--trust-checkpoint", action="store_true", help="read a fairseq .pt that pickles objects "
                    "outside the safe list with full pickle, which can run code from the file (only for files you trust)")
     p.set_defaults(func=_cmd_import)
