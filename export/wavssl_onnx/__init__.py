@@ -26,7 +26,7 @@ from .decoding import (
 )
 from .lm import NGramLM
 from .metrics import EditCounts, ErrorRate, cer, edit_ops, wer
-from .text import SUPPORTED_LANGUAGES, normalize_text, normalize_with_report
+from .text import LANGUAGE_RULES, SUPPORTED_LANGUAGES, check_language, normalize_text, normalize_with_report
 from .vocab import VOCAB_FILE, Vocabulary
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "FORMAT_VERSION",
+    "LANGUAGE_RULES",
     "SUPPORTED_LANGUAGES",
     "VOCAB_FILE",
     "AudioError",
@@ -79,6 +80,7 @@ __all__ = [
     "greedy_decode_batch",
     "load_model_info",
     "load_series",
+    "check_language",
     "normalize_text",
     "normalize_with_report",
     "read_audio",
