@@ -1,7 +1,7 @@
 """The Sensor tab's work: series files through a :class:`wavssl_onnx.Classifier`.
 
-Files are read with the runtime's reader (``.npy``, ``.npz``, ``.csv``, ``.tsv``); ``.ts`` files
-(aeon/sktime) with wavssl's, which needs the full wavssl install (it imports torch).
+Files are read with the runtime's reader (``.npy``, ``.npz``, ``.csv``, ``.tsv``, ``.ts``), the one
+training uses, at the model's sample rate.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wavssl_onnx.classifier import SeriesError, load_series
+from wavssl_onnx.series import SeriesError, read_series
 
 SERIES_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".ts")
 
@@ -44,29 +44,12 @@ class Classified:
         return out
 
 
-def read_series(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str] | None]:
-    """(C, T) float32 series in a file, and labels if the file stores them (``.ts``)."""
-    p = Path(path)
-    if p.suffix.lower() not in SERIES_SUFFIXES:
-        raise SeriesError(f"{p.name}: unsupported series file (use {', '.join(SERIES_SUFFIXES)})")
-    if p.suffix.lower() != ".ts":
-        return load_series(p), None
-    try:
-        from wavssl.data.sensor import SensorDataError
-        from wavssl.data.sensor import load_series as load_ts
-    except ImportError as e:
-        raise SeriesError(f"{p.name}: .ts files need wavssl (pip install wavssl); use .npy or .csv") from e
-    try:
-        data = load_ts(p)
-    except SensorDataError as e:
-        raise SeriesError(str(e)) from e
-    return data.series, data.labels
-
-
 def classify_file(classifier: Any, path: str | os.PathLike[str], max_series: int,
                   name: str | None = None) -> Classified:
     """Read a series file and classify (at most ``max_series`` of) its series with ``classifier``."""
-    series, labels = read_series(path)
+    if Path(path).suffix.lower() not in SERIES_SUFFIXES:
+        raise SeriesError(f"{name or Path(path).name}: unsupported series file (use {', '.join(SERIES_SUFFIXES)})")
+    series, labels = read_series(path, classifier.info.sample_rate)
     if not series:
         raise SeriesError(f"{name or Path(path).name}: no series in the file")
     if len(series) > max_series:

@@ -283,3 +283,68 @@ def test_ts_reader_matches_aeon_on_its_bundled_files() -> None:
     assert ours.labels == [str(v) for v in y] and len(ours) == len(X) == 370
     for a, b in zip(ours.series, X):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+class _RecordingSession:
+    """Stands in for an onnxruntime session: keeps the inputs, returns uniform log-probabilities."""
+
+    def __init__(self, classes: int) -> None:
+        self.classes, self.feeds = classes, []
+
+    def run(self, _outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.feeds.append(feeds)
+        batch = feeds["series"].shape[0]
+        return [np.full((batch, self.classes), -math.log(self.classes), dtype=np.float32)]
+
+
+def _series_files(root: Path) -> dict[str, float]:
+    """Series files of every format both sides read -> the sample rate to read them at."""
+    rng = np.random.default_rng(7)
+    times = np.cumsum(rng.uniform(0.004, 0.05, size=40))  # uneven spacing, not starting at 0
+    rows = [f"{t},{'' if i == 5 else a},{b}" for i, (t, a, b) in
+            enumerate(zip(times.tolist(), rng.normal(size=40).tolist(), rng.normal(size=40).tolist()))]
+    (root / "uneven.csv").write_text("time,ax,ay\n" + "\n".join(rows) + "\n")
+    # evenly spaced at the rate, 58 rows: 0.57 s * 100 Hz is 56.99999... in floating point
+    (root / "even.csv").write_text("ax,t,ay\n" + "".join(f"{i},{i / 100},{-i}\n" for i in range(58)))
+    (root / "plain.csv").write_text("1,2\n3,NA\n5,6\n")
+    (root / "plain.tsv").write_text("ax\tay\n1\t2\n\n3\t?\n")
+    np.save(root / "stack.npy", rng.normal(size=(3, 2, 17)).astype(np.float32))
+    np.save(root / "mono.npy", rng.normal(size=25))
+    np.savez(root / "list.npz", rng.normal(size=(2, 9)), rng.normal(size=(2, 4)))
+    np.savez(root / "xy.npz", X=rng.normal(size=(2, 2, 6)), y=np.array([1, 0]))
+    (root / "toy.ts").write_text(TS_TEXT)
+    return {"uneven.csv": 50.0, "even.csv": 100.0, "plain.csv": 10.0, "plain.tsv": 10.0, "stack.npy": 100.0,
+            "mono.npy": 100.0, "list.npz": 100.0, "xy.npz": 100.0, "toy.ts": 100.0}
+
+
+def test_training_and_runtime_read_the_same_series(tmp_path: Path) -> None:
+    """Train/serve skew guard: every series file gives the same arrays in training
+    (``wavssl.data.sensor.load_series``) and in the runtime (``wavssl_onnx.classifier.load_series`` and
+    the batch ``Classifier.run`` feeds its graph), a CSV time column at uneven spacing included."""
+    from wavssl_onnx.classifier import Classifier
+    from wavssl_onnx.classifier import load_series as runtime_series
+    from wavssl_onnx.model_dir import ModelInfo
+
+    for name, rate in _series_files(tmp_path).items():
+        train = load_series(tmp_path / name, sample_rate=rate).series
+        serve = runtime_series(tmp_path / name, rate)
+        assert len(train) == len(serve) > 0, name
+        for a, b in zip(train, serve):
+            assert a.dtype == b.dtype == np.float32 and a.shape == b.shape, name
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+    uneven = load_series(tmp_path / "uneven.csv", sample_rate=50).series[0]
+    times = np.array([float(r.split(",")[0]) for r in (tmp_path / "uneven.csv").read_text().splitlines()[1:]])
+    assert uneven.shape == (2, math.floor((times[-1] - times[0]) * 50) + 1)  # a 50 Hz grid, not the 40 rows
+    even = load_series(tmp_path / "even.csv", sample_rate=100).series[0]
+    np.testing.assert_array_equal(even, [np.arange(58), -np.arange(58)])  # on the grid: the rows as they are
+
+    info = ModelInfo(kind="classify", sample_rate=50, frame_shift=0.02, frame_shift_samples=1, min_samples=1,
+                     inputs=["series", "lengths"], outputs=["log_probs"], files={"fp32": "model.onnx"},
+                     class_names=["a", "b"], in_channels=2)
+    session = _RecordingSession(2)
+    (result,) = Classifier(info, session).run([tmp_path / "uneven.csv"])
+    assert result.error is None
+    batch = collate([uneven])
+    np.testing.assert_array_equal(session.feeds[0]["series"], batch.series.numpy())
+    np.testing.assert_array_equal(session.feeds[0]["lengths"], batch.lengths.numpy())

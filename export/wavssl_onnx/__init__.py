@@ -35,7 +35,7 @@ _LAZY = {
     "OfflineRecognizer": "recognizer", "OnlineRecognizer": "recognizer", "Result": "recognizer", "Classifier": "classifier",
     "Prediction": "classifier", "load_series": "classifier", "AudioError": "audio", "read_audio": "audio",
     "ModelInfo": "model_dir", "ModelDirError": "model_dir", "load_model_info": "model_dir",
-    "FORMAT_VERSION": "model_dir", "EndpointRules": "streaming",
+    "FORMAT_VERSION": "model_dir", "EndpointRules": "streaming", "SeriesError": "series", "read_series": "series",
 }
 
 
@@ -68,6 +68,7 @@ __all__ = [
     "OnlineRecognizer",
     "Prediction",
     "Result",
+    "SeriesError",
     "Vocabulary",
     "WordTime",
     "__version__",
@@ -84,6 +85,7 @@ __all__ = [
     "normalize_text",
     "normalize_with_report",
     "read_audio",
+    "read_series",
     "wer",
     "word_times",
 ]

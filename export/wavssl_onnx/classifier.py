@@ -1,34 +1,23 @@
 """Sequence classification (sensor series) with an exported classifier on ONNX Runtime (no PyTorch).
 
 ``Classifier.from_dir(MODEL_DIR).predict(series)`` gives class probabilities for (C, T) float arrays
-(NaN = missing sample; the graph imputes them as the PyTorch model does). Series files:
-
-- ``.npy``: one (C, T) series, a (N, C, T) stack, or a (T,) series for one-channel models;
-- ``.npz``: an ``X`` array as above, or one (C, T_i) array per entry (``np.savez(path, *arrays)``);
-- ``.csv`` / ``.tsv``: one series, one row per time step, one column per channel; a header row is
-  skipped, and a first column named ``time``/``t``/``timestamp`` is dropped (samples are taken as
-  evenly spaced at the model's rate).
+(NaN = missing sample; the graph imputes them as the PyTorch model does). Series files
+(``.npy``, ``.npz``, ``.csv``/``.tsv``, ``.ts``) are read by :func:`wavssl_onnx.series.read_series`,
+the reader training uses, at the model's sample rate (a CSV time column is interpolated onto it).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .model_dir import ModelInfo
+from .series import SeriesError, read_series
 from .session import open_model
-
-TIME_COLUMNS = ("time", "t", "timestamp", "seconds")
-
-
-class SeriesError(ValueError):
-    """A series file cannot be used; the message names it."""
 
 
 @dataclass
@@ -51,62 +40,10 @@ class Prediction:
                 "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, self.probabilities)}}
 
 
-def _csv_series(path: Path) -> np.ndarray:
-    """One (C, T) series from a CSV/TSV table (rows = time steps)."""
-    text = path.read_text(encoding="utf-8")
-    dialect = csv.excel_tab if path.suffix.lower() == ".tsv" or ("\t" in text.splitlines()[0] if text else False) \
-        else csv.excel
-    rows = [r for r in csv.reader(text.splitlines(), dialect) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise SeriesError(f"{path}: empty table")
-    header: list[str] | None = None
-    try:
-        [float(c) for c in rows[0] if c.strip()]
-    except ValueError:
-        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
-    try:
-        values = np.array([[float(c) if c.strip() else np.nan for c in r] for r in rows], dtype=np.float32)
-    except ValueError as e:
-        raise SeriesError(f"{path}: non-numeric value ({e})") from e
-    if values.ndim != 2 or values.shape[0] == 0:
-        raise SeriesError(f"{path}: expected rows of equal length with at least one time step")
-    if header and header[0] in TIME_COLUMNS:
-        values = values[:, 1:]
-    return values.T.copy()
-
-
-def load_series(path: str | os.PathLike[str]) -> list[np.ndarray]:
-    """Series in a file -> list of (C, T) float32 arrays ((T,) arrays become (1, T))."""
-    p = Path(path)
-    if not p.is_file():
-        raise SeriesError(f"{p}: no such file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arrays = [np.load(p, allow_pickle=False)]
-        elif suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = [z["X"]] if "X" in z.files else [z[k] for k in z.files]
-        elif suffix in (".csv", ".tsv", ".txt"):
-            arrays = [_csv_series(p)]
-        else:
-            raise SeriesError(f"{p}: unsupported series file (use .npy, .npz, .csv or .tsv)")
-    except SeriesError:
-        raise
-    except Exception as e:
-        raise SeriesError(f"{p}: cannot read ({type(e).__name__}: {e})") from e
-    out: list[np.ndarray] = []
-    for a in arrays:
-        a = np.asarray(a, dtype=np.float32)
-        if a.ndim == 1:
-            out.append(a[None])
-        elif a.ndim == 2:
-            out.append(a)
-        elif a.ndim == 3:
-            out.extend(a)
-        else:
-            raise SeriesError(f"{p}: expected (T,), (C, T) or (N, C, T) arrays, got shape {a.shape}")
-    return out
+def load_series(path: str | os.PathLike[str], sample_rate: float = 100.0) -> list[np.ndarray]:
+    """The (C, T) float32 series in a file (``sample_rate``: Hz of a CSV time column's grid); raises
+    SeriesError naming the file."""
+    return read_series(path, sample_rate)[0]
 
 
 class Classifier:
@@ -162,7 +99,7 @@ class Classifier:
         results: list[Prediction] = []
         for path in paths:
             try:
-                found = load_series(path)
+                found = load_series(path, self.info.sample_rate)
             except SeriesError as e:
                 results.append(Prediction(str(path), error=str(e)))
                 continue

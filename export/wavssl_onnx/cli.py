@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classify", help="class probabilities of series files with an exported classifier")
     _model_args(p)
-    p.add_argument("series", type=Path, nargs="+", help=".npy ((C, T) or (N, C, T)), .npz, or .csv/.tsv (rows = "
-                   "time steps, columns = channels)")
+    p.add_argument("series", type=Path, nargs="+", help=".npy ((C, T) or (N, C, T)), .npz, .ts, or .csv/.tsv (rows = "
+                   "time steps, columns = channels; a time column is interpolated onto the model's rate)")
     p.add_argument("--top", type=int, default=5, help="classes shown per series (text output)")
     p.set_defaults(func=_cmd_classify)
 

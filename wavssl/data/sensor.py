@@ -2,24 +2,11 @@
 
 A data set is a :class:`SeriesSet`: a list of ``(C, T_i)`` float32 arrays (NaN marks a missing
 sample; the sensor front end masks and imputes it), optional class labels, and where each series
-came from (for error messages). Readers:
-
-- ``.npy``: ``(N, C, T)`` is N series; ``(C, T)`` is one recording; ``(T,)`` one univariate one.
-  Object (pickled) arrays are refused: store a list of ``(C, T_i)`` arrays with
-  ``np.savez(path, *arrays)`` instead.
-- ``.npz``: with an ``X`` array, that array as above (labels from a ``y`` or ``labels`` array if
-  present); otherwise every array, in ``arr_0, arr_1, ...`` order, is one ``(C, T)`` or ``(T,)``
-  recording.
-- ``.csv``: one recording per file, columns = channels, one row per time step; an optional header
-  row, and an optional time column (named ``time``, ``timestamp``, ``t``, ``seconds`` or ``time_s``,
-  numeric seconds): the channels are then linearly interpolated onto a uniform grid at the sample
-  rate. Empty cells and ``nan``/``NA``/``null`` are missing.
-- ``.ts``: the text format aeon and sktime write (``@`` header lines, ``@data``, ``:`` between
-  dimensions, ``,`` between values, ``?`` for missing, optional ``(time,value)`` tuples whose
-  times are ignored, and the class label as the last field when ``@classLabel true``). Dimensions
-  of unequal length within one series are padded at the end with NaN (missing).
-- a folder: every ``.npy``/``.npz``/``.csv``/``.ts`` file under it, in sorted order; a
-  ``labels.tsv`` or ``labels.csv`` at its top level is taken as the labels table.
+came from (for error messages). Files are read by :func:`wavssl_onnx.series.read_series`, the reader
+the runtime uses too (``.npy`` / ``.npz`` / ``.csv`` / ``.ts``; a CSV time column is interpolated onto
+the model's sample rate; see that module for the formats). A folder: every ``.npy``/``.npz``/``.csv``/
+``.ts`` file under it, in sorted order; a ``labels.tsv`` or ``labels.csv`` at its top level is taken as
+the labels table.
 
 Labels come from the ``.ts`` class column, an ``.npz`` ``y`` array, or a CSV/TSV table: with a
 ``file`` (or ``path``, ``name``, ``filename``) column, rows are matched to recordings by file name
@@ -31,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,23 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-
-SERIES_EXTENSIONS: frozenset[str] = frozenset({".npy", ".npz", ".csv", ".ts"})
-"""File suffixes read as series."""
+from wavssl_onnx.series import SERIES_EXTENSIONS, read_series
+from wavssl_onnx.series import SeriesError as SensorDataError
 
 LABEL_FILES = ("labels.tsv", "labels.csv")
 """Labels tables picked up automatically at the top of a data folder."""
 
-_TIME_COLUMNS = frozenset({"time", "timestamp", "t", "seconds", "time_s"})
 _LABEL_COLUMNS = ("label", "class", "y", "target")
 _FILE_COLUMNS = ("file", "path", "name", "filename")
-_MAX_GRID_STEPS = 1 << 26
-"""Longest time grid a CSV with a time column is interpolated onto (about 7.8 days at 100 Hz)."""
-_MISSING = frozenset({"", "?", "nan", "na", "n/a", "null", "none"})
-
-
-class SensorDataError(ValueError):
-    """Sensor data cannot be used as given; the message names the file (and series) and the problem."""
 
 
 @dataclass
@@ -94,198 +71,6 @@ class SeriesSet:
         idx = [int(i) for i in indices]
         return SeriesSet([self.series[i] for i in idx], None if self.labels is None else [self.labels[i] for i in idx],
                          [self.sources[i] for i in idx], [self.groups[i] for i in idx])
-
-
-# ------------------------------------------------------------------------------------------ readers
-
-
-def _as_series(a: np.ndarray, where: str) -> np.ndarray:
-    """A (C, T) or (T,) numeric array as (C, T) float32."""
-    if a.dtype.kind not in "biuf":
-        raise SensorDataError(f"{where}: expected numbers, got an array of dtype {a.dtype}")
-    if a.ndim == 1:
-        a = a[None]
-    if a.ndim != 2 or a.shape[1] == 0:
-        raise SensorDataError(f"{where}: expected a (channels, time) or (time,) array, got shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _split_array(a: np.ndarray, where: str) -> list[np.ndarray]:
-    """(N, C, T) -> N series; (C, T) or (T,) -> one."""
-    if a.ndim == 3:
-        return [_as_series(x, f"{where}[{i}]") for i, x in enumerate(a)]
-    return [_as_series(a, where)]
-
-
-def _load_numpy(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
-    try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise SensorDataError(f"{path}: cannot read ({e}); a list of series of different lengths must be saved "
-                              f"with np.savez(path, *arrays), not as a pickled object array") from e
-    except OSError as e:
-        raise SensorDataError(f"{path}: cannot read: {e}") from e
-    if isinstance(data, np.ndarray):
-        return _split_array(data, str(path)), None
-    with data:
-        keys = list(data.keys())
-        if "X" in keys or "x" in keys:
-            key = "X" if "X" in keys else "x"
-            series = _split_array(data[key], f"{path}:{key}")
-            label_key = next((k for k in ("y", "labels") if k in keys), None)
-            labels = None if label_key is None else [str(v) for v in data[label_key].reshape(-1)]
-            if labels is not None and len(labels) != len(series):
-                raise SensorDataError(f"{path}: {len(labels)} labels in {label_key!r} for {len(series)} series")
-            return series, labels
-
-        def order(k: str) -> tuple[int, str]:
-            m = re.fullmatch(r"arr_(\d+)", k)
-            return (int(m.group(1)), "") if m else (1 << 30, k)
-
-        return [_as_series(data[k], f"{path}:{k}") for k in sorted(keys, key=order)], None
-
-
-def _parse_float(cell: str, where: str) -> float:
-    text = cell.strip()
-    if text.lower() in _MISSING:
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise SensorDataError(f"{where}: {cell!r} is not a number") from None
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        _parse_float(cell, "")
-        return True
-    except SensorDataError:
-        return False
-
-
-def _load_csv(path: Path, sample_rate: float) -> np.ndarray:
-    """One recording: columns = channels (+ optional time column) -> (C, T)."""
-    try:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",") if r]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SensorDataError(f"{path}: cannot read CSV: {e}") from e
-    if not rows:
-        raise SensorDataError(f"{path}: empty file")
-    header: list[str] | None = None
-    if not all(_is_number(c) for c in rows[0]):
-        header, rows = [c.strip().lower() for c in rows[0]], rows[1:]
-    if not rows:
-        raise SensorDataError(f"{path}: a header but no data rows")
-    width = len(header) if header is not None else len(rows[0])
-    for n, r in enumerate(rows, start=2 if header else 1):
-        if len(r) != width:
-            raise SensorDataError(f"{path}: line {n} has {len(r)} columns, expected {width}")
-    values = np.array([[_parse_float(c, f"{path}: line {n}, column {j + 1}") for j, c in enumerate(r)]
-                       for n, r in enumerate(rows, start=2 if header else 1)], dtype=np.float64)
-    time_col = next((j for j, name in enumerate(header or []) if name in _TIME_COLUMNS), None)
-    if time_col is None:
-        return _as_series(values.T, str(path))
-    times = values[:, time_col]
-    channels = np.delete(values, time_col, axis=1).T  # (C, T)
-    if channels.shape[0] == 0:
-        raise SensorDataError(f"{path}: only a time column, no channels")
-    if not np.isfinite(times).all() or (times[1:] <= times[:-1]).any():  # no subtraction: +-1e308 cannot overflow
-        raise SensorDataError(f"{path}: the time column {header[time_col]!r} must hold increasing seconds")  # type: ignore[index]
-    span = float(times[-1]) - float(times[0])  # inf when it overflows
-    steps = math.floor(span * sample_rate) if span * sample_rate < _MAX_GRID_STEPS else _MAX_GRID_STEPS
-    if steps >= _MAX_GRID_STEPS:
-        raise SensorDataError(f"{path}: the time column spans {span:g} s, more than "
-                              f"{_MAX_GRID_STEPS} steps at {sample_rate:g} Hz; is it in seconds?")
-    grid = times[0] + np.arange(steps + 1) / sample_rate
-    out = np.full((channels.shape[0], grid.shape[0]), np.nan)
-    for c, ch in enumerate(channels):
-        seen = np.isfinite(ch)
-        if seen.any():  # gaps are bridged by the interpolation; a channel never observed stays missing
-            out[c] = np.interp(grid, times[seen], ch[seen])
-    return _as_series(out, str(path))
-
-
-_TUPLE = re.compile(r"\(([^()]*),([^(),]*)\)")
-
-
-def _split_fields(line: str) -> list[str]:
-    """Split a .ts data line at ``:`` outside parentheses (timestamps may contain colons)."""
-    fields, depth, start = [], 0, 0
-    for i, ch in enumerate(line):
-        depth += (ch == "(") - (ch == ")")
-        if ch == ":" and depth == 0:
-            fields.append(line[start:i])
-            start = i + 1
-    fields.append(line[start:])
-    return fields
-
-
-def _load_ts(path: Path) -> tuple[list[np.ndarray], list[str] | None]:
-    """Series and labels of a .ts file (aeon / sktime text format)."""
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SensorDataError(f"{path}: cannot read: {e}") from e
-    meta: dict[str, str] = {}
-    start = None
-    for n, raw in enumerate(lines):
-        line = raw.strip()
-        if not line or line[0] in "#%":
-            continue
-        if line.startswith("@"):
-            key, _, value = line[1:].partition(" ")
-            if key.lower() == "data":
-                start = n + 1
-                break
-            meta[key.lower()] = value.strip()
-            continue
-        raise SensorDataError(f"{path}: line {n + 1}: data before the @data line")
-    if start is None:
-        raise SensorDataError(f"{path}: no @data line (not a .ts file?)")
-    class_spec = meta.get("classlabel", "false").split()
-    has_class = bool(class_spec) and class_spec[0].lower() == "true"
-    has_target = meta.get("targetlabel", "false").split()[:1] == ["true"]
-    declared = set(class_spec[1:]) if has_class else set()
-    timestamps = meta.get("timestamps", "false").lower() == "true"
-    dims_text = meta.get("dimensions", "")
-    dims_expected = int(dims_text) if dims_text.isascii() and dims_text.isdigit() else None
-    series, labels = [], []
-    for n in range(start, len(lines)):
-        line = lines[n].strip()
-        if not line or line[0] in "#%":
-            continue
-        where = f"{path}: line {n + 1}"
-        fields = _split_fields(line) if timestamps else line.split(":")
-        if has_class or has_target:
-            label, fields = fields[-1].strip(), fields[:-1]
-            if has_class and declared and label not in declared:
-                raise SensorDataError(f"{where}: class {label!r} is not declared in @classLabel")
-            labels.append(label)
-        if not fields:
-            raise SensorDataError(f"{where}: a label but no values")
-        if dims_expected is not None and len(fields) != dims_expected:
-            raise SensorDataError(f"{where}: {len(fields)} dimensions, @dimensions says {dims_expected}")
-        dims = []
-        for field in fields:
-            if timestamps:
-                cells = [m.group(2) for m in _TUPLE.finditer(field)]
-            else:
-                cells = field.split(",")
-            dims.append(np.array([_parse_float(c, where) for c in cells], dtype=np.float32))
-        longest = max(len(d) for d in dims)
-        if longest == 0:
-            raise SensorDataError(f"{where}: an empty series")
-        arr = np.full((len(dims), longest), np.nan, dtype=np.float32)
-        for c, d in enumerate(dims):
-            arr[c, : len(d)] = d
-        series.append(arr)
-    if not series:
-        raise SensorDataError(f"{path}: no series after @data")
-    channels = {s.shape[0] for s in series}
-    if len(channels) > 1:
-        raise SensorDataError(f"{path}: series have different numbers of dimensions {sorted(channels)}")
-    return series, (labels if has_class else None)
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -374,8 +159,6 @@ def load_series(path: str | Path, *, labels: str | Path | None = None, sample_ra
         if not files:
             raise SensorDataError(f"{root}: no {'/'.join(sorted(SERIES_EXTENSIONS))} files in this folder")
     elif root.is_file():
-        if root.suffix.lower() not in SERIES_EXTENSIONS:
-            raise SensorDataError(f"{root}: unsupported file type (use {', '.join(sorted(SERIES_EXTENSIONS))})")
         files = [root]
     else:
         raise SensorDataError(f"{root}: no such file or folder")
@@ -384,14 +167,7 @@ def load_series(path: str | Path, *, labels: str | Path | None = None, sample_ra
     file_labels: list[str | None] = []
     counts: list[int] = []
     for file in files:
-        suffix = file.suffix.lower()
-        found: list[str] | None
-        if suffix in (".npy", ".npz"):
-            items, found = _load_numpy(file)
-        elif suffix == ".ts":
-            items, found = _load_ts(file)
-        else:
-            items, found = [_load_csv(file, sample_rate)], None
+        items, found = read_series(file, sample_rate)
         series.extend(items)
         sources.extend([str(file)] if len(items) == 1 else [f"{file}[{i}]" for i in range(len(items))])
         file_labels.extend(found if found is not None else [None] * len(items))
