@@ -85,6 +85,8 @@ def _resample(wave: np.ndarray, rate: int, target: int, source: object) -> np.nd
         out = soxr.resample(wave, rate, target, quality="HQ")
     except Exception as e:
         raise AudioError(source, f"cannot resample {rate} Hz -> {target} Hz ({_reason(e)})") from e
+    if out.size == 0:
+        raise AudioError(source, f"no samples left after resampling {rate} Hz -> {target} Hz")
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
@@ -125,13 +127,14 @@ def _check(wave: np.ndarray, source: object) -> np.ndarray:
 
 
 def read_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
-    """Decode a whole file -> (T,) float32 mono at ``sample_rate``; raises :class:`AudioError`."""
-    info = probe(path)
-    if info.frames == 0:
-        raise AudioError(path, "no audio samples (zero-length audio)")
+    """Decode a whole file -> (T,) float32 mono at ``sample_rate`` (channels averaged, soxr "HQ"),
+    T >= 1; the one decoder of training (``wavssl.data.audio.load_audio``) and the runtime. Raises
+    :class:`AudioError`: missing, undecodable, empty, NaN/Inf or out-of-range samples."""
+    if not Path(path).is_file():
+        raise AudioError(path, "no such file" if not Path(path).exists() else "not a file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
+    except Exception as e:  # soundfile surfaces OS, codec and type errors alike
         raise AudioError(path, f"cannot decode ({_reason(e)})") from e
     wave = _check(mono(data), path)
     return _check(_resample(wave, int(rate), sample_rate, path), path)

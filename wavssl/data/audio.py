@@ -26,10 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from wavssl_onnx.audio import AudioError, waveform_problem  # one AudioError for training and the runtime
+from wavssl_onnx.audio import AudioError, read_audio  # one AudioError and one decoder for training and the runtime
 from wavssl_onnx.fileio import atomic_write_text
 
 from ..modules.masking import MaskedFrames
@@ -275,36 +274,14 @@ def write_skipped(path: str | Path, skipped: list[tuple[str, str]]) -> None:
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode a file to a mono float32 waveform at ``sample_rate``.
-
-    Channels are averaged; other rates are converted with soxr (quality ``"HQ"``).
-
-    Returns:
-        (T,) float32 array, T >= 1.
+    """(T,) float32 mono waveform of a file at ``sample_rate``, T >= 1: the runtime's decoder
+    (:func:`wavssl_onnx.audio.read_audio`), so training and serving decode alike.
 
     Raises:
         AudioError: the file is missing, cannot be decoded, is empty, or holds NaN/Inf samples or
             samples far outside [-1, 1] (:func:`wavssl_onnx.audio.waveform_problem`).
     """
-    if not Path(path).is_file():
-        raise AudioError(path, "no such file" if not Path(path).exists() else "not a file")
-    try:
-        data, native_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except sf.LibsndfileError as err:
-        raise AudioError(path, f"cannot decode ({err.error_string})") from err
-    except Exception as err:  # soundfile surfaces OS, codec and type errors alike
-        raise AudioError(path, f"cannot decode ({type(err).__name__}: {err})") from err
-    if data.size == 0:
-        raise AudioError(path, "no audio samples")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    if native_rate != sample_rate:
-        mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")
-    if mono.size == 0:
-        raise AudioError(path, f"no samples left after resampling {native_rate} Hz -> {sample_rate} Hz")
-    problem = waveform_problem(mono)  # NaN/Inf, or a sample range no audio has
-    if problem is not None:
-        raise AudioError(path, problem)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return read_audio(path, sample_rate)
 
 
 @dataclass
