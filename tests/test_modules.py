@@ -11,7 +11,7 @@ from wavssl import config as C
 from wavssl import losses
 from wavssl.losses import contrastive_accuracy, contrastive_logits
 from wavssl.models import MaskSampler, build_model
-from wavssl.modules.context import chunk_attention_mask
+from wavssl.modules.context import TransformerLayer, chunk_attention_mask
 from wavssl.modules.frontend import FbankEncoder, WaveformEncoder, build_frontend, frame_lengths
 from wavssl.modules.masking import mask_frames, padding_mask, sample_negatives, span_mask
 from wavssl.modules.quantizer import GumbelQuantizer
@@ -384,3 +384,29 @@ def test_compiled_layers_match_eager_across_lengths():
         loss2, grads2 = _loss_and_grads(model, w, n)
         assert torch.allclose(loss, loss2, atol=1e-4)
         assert all(torch.allclose(grads[k], grads2[k], atol=1e-3, rtol=1e-3) for k in grads)
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_transformer_layer_cached_attention_is_the_same_layer(pre_ln: bool) -> None:
+    """The streaming step's form of a layer (attention over cached keys/values) is the layer itself:
+    frames 8.. attending frames 0.. through the cache equal the full layer's output there when
+    nothing is masked, and the new cache holds the last frames' keys and values."""
+    torch.manual_seed(3)
+    layer = TransformerLayer(16, 4, 32, layer_norm_first=pre_ln).eval()
+    x = torch.randn(2, 12, 16)
+    with torch.no_grad():
+        full = layer(x)
+        _, k, v = layer.attention.qkv(layer.attn_norm(x) if pre_ln else x).split(16, dim=-1)
+        cache = torch.stack([k[:, :8], v[:, :8]], 1)  # (B, 2, 8, E): keys/values of frames 0..7
+        new: list[torch.Tensor] = []
+
+        def attend(att, h):
+            y, c = att.forward_cached(h, cache, torch.ones(2, 1, 1, 12, dtype=torch.bool))
+            new.append(c)
+            return y
+
+        # post-LN layers attend their raw input, so frames 0..7 need no earlier state; pre-LN ones the
+        # normed input: in both cases the cached keys are exactly what the full layer computed
+        step = layer(x[:, 8:], attend=attend)
+    assert torch.allclose(step, full[:, 8:], atol=1e-5)
+    assert torch.allclose(new[0][:, 0], torch.cat([k[:, 4:8], k[:, 8:]], 1), atol=1e-6)

@@ -290,31 +290,15 @@ class ContextGraph(nn.Module):
     def forward(self, x: Tensor, padding_mask: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """x: (B, F, E) projected frames; padding_mask: (B, F); lengths: (B,) valid frames
         -> (every layer's output (B, F, E) each, last hidden state (B, F, E))."""
-        c = self.context
         if not self.fused:
-            out = c(x, padding_mask)
-            return list(out.layer_outputs), out.last_hidden_state
-        x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        x = x + c.pos_conv(x)
-        if not c.layer_norm_first:
-            x = c.layer_norm(x)
-        outputs = []
-        for layer in c.layers:
-            if layer.layer_norm_first:
-                x = x + _attend(layer.attention, layer.attn_norm(x), lengths)
-                x = x + layer.fc2(F.gelu(layer.fc1(layer.ffn_norm(x))))
-            else:
-                x = layer.attn_norm(x + _attend(layer.attention, x, lengths))
-                x = layer.ffn_norm(x + layer.fc2(F.gelu(layer.fc1(x))))
-            outputs.append(x)
-        last = c.layer_norm(x) if c.layer_norm_first else x
-        return outputs, last
+            out = self.context(x, padding_mask)
+        else:
+            def attend(attention: nn.Module, h: Tensor) -> Tensor:  # (B, F, E) -> (B, F, E), one fused op
+                return attention.out(fused_attention(h, attention.qkv.weight.T, attention.qkv.bias, lengths,
+                                                     attention.num_heads))
 
-
-def _attend(attention: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
-    """A :class:`~wavssl.modules.context.SelfAttention` block as the fused op: (B, F, E) -> (B, F, E)."""
-    y = fused_attention(x, attention.qkv.weight.T, attention.qkv.bias, lengths, attention.num_heads)
-    return attention.out(y)
+            out = self.context(x, padding_mask, attend)
+        return list(out.layer_outputs), out.last_hidden_state
 
 
 class EncoderGraph(nn.Module):

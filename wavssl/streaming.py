@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from wavssl_onnx.streaming import ChunkEngine, StateSpec, StreamGeometry, StreamingDecoder
 
 from .models import CTCModel, frame_shift_samples, min_input_samples
-from .modules.context import ContextEncoder
+from .modules.context import ContextEncoder, SelfAttention
 from .modules.frontend import WaveformEncoder
 from .onnx_graph import MatMulWaveformFrontend, frozen_copy
 
@@ -144,22 +144,6 @@ class ChunkStepGraph(nn.Module):
         self.pos_frames = ctx.pos_conv.conv.kernel_size[0] - 1 - self.lookahead
         self.cache_frames = ctx.attention_chunk * ctx.attention_left_chunks
 
-    def _attend(self, layer: nn.Module, x: Tensor, cache: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, n, E) layer input; cache: (B, 2, M, E); valid: (B, 1, 1, M + n) -> (attention
-        output (B, n, E), new cache (B, 2, M, E))."""
-        att = layer.attention
-        b, n, e = x.shape
-        heads = att.num_heads
-        q, k, v = att.qkv(x).split(e, dim=-1)
-        keys, values = torch.cat([cache[:, 0], k], 1), torch.cat([cache[:, 1], v], 1)  # (B, M + n, E)
-
-        def split(t: Tensor) -> Tensor:
-            return t.reshape(b, t.shape[1], heads, e // heads).transpose(1, 2)
-
-        y = F.scaled_dot_product_attention(split(q), split(keys), split(values), attn_mask=valid)
-        new = torch.stack([keys[:, n:], values[:, n:]], 1)  # the last M frames
-        return att.out(y.transpose(1, 2).reshape(b, n, e)), new
-
     def forward(self, frames: Tensor, pos_cache: Tensor, kv_cache: Tensor,
                 processed: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         c, r = self.ctx, self.lookahead
@@ -173,17 +157,14 @@ class ChunkStepGraph(nn.Module):
         slot = torch.arange(m, device=frames.device)[None, :]
         valid = torch.cat([slot >= (m - processed)[:, None], torch.ones_like(x[:, :, 0], dtype=torch.bool)], 1)
         valid = valid[:, None, None, :]
-        caches = []
+        caches: list[Tensor] = []
         for i, layer in enumerate(c.layers):
-            if layer.layer_norm_first:
-                y, cache = self._attend(layer, layer.attn_norm(x), kv_cache[:, i], valid)
-                x = x + y
-                x = x + layer.fc2(F.gelu(layer.fc1(layer.ffn_norm(x))))
-            else:
-                y, cache = self._attend(layer, x, kv_cache[:, i], valid)
-                x = layer.attn_norm(x + y)
-                x = layer.ffn_norm(x + layer.fc2(F.gelu(layer.fc1(x))))
-            caches.append(cache)
+            def attend(attention: SelfAttention, h: Tensor, cache: Tensor = kv_cache[:, i]) -> Tensor:
+                y, new_cache = attention.forward_cached(h, cache, valid)
+                caches.append(new_cache)
+                return y
+
+            x = layer(x, attend=attend)
         if c.layer_norm_first:
             x = c.layer_norm(x)
         log_probs = torch.log_softmax(self.head(x), dim=-1)

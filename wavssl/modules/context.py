@@ -6,6 +6,7 @@ positional conv with bounded look-ahead (both for streaming), and layer drop in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,28 @@ class SelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, f, e))
 
+    def forward_cached(self, x: Tensor, kv_cache: Tensor, attn_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention of n new frames over M cached ones and themselves (streaming, no dropout).
+
+        x: (B, n, E); kv_cache: (B, 2, M, E) keys and values of the M frames before x; attn_mask: bool
+        (B, 1, 1, M + n), True = may attend -> (output (B, n, E), the cache of the last M frames (B, 2, M, E)).
+        """
+        b, n, e = x.shape
+        q, k, v = self.qkv(x).split(e, dim=-1)
+        keys, values = torch.cat([kv_cache[:, 0], k], 1), torch.cat([kv_cache[:, 1], v], 1)  # (B, M + n, E)
+
+        def heads(t: Tensor) -> Tensor:
+            return t.reshape(b, t.shape[1], self.num_heads, e // self.num_heads).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(heads(q), heads(keys), heads(values), attn_mask=attn_mask)
+        return self.out(y.transpose(1, 2).reshape(b, n, e)), torch.stack([keys[:, n:], values[:, n:]], 1)
+
+
+Attend = Callable[[SelfAttention, Tensor], Tensor]
+"""How a layer's attention block is computed: (the block, its (B, F, E) input) -> (B, F, E). The
+default calls the block with the layer's mask; the export graph passes its fused op, the streaming
+step the cached form (:meth:`SelfAttention.forward_cached`)."""
+
 
 class TransformerLayer(nn.Module):
     """One Transformer layer; post-LN by default, pre-LN with ``layer_norm_first``."""
@@ -90,12 +113,17 @@ class TransformerLayer(nn.Module):
     def _ffn(self, x: Tensor) -> Tensor:
         return self.dropout(self.fc2(self.activation_dropout(F.gelu(self.fc1(x)))))
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        """x: (B, F, E) -> (B, F, E)."""
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, attend: Attend | None = None) -> Tensor:
+        """x: (B, F, E) -> (B, F, E). The one definition of the layer (training, export graphs and
+        streaming steps all run it); ``attend`` replaces how the attention block is computed (then
+        ``attn_mask`` is not used)."""
+        def attention(h: Tensor) -> Tensor:
+            return self.attention(h, attn_mask) if attend is None else attend(self.attention, h)
+
         if self.layer_norm_first:
-            x = x + self.dropout(self.attention(self.attn_norm(x), attn_mask))
+            x = x + self.dropout(attention(self.attn_norm(x)))
             return x + self._ffn(self.ffn_norm(x))
-        x = self.attn_norm(x + self.dropout(self.attention(x, attn_mask)))
+        x = self.attn_norm(x + self.dropout(attention(x)))
         return self.ffn_norm(x + self._ffn(x))
 
 
@@ -155,23 +183,25 @@ class ContextEncoder(nn.Module):
             mask = mask | (idx[:, None] == idx[None, :])
         return mask
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> ContextOutput:
-        """x: (B, F, E); padding_mask: (B, F) True at padding -> ContextOutput."""
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None, attend: Attend | None = None) -> ContextOutput:
+        """x: (B, F, E); padding_mask: (B, F) True at padding -> ContextOutput. ``attend`` (see
+        :data:`Attend`) computes every layer's attention block instead of the masked default; it must
+        then handle padding and chunking itself (the export graph's fused op takes frame lengths)."""
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         x = x + self.pos_conv(x)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        attn_mask = self.attention_mask(padding_mask, x.shape[1], x.device)
+        attn_mask = self.attention_mask(padding_mask, x.shape[1], x.device) if attend is None else None
         outputs = []
         recompute = self.checkpoint_layers and self.training and torch.is_grad_enabled()
         for layer in self.layers:
             if not (self.training and self.layer_drop > 0 and torch.rand(()) < self.layer_drop):
                 if recompute:  # activations recomputed in backward (same dropout: RNG state is replayed)
-                    x = torch.utils.checkpoint.checkpoint(layer, x, attn_mask, use_reentrant=False)
+                    x = torch.utils.checkpoint.checkpoint(layer, x, attn_mask, attend, use_reentrant=False)
                 else:
-                    x = layer(x, attn_mask)
+                    x = layer(x, attn_mask, attend)
             outputs.append(x)
         last = self.layer_norm(x) if self.layer_norm_first else x
         return ContextOutput(tuple(outputs), last)
