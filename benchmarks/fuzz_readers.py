@@ -1,8 +1,8 @@
 """Fuzz the readers of user files with hypothesis, for a bounded number of examples per target.
 
 The contract checked: a reader given any file either returns a result or raises its documented
-error type (``AudioError``, ``ModelDirError``, ``SensorDataError``, ``SeriesError``, or the
-``ValueError`` of ``wavssl_onnx.cli.read_manifest``) with a one-line message naming the file. Any
+error type (``AudioError``, ``ModelDirError``, ``SeriesError`` (``SensorDataError`` is the same
+class)) with a one-line message naming the file. Any
 other exception (IndexError, KeyError, UnicodeDecodeError, OverflowError, MemoryError, ...) is a
 crash, and so is a documented error whose message does not name the file or spans several lines.
 ``normalize_text`` must return a str for any str and be idempotent for every supported language
@@ -198,10 +198,11 @@ def _transcribed(data: bytes, folder: Path) -> None:
 
 
 def _runtime_manifest(data: bytes, folder: Path) -> None:
-    from wavssl_onnx.cli import read_manifest
+    from wavssl_onnx.audio import AudioError
+    from wavssl_onnx.manifest import read_manifest
 
     path = _write(folder, "fuzz.tsv", data)
-    _expect(lambda: read_manifest(path), (ValueError,), path)
+    _expect(lambda: read_manifest(path, text=True), (AudioError,), path)
 
 
 def _model_json(data: bytes, folder: Path) -> None:
@@ -262,7 +263,7 @@ def targets() -> list[Target]:
     return [
         Target("audio_manifest", "wavssl.data.audio.scan_audio (.tsv manifest)", MANIFEST, _audio_manifest),
         Target("transcribed_manifest", "wavssl.data.text.read_transcribed (.tsv)", MANIFEST, _transcribed),
-        Target("runtime_manifest", "wavssl_onnx.cli.read_manifest (evaluate)", MANIFEST, _runtime_manifest),
+        Target("runtime_manifest", "wavssl_onnx.manifest.read_manifest (evaluate)", MANIFEST, _runtime_manifest),
         Target("model_json", "wavssl_onnx.model_dir.load_model_info (wavssl.json)", MODEL_JSON, _model_json),
         Target("sensor_ts", "wavssl.data.sensor.load_series (.ts)", SENSOR_TS, _sensor(".ts")),
         Target("sensor_csv", "wavssl.data.sensor.load_series (.csv)", SENSOR_CSV, _sensor(".csv")),

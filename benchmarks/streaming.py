@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-write", action="store_true", help=f"do not append to {RESULTS.relative_to(ROOT)}")
     a = ap.parse_args(argv)
     from wavssl_onnx import OnlineRecognizer, cer, read_audio
-    from wavssl_onnx.cli import read_manifest
+    from wavssl_onnx.manifest import read_manifest
     from wavssl_onnx.text import normalize_text
 
     tmp = None
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
             windowed_dir, threads=a.threads, chunk_seconds=match, context_seconds=match),
     }
     language = chunked.info.language or None
-    rows = [(p, normalize_text(t, language)) for p, t in read_manifest(a.test)]
-    rows = [(p, t) for p, t in rows if t][: a.limit or None]
+    rows = [(r.path, normalize_text(r.text, language)) for r in read_manifest(a.test, text=True)]
+    rows = [(p, t) for p, t in rows if p and t][: a.limit or None]
     rate = chunked.sample_rate
     waves = [read_audio(p, rate) for p, _ in rows]
     audio_seconds = sum(len(w) for w in waves) / rate

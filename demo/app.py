@@ -9,7 +9,6 @@ event has an ``api_name`` (``/transcribe``, ``/live_start``, ``/live_chunk``, ``
 from __future__ import annotations
 
 import atexit
-import csv
 import html
 import os
 import shutil
@@ -23,6 +22,7 @@ import numpy as np
 from wavssl_onnx import AudioError, EndpointRules
 from wavssl_onnx.audio import read_audio
 from wavssl_onnx.decoding import choose_decoding
+from wavssl_onnx.manifest import read_manifest
 from wavssl_onnx.model_dir import LM_FILE
 from wavssl_onnx.classifier import SeriesError
 
@@ -166,11 +166,8 @@ def read_examples(folder: Path | None) -> tuple[list[list[str]], list[str]]:
     clips: list[list[str]] = []
     table = folder / "examples.tsv"
     if table.is_file():
-        with table.open(encoding="utf-8", newline="") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                path = (folder / row.get("path", "")).resolve()
-                if row.get("path") and path.is_file():
-                    clips.append([str(path), row.get("text", "")])
+        clips = [[str(Path(row.path).resolve()), row.text] for row in read_manifest(table)
+                 if row.path and Path(row.path).is_file()]
     series = sorted(str(p.resolve()) for p in folder.rglob("*")
                     if p.is_file() and p.suffix.lower() in EXAMPLE_SERIES)
     return clips, series

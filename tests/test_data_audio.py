@@ -422,3 +422,26 @@ def test_held_out_splits_share_no_sentence_and_no_voice_with_training(tmp_path: 
         assert rows[0] == "path\ttext" and len(rows) == 3
         assert all((tmp_path / row.split("\t")[0]).is_file() and row.startswith(f"{folder}/") for row in rows[1:])
     assert len((tmp_path / "transcripts.tsv").read_text().splitlines()) == 3
+
+
+def test_one_manifest_rule_set_for_training_and_runtime(tmp_path: Path) -> None:
+    """``wavssl_onnx.manifest.read_manifest`` is the parser of every TSV manifest: byte-order mark,
+    any column order, extra columns, blank lines, CRLF, short rows, quotes kept as text."""
+    from wavssl_onnx.manifest import read_manifest
+
+    absolute = tmp_path / "elsewhere" / "b.wav"
+    tsv = tmp_path / "sub" / "m.tsv"
+    tsv.parent.mkdir()
+    tsv.write_bytes("\ufeffNote\tText\tPath\r\nx\t\"quoted\" words\ta.wav\r\n\r\n\t \t\ny\tshort\n"
+                    f"z\tabs\t{absolute}\n".encode())
+    rows = read_manifest(tsv, text=True)
+    assert [(r.where.rsplit(":", 1)[1], r.path, r.text) for r in rows] == [
+        ("2", str(tsv.parent.absolute() / "a.wav"), '"quoted" words'), ("5", "", "short"), ("6", str(absolute), "abs")]
+    assert [r.text for r in read_manifest(tsv)] == [r.text for r in rows]
+    (tmp_path / "paths.tsv").write_text("path\na.wav\n")
+    assert read_manifest(tmp_path / "paths.tsv")[0].text == ""
+    with pytest.raises(AudioError, match=r"paths.tsv: manifest header must name 'path' and 'text' columns"):
+        read_manifest(tmp_path / "paths.tsv", text=True)
+    (tmp_path / "empty.tsv").write_text("")
+    with pytest.raises(AudioError, match=r"empty.tsv: manifest header must name 'path' column, got '<empty file>'"):
+        read_manifest(tmp_path / "empty.tsv")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from .manifest import read_manifest
 from .model_dir import ModelDirError, load_model_info
 
 if TYPE_CHECKING:
@@ -125,28 +126,6 @@ def _cmd_stream(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def read_manifest(path: Path) -> list[tuple[str, str]]:
-    """(audio path, transcript) rows of a TSV manifest whose header names ``path`` and ``text``
-    columns; relative paths are relative to the manifest's folder."""
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
-            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{path}: cannot read manifest ({e})") from e
-    header = [h.strip().lower() for h in rows[0]] if rows else []
-    if "path" not in header or "text" not in header:
-        raise ValueError(f"{path}: manifest header must name 'path' and 'text' columns")
-    ip, it = header.index("path"), header.index("text")
-    out = []
-    for row in rows[1:]:
-        if len(row) > max(ip, it) and row[ip].strip():
-            audio = Path(row[ip].strip())
-            out.append((str(audio if audio.is_absolute() else path.parent / audio), row[it]))
-    return out
-
-
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .metrics import cer, wer
     from .recognizer import OfflineRecognizer
@@ -154,8 +133,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     rec = OfflineRecognizer.from_dir(a.model_dir, threads=a.threads, int8=a.int8, spin=a.spin)
     language = a.language if a.language is not None else rec.info.language
-    rows = [(p, normalize_text(t, language or None)) for p, t in read_manifest(a.manifest)]
-    rows = [(p, t) for p, t in rows if t]
+    rows = [(r.path, normalize_text(r.text, language or None)) for r in read_manifest(a.manifest, text=True)]
+    rows = [(p, t) for p, t in rows if p and t]
     start = time.perf_counter()
     rec.decoding = decoding_from_args(a, language)
     results = rec.run([p for p, _ in rows])

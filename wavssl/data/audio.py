@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from wavssl_onnx.audio import AudioError, read_audio  # one AudioError and one decoder for training and the runtime
 from wavssl_onnx.fileio import atomic_write_text
+from wavssl_onnx.manifest import read_manifest
 
 from ..modules.masking import MaskedFrames
 
@@ -117,31 +118,6 @@ def _list_audio_files(root: Path) -> list[str]:
     return found
 
 
-def _read_manifest(tsv: Path) -> list[str]:
-    """Absolute paths listed in a manifest TSV: a header row naming a ``path`` column (any position;
-    other columns ignored; a UTF-8 byte-order mark is accepted), then one file per row.
-
-    Relative paths are resolved against the folder holding the TSV.
-    """
-    try:
-        lines = tsv.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise AudioError(tsv, f"cannot read manifest ({err})") from err
-    header = [h.strip().lower() for h in lines[0].split("\t")] if lines else []
-    if "path" not in header:
-        shown = lines[0][:80] if lines else "<empty file>"
-        raise AudioError(tsv, f"manifest header must name a 'path' column, got {shown!r}")
-    column = header.index("path")
-    base = tsv.parent.absolute()
-    paths = []
-    for line in lines[1:]:
-        fields = line.split("\t")
-        field = fields[column].strip() if column < len(fields) else ""
-        if field:
-            paths.append(str(base / field))
-    return paths
-
-
 def _probe(path: str, stat: os.stat_result) -> _Probe:
     """Read the header of ``path`` with soundfile.info (no decoding)."""
     if stat.st_size == 0:
@@ -203,9 +179,10 @@ def scan_audio(
     """Find usable audio files under ``root`` (a folder, or a manifest ``.tsv``).
 
     A folder is searched recursively for files whose suffix is in AUDIO_EXTENSIONS
-    (case-insensitive). A ``.tsv`` file is read as a manifest: a header row whose first
-    column is ``path``, then one file per row (relative paths are resolved against the
-    TSV's folder). Either way the result is sorted by absolute path.
+    (case-insensitive). A ``.tsv`` file is read as a manifest by
+    :func:`wavssl_onnx.manifest.read_manifest` (a header naming a ``path`` column, then one
+    file per row; rows with an empty path are ignored). Either way the result is sorted by
+    absolute path.
 
     Each file is probed with ``soundfile.info`` (header only). Files that cannot be
     opened, are empty, have no frames, or are shorter than ``min_samples`` samples at
@@ -220,7 +197,7 @@ def scan_audio(
         raise ValueError(f"scan_audio: sample_rate must be positive, got {sample_rate}")
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".tsv":
-        paths = _read_manifest(root)
+        paths = [row.path for row in read_manifest(root) if row.path]
     elif root.is_dir():
         paths = _list_audio_files(root.absolute())
     else:

@@ -15,7 +15,6 @@ with the manifest line number (``skipped``). The character vocabulary itself
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import soundfile as sf
 import torch
 
 from wavssl_onnx import Vocabulary, normalize_text
+from wavssl_onnx.manifest import read_manifest
 
 from .audio import AUDIO_EXTENSIONS, AudioError, _group_by_budget, _normalize, load_audio, resampled_length
 
@@ -66,29 +66,6 @@ class TranscribedSet:
         return [u.text for u in self.items]
 
 
-def _manifest_rows(tsv: Path) -> list[tuple[str, str, str]]:
-    """(where, path, raw text) for every data row of a manifest; header errors raise AudioError."""
-    try:
-        with open(tsv, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of the header
-            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise AudioError(tsv, f"cannot read manifest ({e})") from e
-    if not rows:
-        raise AudioError(tsv, "empty manifest (expected a header with 'path' and 'text' columns)")
-    header = [h.strip().lower() for h in rows[0]]
-    if "path" not in header or "text" not in header:
-        raise AudioError(tsv, f"manifest header must name 'path' and 'text' columns, got {rows[0]!r}")
-    ip, it = header.index("path"), header.index("text")
-    out = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        path = row[ip].strip() if ip < len(row) else ""
-        text = row[it] if it < len(row) else ""
-        out.append((f"{tsv}:{number}", path, text))
-    return out
-
-
 def _folder_rows(root: Path) -> list[tuple[str, str, str]]:
     """(where, audio path, raw text) for every audio file with a ``.txt`` transcript beside it."""
     out = []
@@ -121,7 +98,7 @@ def read_transcribed(source: str | Path, *, sample_rate: int = 16000, language: 
         rows = _folder_rows(source)
         base = source
     elif source.is_file():
-        rows = _manifest_rows(source)
+        rows = [(row.where, row.path, row.text) for row in read_manifest(source, text=True)]
         base = source.parent
     else:
         raise AudioError(source, "no such manifest or folder")
