@@ -11,7 +11,8 @@ from wavssl import config as C
 from wavssl import losses
 from wavssl.losses import contrastive_accuracy, contrastive_logits
 from wavssl.models import MaskSampler, build_model
-from wavssl.modules.context import TransformerLayer, chunk_attention_mask
+from wavssl.modules.context import PositionalConv, TransformerLayer, chunk_attention_mask
+from wavssl.modules.cpu_training import use_cpu_training_paths
 from wavssl.modules.frontend import FbankEncoder, WaveformEncoder, build_frontend, frame_lengths
 from wavssl.modules.masking import mask_frames, padding_mask, sample_negatives, span_mask
 from wavssl.modules.quantizer import GumbelQuantizer
@@ -201,6 +202,7 @@ def test_waveform_cpu_training_path_equals_reference_blocks(norm_mode, bias, pre
     backward must see one dtype and leave fp32 gradients on the fp32 parameters."""
     torch.manual_seed(7)
     enc = WaveformEncoder(((32, 10, 5), (32, 3, 2), (32, 2, 2)), norm_mode=norm_mode, conv_bias=bias)
+    assert use_cpu_training_paths(enc) == 1
     wav = torch.randn(2, 4000)
     lengths = torch.tensor([4000, 4000])
     enc.train()
@@ -232,6 +234,31 @@ def test_waveform_cpu_training_path_equals_reference_blocks(norm_mode, bias, pre
             continue
         assert a.dtype == p.dtype == torch.float32
         assert close(a, b), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("lookahead", [-1, 2])
+def test_positional_conv_cpu_training_path_equals_reference(precision: str, lookahead: int) -> None:
+    """The channels-last positional conv gives the reference conv's values and gradients (fp32 and
+    bf16 autocast); without use_cpu_training_paths a module in training runs the reference."""
+    torch.manual_seed(5)
+    pos = PositionalConv(32, 16, 4, lookahead=lookahead).train()
+    x = torch.randn(2, 40, 32, requires_grad=True)
+    params = [x, *pos.parameters()]
+    bf16 = precision == "bf16"
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        ref = pos(x)
+        assert use_cpu_training_paths(pos) == 1
+        fast = pos(x)
+        use_cpu_training_paths(pos, enabled=False)
+        assert pos.cpu_training_path is None
+    g_ref = torch.autograd.grad(ref.float().pow(2).sum(), params)
+    g_fast = torch.autograd.grad(fast.float().pow(2).sum(), params)
+    assert fast.dtype == ref.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    tol = 2e-2 if bf16 else 1e-4
+    assert (fast.float() - ref.float()).norm() <= tol * ref.float().norm()
+    for a, b in zip(g_fast, g_ref):
+        assert a.dtype == b.dtype and (a.float() - b.float()).norm() <= tol * b.float().norm() + 1e-6
 
 
 @pytest.mark.parametrize("norm_mode", ["default", "layer_norm"])

@@ -164,6 +164,7 @@ def test_nonfinite_steps_are_skipped_counted_and_bounded(speech_dir: Path, tmp_p
     model = wavssl.models.build_model(cfg.model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = Trainer(model, task, cfg, tmp_path / "run", device=torch.device("cpu"), progress=False)
+    assert model.encoder.context.pos_conv.cpu_training_path is not None  # a CPU trainer selects the fast paths
     state = trainer.train()
     assert state.num_updates == 5 and state.nonfinite_total == 3
     assert "non-finite" in (tmp_path / "run" / "events.log").read_text()

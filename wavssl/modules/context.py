@@ -43,14 +43,14 @@ class PositionalConv(nn.Module):
         self.lookahead = (kernel // 2 - (1 - kernel % 2)) if lookahead < 0 else lookahead
         self.left = kernel - 1 - self.lookahead
 
+    cpu_training_path: Callable[[PositionalConv, Tensor], Tensor] | None = None
+    """A faster computation for CPU training, (module, (B, F, E)) -> (B, F, E); set by
+    :func:`wavssl.modules.cpu_training.use_cpu_training_paths` (the trainer does, on a CPU)."""
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, F, E) -> positional embedding (B, F, E)."""
-        if self.training and x.device.type == "cpu":
-            # Same conv on the channels-last (B, F, E) layout, read as NHWC: oneDNN's grouped conv
-            # forward + backward is about twice as fast there, and nothing is transposed.
-            y = F.pad(x, (0, 0, self.left, self.lookahead)).transpose(1, 2).unsqueeze(2)  # (B, E, 1, F')
-            y = F.conv2d(y, self.conv.weight.unsqueeze(2), self.conv.bias, groups=self.conv.groups)
-            return F.gelu(y.squeeze(2).transpose(1, 2))
+        if self.training and self.cpu_training_path is not None and x.device.type == "cpu":
+            return self.cpu_training_path(self, x)
         y = F.pad(x.transpose(1, 2), (self.left, self.lookahead))
         return F.gelu(self.conv(y)).transpose(1, 2)
 

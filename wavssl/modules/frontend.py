@@ -7,6 +7,7 @@ function of input lengths), so padding masks can be computed without running the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -118,146 +119,22 @@ class WaveformEncoder(nn.Module):
         """(B,) sample counts -> (B,) frame counts."""
         return conv_output_lengths(lengths, self.specs)
 
+    cpu_training_path: Callable[[WaveformEncoder, Tensor], Tensor] | None = None
+    """A faster computation of the blocks for CPU training, (encoder, (B, T) wav) -> (B, F, D); set by
+    :func:`wavssl.modules.cpu_training.use_cpu_training_paths` (the trainer does, on a CPU)."""
+
     def forward(self, wav: Tensor, lengths: Tensor) -> Frames:
         """wav: (B, T) float waveform; lengths: (B,) valid samples -> Frames (B, F, D)."""
-        if self.training and wav.device.type == "cpu":
-            x = self._forward_channels_last(wav)
-            if self.feature_grad_mult != 1.0:
-                x = scale_grad(x, self.feature_grad_mult)
-            return Frames(x, self.output_lengths(lengths))
-        x = wav.unsqueeze(1)
-        for block in self.blocks:
-            x = block(x)
+        if self.training and self.cpu_training_path is not None and wav.device.type == "cpu":
+            x = self.cpu_training_path(self, wav)
+        else:
+            x = wav.unsqueeze(1)
+            for block in self.blocks:
+                x = block(x)
+            x = x.transpose(1, 2)
         if self.training and self.feature_grad_mult != 1.0:
             x = scale_grad(x, self.feature_grad_mult)
-        return Frames(x.transpose(1, 2), self.output_lengths(lengths))
-
-    def _forward_channels_last(self, wav: Tensor) -> Tensor:
-        """The blocks on channels-last (B, T, C) activations: (B, T) -> (B, F, D) contiguous.
-
-        The CPU training path (~1.5x faster forward + backward, see :class:`_TimeConv`): no
-        transposes, no oneDNN layout reorders, and the first block's GroupNorm folded into its conv
-        (:func:`_conv_groupnorm`). Same parameters and function as the blocks, up to float rounding
-        (~1e-6 relative); eval (inference, export) and GPUs run the reference (B, C, T) blocks.
-        """
-        x = wav.unsqueeze(-1)  # (B, T, 1)
-        for i, block in enumerate(self.blocks):
-            conv, norm = block[0], block[1]
-            if i == 0 and isinstance(norm, nn.GroupNorm):
-                x = _conv_groupnorm(wav, conv, norm)
-            else:
-                x = _time_conv(x, conv.weight, conv.bias, conv.stride[0])
-                if isinstance(norm, nn.LayerNorm):
-                    x = F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-            x = F.gelu(x)
-        return x
-
-
-def _nchw(x: Tensor) -> Tensor:
-    """Channels-last (B, T, C) -> the (B, C, 1, T) view that 2-D convolutions read as NHWC."""
-    return x.transpose(1, 2).unsqueeze(2)
-
-
-def _conv_cl(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-    """Unpadded strided conv over time: (B, T, C_in) -> contiguous (B, T_out, C_out)."""
-    y = F.conv2d(_nchw(x), weight.unsqueeze(2), bias, stride=(1, stride))
-    return y.squeeze(2).transpose(1, 2).contiguous()  # a no-op when the conv kept NHWC
-
-
-class _TimeConv(torch.autograd.Function):
-    """:func:`_conv_cl` with a hand-written backward for CPU training.
-
-    oneDNN (torch's CPU conv backend) runs the forward and the input gradient fastest on
-    channels-last data, but its weight gradient wants channels-first data (channels-last is several
-    times slower) and transposing both operands costs as much as the product itself; so the weight
-    gradient is taken as k batched matmuls, one per tap, on strided views of the channels-last input
-    (:func:`_conv_weight_grad`), with no copies.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        ctx.stride = stride
-        return _conv_cl(x, weight, bias, stride)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        s = ctx.stride
-        grad = grad.contiguous()
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = torch.ops.aten.convolution_backward(
-                _nchw(grad), _nchw(x), weight.unsqueeze(2), None, (1, s), (0, 0), (1, 1), False, (0, 0), 1,
-                (True, False, False))[0]
-            grad_x = grad_x.squeeze(2).transpose(1, 2).contiguous()
-        if need_w:
-            grad_w = _conv_weight_grad(x, grad, weight.shape[2], s)
-        if need_b:
-            grad_b = grad.sum((0, 1))
-        return grad_x, grad_w, grad_b, None
-
-
-def _conv_weight_grad(x: Tensor, grad: Tensor, kernel: int, stride: int) -> Tensor:
-    """Weight gradient of an unpadded strided conv over time, channels-last.
-
-    x: (B, T, C_in) conv input; grad: (B, T_out, C_out) output gradient -> (C_out, C_in, kernel).
-    Tap j of the kernel sees frames j, j + stride, ...: a strided view of ``x``, so each tap is one
-    batched matmul summed over the batch.
-    """
-    n = grad.shape[1]
-    grad_t = grad.transpose(1, 2)  # (B, C_out, T_out)
-    if x.shape[2] == 1:  # one input channel: all taps at once from the (small) window matrix
-        return torch.bmm(grad_t, x.squeeze(2).unfold(1, kernel, stride)[:, :n]).sum(0).unsqueeze(1)
-    span = stride * (n - 1) + 1
-    return torch.stack([torch.bmm(grad_t, x[:, j: j + span: stride]).sum(0) for j in range(kernel)], dim=-1)
-
-
-def _time_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
-    """Strided conv of the waveform encoder on channels-last (B, T, C) CPU activations.
-
-    Under CPU autocast the operands are cast to the autocast dtype first (differentiably, so the
-    fp32 parameters still get fp32 gradients) and :class:`_TimeConv` runs with autocast off: its
-    hand-written backward then sees one dtype, as autocast's own conv would have given it.
-    """
-    if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        with torch.autocast("cpu", enabled=False):
-            return _time_conv(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype), stride)
-    if torch.is_grad_enabled():
-        return _TimeConv.apply(x, weight, bias, stride)
-    return _conv_cl(x, weight, bias, stride)
-
-
-def _conv_groupnorm(wav: Tensor, conv: nn.Conv1d, norm: nn.GroupNorm) -> Tensor:
-    """First block of the ``default`` front end, GroupNorm(conv(wav)) with one group per channel,
-    as one batched matmul: (B, T) waveform -> (B, T_out, C) channels-last.
-
-    The conv is linear in the k-sample windows of the waveform, so each channel's mean and variance
-    over time follow from the windows' mean m and covariance S (a k x k matrix per utterance):
-    mean_c = w_c.m + b_c and var_c = w_c' S w_c. The normalised output is then the conv with its
-    weight scaled by gamma_c / sqrt(var_c + eps) plus a per-utterance bias, computed in one pass
-    instead of writing the conv output and reading it twice more for the statistics and the norm
-    (and twice more in the backward).
-    """
-    kernel, stride = conv.kernel_size[0], conv.stride[0]
-    windows = wav.unfold(1, kernel, stride)  # (B, T_out, k), a view
-    w = conv.weight.squeeze(1)  # (C, k)
-    stats = windows.double()  # the k x k statistics are cheap; float64 keeps the variance exact
-    mean = stats.mean(1)  # (B, k)
-    centred = stats - mean[:, None]
-    cov = centred.transpose(1, 2) @ centred / max(windows.shape[1], 1)  # (B, k, k), biased like GroupNorm
-    var = torch.einsum("ck,bkl,cl->bc", w.double(), cov, w.double()).to(w.dtype)  # (B, C)
-    scale = norm.weight * torch.rsqrt(var + norm.eps)  # (B, C)
-    channel_mean = torch.einsum("ck,bk->bc", w, mean.to(w.dtype))  # of the conv output, less its bias
-    # out = scale * (w.x + b - (channel_mean + b)) + beta; b cancels (and gets GroupNorm's zero gradient)
-    offset = -channel_mean if conv.bias is None else conv.bias - (channel_mean + conv.bias)
-    shift = norm.bias + scale * offset
-    # the shift rides in the matmul as a constant-1 input column, so the output is written once
-    ones = windows.new_ones(windows.shape[:2] + (1,))
-    weight = torch.cat([(w * scale.unsqueeze(-1)).transpose(1, 2), shift.unsqueeze(1)], dim=1)  # (B, k + 1, C)
-    return torch.bmm(torch.cat([windows, ones], dim=-1), weight)
+        return Frames(x, self.output_lengths(lengths))
 
 
 def fbank_output_lengths(lengths: Tensor, win_length: int, hop_length: int, stages: int) -> Tensor:

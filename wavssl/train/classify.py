@@ -32,6 +32,7 @@ from ..config import Config
 from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
                            random_time_stretch)
 from ..models import SequenceClassifier, build_classifier
+from ..modules.cpu_training import use_cpu_training_paths
 from .checkpoint import load, load_config, save_model, write_labels_file
 from .schedules import lr_multiplier
 from .trainer import Distributed, StepOutput, Trainer, TrainerState, batch_seed, resolve_device
@@ -254,6 +255,8 @@ def fit_classifier(model: SequenceClassifier, data: SeriesSet, names: list[str],
         if cfg.optim.max_updates == 0:
             return TrainerState()
     model.to(device).train()
+    if device.type == "cpu":
+        use_cpu_training_paths(model)
     task = ClassifyTask(data, names, cfg)
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]

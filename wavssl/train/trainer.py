@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
 from ..config import Config, to_dict
+from ..modules.cpu_training import use_cpu_training_paths
 from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint, save_model
 from .schedules import lr_multiplier
 
@@ -319,6 +320,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model = model.to(device)
         self.module = model  # unwrapped (sharded in place under FSDP), for state dicts and task hooks
+        if device.type == "cpu":
+            use_cpu_training_paths(model)
         apply_speedups(model, cfg)
         self.fsdp = cfg.train.fsdp and self.ddp.world_size > 1
         self._control = None
