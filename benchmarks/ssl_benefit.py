@@ -44,6 +44,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wavssl_onnx.fileio import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -177,7 +179,7 @@ def pretrain(data: Path, work: Path, budget: str, device: str, *, reuse: Path | 
         "median_audio_hours_per_s": speeds[len(speeds) // 2] if speeds else None,
         "final_accuracy": next((r["accuracy"] for r in reversed(log) if "accuracy" in r), None),
     }
-    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     return run, {**summary, "run": str(run), "reused": False}
 
 
@@ -201,7 +203,7 @@ def finetune_candidate(data: Path, pre: Path, out: Path, row: Row, budget: str, 
         t0 = time.perf_counter()
         finetune(pre if row.init == "pretrained" else None, data / f"{row.train}.tsv", out, cfg=cfg,
                  valid=data / f"{row.dev}.tsv", resume=True, device=device, progress=False)
-        (out / WALL_FILE).write_text(json.dumps({"wall_seconds": time.perf_counter() - t0}) + "\n")
+        atomic_write_text(out / WALL_FILE, json.dumps({"wall_seconds": time.perf_counter() - t0}) + "\n")
     summary = json.loads((out / "finetune_summary.json").read_text())
     wall = json.loads((out / WALL_FILE).read_text())["wall_seconds"] if (out / WALL_FILE).is_file() else None
     return {"run": str(out), "sets": sets, "best_update": summary["best_update"],

@@ -445,3 +445,23 @@ def test_one_manifest_rule_set_for_training_and_runtime(tmp_path: Path) -> None:
     (tmp_path / "empty.tsv").write_text("")
     with pytest.raises(AudioError, match=r"empty.tsv: manifest header must name 'path' column, got '<empty file>'"):
         read_manifest(tmp_path / "empty.tsv")
+
+
+def test_write_audio_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wavssl_onnx.audio.write_audio`` (synth corpus, recipes) replaces a file in one rename: no
+    temporary file stays, and a write that fails leaves the old file as it was."""
+    from wavssl_onnx.audio import write_audio
+
+    wave = np.sin(np.linspace(0, 100, 1600)).astype(np.float32) * 0.5
+    target = write_audio(tmp_path / "a.flac", wave, 16000, format="FLAC")
+    back, rate = sf.read(target, dtype="float32")
+    assert rate == 16000 and np.abs(back - wave).max() < 1e-4 and [p.name for p in tmp_path.iterdir()] == ["a.flac"]
+    import wavssl_onnx.fileio
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(wavssl_onnx.fileio.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk gone"):
+        write_audio(target, np.zeros(800, np.float32), 16000, format="FLAC")
+    assert np.array_equal(sf.read(target, dtype="float32")[0], back) and len(list(tmp_path.iterdir())) == 1

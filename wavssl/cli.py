@@ -133,6 +133,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _evaluate_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
     import json
 
+    from wavssl_onnx.fileio import atomic_write_text
+
     from .data.text import read_transcribed
     from .recognition import evaluate
     from .train.checkpoint import load
@@ -145,8 +147,8 @@ def _evaluate_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
     for where, reason in ev.skipped:
         print(f"wavssl evaluate: skipped {where}: {reason}", file=sys.stderr)
     if a.hypotheses:
-        a.hypotheses.write_text("path\treference\thypothesis\n" + "".join(
-            f"{p}\t{r}\t{h}\n" for p, r, h in zip(ev.paths, ev.references, ev.hypotheses)), encoding="utf-8")
+        atomic_write_text(a.hypotheses, "path\treference\thypothesis\n" + "".join(
+            f"{p}\t{r}\t{h}\n" for p, r, h in zip(ev.paths, ev.references, ev.hypotheses)))
     if a.json:
         print(json.dumps({"run": str(a.run), "data": str(a.data), **ev.summary()}))
     else:

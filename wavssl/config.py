@@ -735,8 +735,10 @@ def _toml_value(v: Any) -> str:
 
 
 def save_json(cfg: Config, path: str | Path) -> None:
-    """Write the full config as JSON (the checkpoint's ``config.json``)."""
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    """Write the full config as JSON (the checkpoint's ``config.json``), atomically."""
+    from wavssl_onnx.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
 REQUIRED_JSON_KEYS = ("task", "model")

@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from wavssl_onnx.fileio import atomic_write_text
 from wavssl_onnx.model_dir import LM_FILE
 
 from . import config as C
@@ -139,7 +140,7 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
                     "with_lm": lm_hyps[0]},
         "seconds": {k: round(v, 1) for k, v in times.items()}, "config": asdict(qc),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     _print_summary(summary)
     return summary
 

@@ -4,6 +4,7 @@ blocks so memory stays bounded."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from .fileio import atomic_write_bytes
 
 Source = str | os.PathLike[str] | np.ndarray
 """A file path or a waveform array: (T,) mono or (T, C) channels last, float or integer PCM."""
@@ -189,6 +192,15 @@ def stream_resampler(path: object, rate: int, target: int) -> soxr.ResampleStrea
         return soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
     except Exception as e:
         raise AudioError(path, f"cannot resample {rate} Hz -> {target} Hz ({_reason(e)})") from e
+
+
+def write_audio(path: str | os.PathLike[str], wave: np.ndarray, sample_rate: int, *, format: str = "WAV",
+                subtype: str = "PCM_16") -> Path:
+    """Write (T,) float audio at ``sample_rate`` (``format``/``subtype`` as libsndfile names them)
+    atomically (:func:`wavssl_onnx.fileio.atomic_write`): a reader never sees half a file."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sample_rate, format=format, subtype=subtype)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def array_blocks(wave: np.ndarray, block: int) -> Iterator[np.ndarray]:

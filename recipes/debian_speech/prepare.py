@@ -48,6 +48,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 from wavssl_onnx import normalize_text
+from wavssl_onnx.audio import write_audio
+from wavssl_onnx.fileio import atomic_write_text
 
 log = logging.getLogger("debian_speech")
 
@@ -321,10 +323,7 @@ def convert_file(job: tuple[str, str]) -> tuple[float, int, str] | str:
         return f"too short ({len(x) / SR:.3f} s)"
     if float(np.abs(x).max()) < 1e-4:
         return "silent"
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = dst + ".tmp.flac"
-    sf.write(tmp, np.clip(x, -1.0, 1.0), SR, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, dst)
+    write_audio(dst, np.clip(x, -1.0, 1.0), SR, format="FLAC")
     return len(x) / SR, rate, digest
 
 
@@ -338,9 +337,7 @@ def write_chunk(job: tuple[str, list[str]]) -> float:
             pieces.append(gap)
         pieces.append(sf.read(p, dtype="float32")[0])
     x = np.concatenate(pieces)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    sf.write(dst + ".tmp.flac", x, SR, format="FLAC", subtype="PCM_16")
-    os.replace(dst + ".tmp.flac", dst)
+    write_audio(dst, x, SR, format="FLAC")
     return len(x) / SR
 
 
@@ -597,8 +594,7 @@ def build_catalog(src: Source, debs: Mapping[str, Path], unpacker: Unpacker, out
             clips.append(clip)
     cat = {"stamp": stamp, "package": audio_pkg, "clips": [asdict(c) for c in clips],
            "skipped": [list(s) for s in skipped]}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(cat, ensure_ascii=False), encoding="utf-8")
+    atomic_write_text(cache, json.dumps(cat, ensure_ascii=False))
     log.info("%s: %d clips (%.2f h), %d skipped, %.0f s", src.name, len(clips),
              sum(c.duration for c in clips) / 3600, len(skipped), time.time() - t0)
     return cat
@@ -767,9 +763,7 @@ def write_unlabeled(out: Path, clips: Sequence[Clip],
 
 
 def write_tsv(path: Path, header: str, rows: Iterable[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join([header, *sorted(rows)]) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join([header, *sorted(rows)]) + "\n")
 
 
 def describe(items: Sequence[Clip], seconds: float) -> dict:
@@ -858,7 +852,7 @@ def prepare(out: Path, debs: Path | None, jobs: int) -> dict:
                    cps_filter=report["cps_filter"], unlabeled_duplicates=dict(report["unlabeled_duplicates"]),
                    dev_relabelled_lone_digits=report["dev_relabelled"],
                    seed=SEED, wall_time_s=round(time.time() - t0, 1))
-    (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(out / "summary.json", json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
     return summary
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
+from wavssl_onnx.fileio import atomic_write_text
 
 SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other",
            "test-clean", "test-other")
@@ -55,11 +56,8 @@ def read_transcripts(root: Path) -> tuple[list[Utterance], list[str]]:
 
 def write_manifest(path: Path, utts: list[Utterance]) -> float:
     """Write ``path`` (atomically) and return its hours of audio."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     lines = ["path\ttext\tduration"] + [f"{u.path}\t{u.text}\t{u.duration:.3f}" for u in utts]
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return sum(u.duration for u in utts) / 3600
 
 
@@ -93,7 +91,7 @@ def prepare(librispeech: Path, out: Path, libri_light: Path | None = None) -> di
     if not hours:
         raise FileNotFoundError(f"{librispeech}: no LibriSpeech subset folders ({', '.join(SUBSETS)})")
     if problems:
-        (out / "problems.txt").write_text("\n".join(problems) + "\n", encoding="utf-8")
+        atomic_write_text(out / "problems.txt", "\n".join(problems) + "\n")
     return hours
 
 

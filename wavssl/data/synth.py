@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from wavssl_onnx.audio import write_audio
 from wavssl_onnx.fileio import atomic_write_text
 
 __all__ = ["ENGINES", "SENTENCES", "grammar_sentence", "sentence_split", "synthesize_corpus"]
@@ -220,13 +221,6 @@ def engine_command(utt: Utterance, out_path: Path) -> list[str]:
     return ["flite", "-voice", utt.voice, "--setf", f"duration_stretch={stretch}", "-t", utt.text, "-o", str(out_path)]
 
 
-def _write_pcm16(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    """Write (T,) float audio as 16-bit mono WAV, atomically (temp file + os.replace)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    sf.write(tmp, np.clip(wave, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-
-
 def _synthesize(utt: Utterance, out_dir: Path, scratch: Path, sample_rate: int) -> None:
     """Run the engine for ``utt`` and store the result as ``out_dir / utt.name``."""
     final = out_dir / utt.name
@@ -246,7 +240,7 @@ def _synthesize(utt: Utterance, out_dir: Path, scratch: Path, sample_rate: int) 
         wave = soxr.resample(wave, rate, sample_rate, quality="HQ")
     if wave.size == 0:
         raise RuntimeError(f"{final}: {utt.engine} produced no audio for {utt.text!r}")
-    _write_pcm16(final, wave, sample_rate)
+    write_audio(final, np.clip(wave, -1.0, 1.0), sample_rate)  # 16-bit WAV, atomically
     raw.unlink()
 
 
