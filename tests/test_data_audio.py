@@ -465,3 +465,22 @@ def test_write_audio_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(OSError, match="disk gone"):
         write_audio(target, np.zeros(800, np.float32), 16000, format="FLAC")
     assert np.array_equal(sf.read(target, dtype="float32")[0], back) and len(list(tmp_path.iterdir())) == 1
+
+
+def test_one_standardisation_for_training_and_the_exported_graph() -> None:
+    """Per-utterance standardisation is ``wavssl_onnx.audio.standardize`` (training, PyTorch
+    inference); the exported graph's in-graph version uses the same variance floor and agrees."""
+    import torch
+    from wavssl.onnx_graph import NORMALIZE_EPS, standardize as graph_standardize
+    from wavssl_onnx.audio import STANDARDIZE_EPS, standardize
+
+    assert NORMALIZE_EPS == STANDARDIZE_EPS
+    rng = np.random.default_rng(3)
+    waves = [rng.normal(0.1, 0.3, 700).astype(np.float32), np.full(400, 1e-6, np.float32)]  # loud; near silent
+    batch = np.zeros((2, 700), np.float32)
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    graph = graph_standardize(torch.from_numpy(batch), torch.tensor([700, 400])).numpy()
+    for i, w in enumerate(waves):
+        np.testing.assert_allclose(graph[i, : len(w)], standardize(w), atol=1e-4)
+        assert not graph[i, len(w):].any()

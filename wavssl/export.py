@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from wavssl_onnx.audio import standardize
 from wavssl_onnx.cpu import cpu_flags, int8_kernel
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE, STREAMING_VERSION, ModelInfo
 
@@ -286,12 +287,10 @@ def _pad(items: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def _torch_outputs(model: nn.Module, batch: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The PyTorch model's log-probs (and output lengths) on the batch, as the PyTorch pipeline
     feeds it (each utterance standardised first when the model was trained so)."""
-    from .data.audio import _normalize
-
     with torch.no_grad():
         if isinstance(model, CTCModel):
             if model.normalize_audio:
-                batch = _pad([_normalize(x[:n]) for x, n in zip(batch, lengths)])[0]
+                batch = _pad([standardize(x[:n]) for x, n in zip(batch, lengths)])[0]
             out = model(torch.from_numpy(batch), torch.from_numpy(lengths))
             return out.log_probs().numpy(), out.lengths.numpy()
         logits = model(torch.from_numpy(batch), torch.from_numpy(lengths)).logits  # type: ignore[operator]

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from wavssl_onnx import ErrorRate, Hypothesis, cer, wer
-from wavssl_onnx.audio import AudioError, check_log_probs, from_array, source_name
+from wavssl_onnx.audio import AudioError, check_log_probs, from_array, source_name, standardize
 from wavssl_onnx.decoding import Decoding, Greedy
 
-from .data.audio import _normalize, load_audio
+from .data.audio import load_audio
 from .data.text import TranscribedSet, budget_batches, collate_audio
 
 if TYPE_CHECKING:  # models imports this module for CTCModel.transcribe
@@ -58,7 +58,7 @@ def model_waveform(model: CTCModel, x: Source, sample_rate: int, index: int = 0)
         wave = from_array(x, sample_rate, model.sample_rate, source_name(x, index))
     else:
         wave = load_audio(x, model.sample_rate)
-    return _normalize(wave) if getattr(model, "normalize_audio", False) else wave
+    return standardize(wave) if getattr(model, "normalize_audio", False) else wave
 
 
 def transcribe(model: CTCModel, inputs: Sequence[Source], *, sample_rate: int = 16000, decoding: Decoding = Greedy(),

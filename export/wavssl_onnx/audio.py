@@ -111,6 +111,19 @@ def waveform_problem(wave: np.ndarray) -> str | None:
     return None
 
 
+STANDARDIZE_EPS = 1e-7
+"""Variance floor of per-utterance standardisation: training (``data.normalize``), PyTorch inference
+and the exported graph (``wavssl.onnx_graph.standardize``) all divide by sqrt(var + this)."""
+
+
+def standardize(wave: np.ndarray) -> np.ndarray:
+    """(T,) -> (T,) float32 with zero mean and unit variance (float64 statistics, variance floored by
+    :data:`STANDARDIZE_EPS`): what a model trained with ``data.normalize`` expects."""
+    mean = wave.mean(dtype=np.float64)
+    var = wave.var(dtype=np.float64)
+    return ((wave - mean) / np.sqrt(var + STANDARDIZE_EPS)).astype(np.float32)
+
+
 def check_log_probs(log_probs: np.ndarray, source: object) -> np.ndarray:
     """``log_probs`` unchanged, or :class:`AudioError` naming ``source`` when the model's output for
     it holds NaN or Inf (a corrupt model file, or an input that overflows it): decoded, it would give

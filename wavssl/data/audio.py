@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from wavssl_onnx.audio import AudioError, read_audio  # one AudioError and one decoder for training and the runtime
+from wavssl_onnx.audio import AudioError, read_audio, standardize  # one of each for training and the runtime
 from wavssl_onnx.fileio import atomic_write_text
 from wavssl_onnx.manifest import read_manifest
 
@@ -60,7 +60,6 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 
 _CACHE_FORMAT = "wavssl-audio-scan-cache"
 _CACHE_VERSION = 1
-_NORMALIZE_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -286,13 +285,6 @@ class AudioBatch:
                        masks=self.masks.pin_memory() if self.masks is not None else None)
 
 
-def _normalize(wave: np.ndarray) -> np.ndarray:
-    """(T,) -> (T,) zero mean, unit variance (variance floored by a small epsilon)."""
-    mean = wave.mean(dtype=np.float64)
-    var = wave.var(dtype=np.float64)
-    return ((wave - mean) / np.sqrt(var + _NORMALIZE_EPS)).astype(np.float32)
-
-
 def _random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """(T,) -> (min(T, length),) contiguous window at a uniformly random offset."""
     if wave.shape[0] <= length:
@@ -363,7 +355,7 @@ class CropDataset(Dataset[AudioBatch]):
             except AudioError as err:
                 failed.append((item.path, err.reason))
                 continue
-            waves.append(_normalize(wave) if self.normalize else wave)
+            waves.append(standardize(wave) if self.normalize else wave)
             paths.append(item.path)
 
         if self.pad:

@@ -23,9 +23,10 @@ import soundfile as sf
 import torch
 
 from wavssl_onnx import Vocabulary, normalize_text
+from wavssl_onnx.audio import standardize
 from wavssl_onnx.manifest import read_manifest
 
-from .audio import AUDIO_EXTENSIONS, AudioError, _group_by_budget, _normalize, load_audio, resampled_length
+from .audio import AUDIO_EXTENSIONS, AudioError, _group_by_budget, load_audio, resampled_length
 
 __all__ = ["Transcribed", "TranscribedSet", "TranscriptBatch", "Vocabulary", "budget_batches", "collate_audio",
            "read_transcribed"]
@@ -196,7 +197,7 @@ class AudioCache:
         if wave is None:
             wave = load_audio(path, self.sample_rate)
             if self.normalize:
-                wave = _normalize(wave)
+                wave = standardize(wave)
             if self._bytes + wave.nbytes <= self.max_bytes:
                 self._store[path] = wave
                 self._bytes += wave.nbytes
