@@ -484,3 +484,19 @@ def test_one_standardisation_for_training_and_the_exported_graph() -> None:
     for i, w in enumerate(waves):
         np.testing.assert_allclose(graph[i, : len(w)], standardize(w), atol=1e-4)
         assert not graph[i, len(w):].any()
+
+
+def test_one_pad_stack_and_length_grouping() -> None:
+    """``wavssl_onnx.batching``: the padding and length grouping of the runtime and training."""
+    from wavssl_onnx.batching import group_by_budget, pad_stack
+
+    batch, lengths = pad_stack([np.ones((2, 3)), np.full((2, 5), 2.0)])
+    assert batch.shape == (2, 2, 5) and batch.dtype == np.float32 and lengths.tolist() == [3, 5]
+    assert batch[0, :, 3:].sum() == 0 and (batch[1] == 2).all()
+    frames, counts = pad_stack([np.ones((4, 3)), np.ones((1, 3))], axis=0, size=6)
+    assert frames.shape == (2, 6, 3) and counts.tolist() == [4, 1] and frames[1, 1:].sum() == 0
+    assert pad_stack([])[0].shape == (0, 0)
+    sizes = [5, 1, 3, 3, 9]
+    order = np.argsort(sizes, kind="stable")
+    assert group_by_budget(order, sizes, 10, None) == [[1, 2, 3], [0], [4]]
+    assert group_by_budget(order, sizes, None, 2) == [[1, 2], [3, 0], [4]]

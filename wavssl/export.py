@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 from wavssl_onnx.audio import standardize
+from wavssl_onnx.batching import pad_stack
 from wavssl_onnx.cpu import cpu_flags, int8_kernel
 from wavssl_onnx.model_dir import CONFIG_FILE, FORMAT_VERSION, INT8_FILE, MODEL_FILE, STREAMING_VERSION, ModelInfo
 
@@ -275,22 +276,13 @@ def _session(path: Path, threads: int = 0) -> Any:
     return cpu_session(path, threads, spin=True)  # the runtime's graph, checked at full speed
 
 
-def _pad(items: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad (T_i,) or (C, T_i) arrays along time -> (B, [C,] T_max) float32 and (B,) int64."""
-    lengths = np.array([x.shape[-1] for x in items], dtype=np.int64)
-    out = np.zeros((len(items),) + items[0].shape[:-1] + (int(lengths.max()),), dtype=np.float32)
-    for i, x in enumerate(items):
-        out[i, ..., : x.shape[-1]] = x
-    return out, lengths
-
-
 def _torch_outputs(model: nn.Module, batch: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The PyTorch model's log-probs (and output lengths) on the batch, as the PyTorch pipeline
     feeds it (each utterance standardised first when the model was trained so)."""
     with torch.no_grad():
         if isinstance(model, CTCModel):
             if model.normalize_audio:
-                batch = _pad([standardize(x[:n]) for x, n in zip(batch, lengths)])[0]
+                batch = pad_stack([standardize(x[:n]) for x, n in zip(batch, lengths)])[0]
             out = model(torch.from_numpy(batch), torch.from_numpy(lengths))
             return out.log_probs().numpy(), out.lengths.numpy()
         logits = model(torch.from_numpy(batch), torch.from_numpy(lengths)).logits  # type: ignore[operator]
@@ -362,7 +354,7 @@ def parity_check(model: nn.Module, path: Path, info: ModelInfo, audio: Sequence[
     ref_session = _session(reference) if reference is not None else None
     rows = []
     for label, items in _check_inputs(info, audio):
-        batch, lengths = _pad(items)
+        batch, lengths = pad_stack(items)
         feeds = {info.inputs[0]: batch, info.inputs[1]: lengths}
         outs = session.run(None, feeds)
         if ref_session is not None:
@@ -397,19 +389,12 @@ def streaming_parity(model: nn.Module, out: Path, info: ModelInfo, graphs: tuple
                 _torch_outputs(model, wave[None], np.array([len(wave)]))[0][0]
             wants.append(want)
             gots.append(got)
-        want_len = np.array([len(w) for w in wants])
-        got_len = np.array([len(g) for g in gots])
-        pad = int(max(want_len.max(), got_len.max()))
-        rows.append(_compare(label.replace("padded batch", "streams").replace(" padded", " + half"), info, _stack(wants, pad), want_len, _stack(gots, pad), got_len))
+        pad = max(len(a) for a in wants + gots)
+        want, want_len = pad_stack(wants, axis=0, size=pad)
+        got, got_len = pad_stack(gots, axis=0, size=pad)
+        rows.append(_compare(label.replace("padded batch", "streams").replace(" padded", " + half"), info, want,
+                             want_len, got, got_len))
     return rows
-
-
-def _stack(arrays: Sequence[np.ndarray], frames: int) -> np.ndarray:
-    """(F_i, V) arrays zero-padded to (B, frames, V)."""
-    out = np.zeros((len(arrays), frames, arrays[0].shape[1]), np.float32)
-    for i, a in enumerate(arrays):
-        out[i, : len(a)] = a
-    return out
 
 
 def format_parity(rows: Sequence[ParityRow], title: str) -> str:

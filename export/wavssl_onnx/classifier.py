@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .batching import group_by_budget, pad_stack
 from .model_dir import ModelInfo
 from .series import SeriesError, read_series
 from .session import open_model
@@ -82,14 +83,10 @@ class Classifier:
         """(N, K) class probabilities of (C, T_i) series (NaN = missing), batched by length."""
         xs = [self.check(s, f"series {i}") for i, s in enumerate(series)]
         out = np.zeros((len(xs), len(self.class_names)), dtype=np.float32)
-        order = sorted(range(len(xs)), key=lambda i: xs[i].shape[1])
-        for start in range(0, len(order), self.max_batch_size):
-            group = order[start: start + self.max_batch_size]
-            lengths = np.array([xs[i].shape[1] for i in group], dtype=np.int64)
-            batch = np.zeros((len(group), self.info.in_channels, int(lengths.max())), dtype=np.float32)
-            for row, i in enumerate(group):
-                batch[row, :, : lengths[row]] = xs[i]
-            (log_probs,) = self.session.run(None, {self.info.inputs[0]: batch, self.info.inputs[1]: lengths})
+        lengths = [x.shape[1] for x in xs]
+        for group in group_by_budget(np.argsort(lengths, kind="stable"), lengths, None, self.max_batch_size):
+            batch, counts = pad_stack([xs[i] for i in group])
+            (log_probs,) = self.session.run(None, {self.info.inputs[0]: batch, self.info.inputs[1]: counts})
             out[group] = np.exp(log_probs)
         return out
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .audio import AudioError, Source, array_blocks, check_log_probs, from_array, probe, read_audio, source_name, stream_audio
+from .batching import group_by_budget, pad_stack
 from .decoding import Decoding, Greedy, Hypothesis
 from .model_dir import ModelInfo, frontend_file
 from .session import load_session, open_model
@@ -183,31 +184,18 @@ class OfflineRecognizer:
         (offline models)."""
         if self.streaming is not None:
             raise ValueError("a streaming model runs chunk by chunk: use log_probs or log_probs_stream")
-        lengths = np.array([len(w) for w in waves], dtype=np.int64)
-        batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
-        for i, w in enumerate(waves):
-            batch[i, : len(w)] = w
+        batch, lengths = pad_stack(waves)
         log_probs, frames = self.session.run(None, {self.info.inputs[0]: batch, self.info.inputs[1]: lengths})
         return [log_probs[i, : int(n)] for i, n in enumerate(frames)]
-
-    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
-        """Indices grouped by length: sorted, each group's padded size within the budget."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        group: list[int] = []
-        for i in order:
-            if group and ((len(group) + 1) * lengths[i] > self.max_batch_samples or len(group) >= self.max_batch_size):
-                yield group
-                group = []
-            group.append(i)
-        if group:
-            yield group
 
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(F_i, V) float32 log-probabilities of (T_i,) waveforms at the model's rate, in input
         order (short ones batched by length, long ones in overlapping windows)."""
         out: list[np.ndarray] = [np.zeros((0, len(self.vocab)), np.float32)] * len(waves)
         short = [i for i, w in enumerate(waves) if len(w) <= self.long_threshold]
-        for group in self._batches([len(waves[i]) for i in short]):
+        lengths = [len(waves[i]) for i in short]  # batched by length, each within the sample budget
+        for group in group_by_budget(np.argsort(lengths, kind="stable"), lengths, self.max_batch_samples,
+                                     self.max_batch_size):
             for j, lp in zip(group, self.forward([waves[short[j]] for j in group])):
                 out[short[j]] = lp
         for i, w in enumerate(waves):

@@ -29,6 +29,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from wavssl_onnx.audio import AudioError, read_audio, standardize  # one of each for training and the runtime
+from wavssl_onnx.batching import group_by_budget, pad_stack
 from wavssl_onnx.fileio import atomic_write_text
 from wavssl_onnx.manifest import read_manifest
 
@@ -293,15 +294,6 @@ def _random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.
     return wave[start : start + length]
 
 
-def _pad_stack(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """B arrays (T_i,) -> ((B, max T_i) zero-padded float32, (B,) int64 lengths)."""
-    lengths = [w.shape[0] for w in waves]
-    out = np.zeros((len(waves), max(lengths, default=0)), dtype=np.float32)
-    for row, wave in enumerate(waves):
-        out[row, : wave.shape[0]] = wave
-    return torch.from_numpy(out), torch.tensor(lengths, dtype=torch.int64)
-
-
 class CropDataset(Dataset[AudioBatch]):
     """Map-style dataset whose keys are whole batches: ``(batch_seed, indices)``.
 
@@ -364,37 +356,12 @@ class CropDataset(Dataset[AudioBatch]):
             target = min([self.max_samples] + [w.shape[0] for w in waves])
         rng = np.random.default_rng(batch_seed)
         crops = [_random_crop(w, target, rng) for w in waves]
-        waveforms, lengths = _pad_stack(crops)
+        padded, counts = pad_stack(crops)
+        waveforms, lengths = torch.from_numpy(padded), torch.from_numpy(counts)
         masks = None
         if self.masker is not None and waves:
             masks = self.masker(lengths, waveforms.shape[1], batch_seed)
         return AudioBatch(waveforms=waveforms, lengths=lengths, paths=paths, failed=failed, masks=masks)
-
-
-def _group_by_budget(
-    order: np.ndarray,
-    effective: np.ndarray,
-    max_batch_samples: int,
-    max_batch_size: int | None,
-) -> list[list[int]]:
-    """Greedily cut ``order`` (indices sorted by ascending effective length) into batches.
-
-    A batch grows while ``len(batch) * max(effective[batch]) <= max_batch_samples`` and
-    ``len(batch) <= max_batch_size``; a single item always forms a batch.
-    """
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order.tolist():
-        size = int(effective[index])
-        too_big = (len(current) + 1) * size > max_batch_samples
-        too_many = max_batch_size is not None and len(current) >= max_batch_size
-        if current and (too_big or too_many):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _pad_to_multiple(batches: list[list[int]], multiple: int) -> list[list[int]]:
@@ -491,7 +458,7 @@ class BucketBatchSampler(Sampler[tuple[int, list[int]]]):
             order = perm[np.argsort(self.effective[perm], kind="stable")]
         else:
             order = np.argsort(self.effective, kind="stable")
-        batches = _group_by_budget(order, self.effective, self.max_batch_samples, self.max_batch_size)
+        batches = group_by_budget(order, self.effective, self.max_batch_samples, self.max_batch_size)
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return _pad_to_multiple(batches, self.num_replicas)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from wavssl_onnx.batching import pad_stack, shuffled_buckets
 from wavssl_onnx.series import SERIES_EXTENSIONS, read_series
 from wavssl_onnx.series import SeriesError as SensorDataError
 
@@ -286,11 +287,8 @@ def random_time_stretch(series: list[np.ndarray], amount: float, key: Sequence[i
 
 def collate(series: list[np.ndarray], targets: list[int] | None = None) -> SensorBatch:
     """Pad ``(C, T_i)`` arrays at the end into one batch."""
-    lengths = [s.shape[1] for s in series]
-    out = np.zeros((len(series), series[0].shape[0], max(lengths)), dtype=np.float32)
-    for i, s in enumerate(series):
-        out[i, :, : s.shape[1]] = s
-    return SensorBatch(torch.from_numpy(out), torch.tensor(lengths, dtype=torch.long),
+    out, lengths = pad_stack(series)
+    return SensorBatch(torch.from_numpy(out), torch.from_numpy(lengths),
                        None if targets is None else torch.tensor(targets, dtype=torch.long))
 
 
@@ -300,15 +298,8 @@ def batch_order(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int) 
     Items are shuffled, sorted by length within chunks of 8 batches (less padding), cut into
     batches, and the batches shuffled. ``batch_size`` larger than the set gives one batch.
     """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * 8
-    batches: list[np.ndarray] = []
-    for s in range(0, len(order), chunk):
-        part = order[s: s + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i: i + batch_size] for i in range(0, len(part), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
+    batches = shuffled_buckets(lengths, seed=seed, epoch=epoch, chunk=batch_size * 8, max_batch_size=batch_size)
+    return [np.array(b, dtype=np.int64) for b in batches]
 
 
 def draw_per_class(data: SeriesSet, k: int, seed: int) -> np.ndarray:

@@ -24,9 +24,10 @@ import torch
 
 from wavssl_onnx import Vocabulary, normalize_text
 from wavssl_onnx.audio import standardize
+from wavssl_onnx.batching import group_by_budget, pad_stack, shuffled_buckets
 from wavssl_onnx.manifest import read_manifest
 
-from .audio import AUDIO_EXTENSIONS, AudioError, _group_by_budget, load_audio, resampled_length
+from .audio import AUDIO_EXTENSIONS, AudioError, load_audio, resampled_length
 
 __all__ = ["Transcribed", "TranscribedSet", "TranscriptBatch", "Vocabulary", "budget_batches", "collate_audio",
            "read_transcribed"]
@@ -145,24 +146,14 @@ def budget_batches(lengths: np.ndarray, max_batch_samples: int, *, seed: int, ep
     (seed, epoch): items sorted by length within chunks of 64 (ties random), cut greedily, batches
     shuffled. ``shuffle=False`` gives the plain length order (evaluation)."""
     if not shuffle:
-        return _group_by_budget(np.argsort(lengths, kind="stable"), lengths, max_batch_samples, None)
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    batches: list[list[int]] = []
-    for s in range(0, len(order), 64):
-        part = order[s: s + 64]
-        batches.extend(_group_by_budget(part[np.argsort(lengths[part], kind="stable")], lengths,
-                                        max_batch_samples, None))
-    return [batches[i] for i in rng.permutation(len(batches))]
+        return group_by_budget(np.argsort(lengths, kind="stable"), lengths, max_batch_samples, None)
+    return shuffled_buckets(lengths, seed=seed, epoch=epoch, chunk=64, max_batch_samples=max_batch_samples)
 
 
 def collate_audio(waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-padded (B, T) float32 batch and (B,) lengths."""
-    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-    out = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
-    for i, w in enumerate(waves):
-        out[i, : len(w)] = torch.from_numpy(w)
-    return out, lengths
+    """(T_i,) waveforms -> zero-padded (B, T) float32 batch and (B,) int64 lengths."""
+    out, lengths = pad_stack(waves)
+    return torch.from_numpy(out), torch.from_numpy(lengths)
 
 
 @dataclass
