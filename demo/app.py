@@ -23,6 +23,7 @@ from wavssl_onnx import AudioError, EndpointRules
 from wavssl_onnx.audio import read_audio
 from wavssl_onnx.decoding import choose_decoding
 from wavssl_onnx.manifest import read_manifest
+from wavssl_onnx.series import SERIES_EXTENSIONS
 from wavssl_onnx.model_dir import LM_FILE
 from wavssl_onnx.classifier import SeriesError
 
@@ -55,7 +56,7 @@ CSS = """
 #asr-stats table, #live-summary p {font-variant-numeric: tabular-nums}
 #models-list td:first-child, #models-list td:nth-child(2) {white-space: nowrap}
 """
-EXAMPLE_SERIES = (".npy", ".npz", ".csv", ".ts")
+EXAMPLE_SERIES = SERIES_EXTENSIONS
 """Files of the examples folder offered as sensor series (tables such as ``labels.tsv`` are not)."""
 USER_ERRORS = (AudioError, ModelError, SeriesError, ValueError, OSError)
 """What a request can do wrong; shown as a message on the page, never a crash."""
@@ -431,7 +432,7 @@ def _sensor_tab(catalog: Catalog, limits: Limits, series_examples: list[str]) ->
         with gr.Column(scale=2):
             model = gr.Dropdown(names, value=names[0], label="Classifier", elem_id="sensor-model")
             card = gr.Markdown(_describe(first), elem_id="sensor-card")
-            upload = gr.File(label="Series file (.npy, .npz, .csv, .tsv, .ts)", file_types=list(SERIES_SUFFIXES),
+            upload = gr.File(label=f"Series file ({', '.join(SERIES_SUFFIXES)})", file_types=list(SERIES_SUFFIXES),
                              type="filepath", elem_id="sensor-file")
             index = gr.Number(0, precision=0, minimum=0, label="Series shown (a file may hold many)",
                               elem_id="sensor-index")

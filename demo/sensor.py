@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wavssl_onnx.series import SeriesError, read_series
+from wavssl_onnx.series import FILE_EXTENSIONS, SeriesError, read_series
 
-SERIES_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".ts")
+SERIES_SUFFIXES = tuple(sorted(FILE_EXTENSIONS))
+"""Series files the Sensor tab accepts: every kind the runtime's reader reads."""
 
 
 @dataclass
@@ -47,8 +48,6 @@ class Classified:
 def classify_file(classifier: Any, path: str | os.PathLike[str], max_series: int,
                   name: str | None = None) -> Classified:
     """Read a series file and classify (at most ``max_series`` of) its series with ``classifier``."""
-    if Path(path).suffix.lower() not in SERIES_SUFFIXES:
-        raise SeriesError(f"{name or Path(path).name}: unsupported series file (use {', '.join(SERIES_SUFFIXES)})")
     series, labels = read_series(path, classifier.info.sample_rate)
     if not series:
         raise SeriesError(f"{name or Path(path).name}: no series in the file")
