@@ -13,18 +13,31 @@ import json
 import tomllib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 ConvSpec = tuple[int, int, int]
 """One conv block of a front end: (channels, kernel, stride)."""
 
 BASE_CONV_LAYERS: tuple[ConvSpec, ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 
-FRONTEND_KINDS = ("waveform", "fbank", "sensor")
-SENSOR_NORMS = ("global", "instance", "none")
-POOLINGS = ("mean", "attention", "stats")
+Task = Literal["pretrain", "ctc", "classify"]
+FrontendKind = Literal["waveform", "fbank", "sensor"]
+NormMode = Literal["default", "layer_norm", "none"]
+SensorNorm = Literal["global", "instance", "none"]
+Schedule = Literal["polynomial", "tri_stage", "constant"]
+Precision = Literal["auto", "bf16", "fp32"]
+Pooling = Literal["mean", "attention", "stats"]
+HeadInit = Literal["random", "logistic"]
+BestMetric = Literal["wer", "cer"]
+"""The string enums of the config: loading (TOML, JSON, --set) and ``Config.validate`` check a
+value against its field's ``Literal`` (one list per enum, here)."""
+
+FRONTEND_KINDS: tuple[str, ...] = typing.get_args(FrontendKind)
+SENSOR_NORMS: tuple[str, ...] = typing.get_args(SensorNorm)
+POOLINGS: tuple[str, ...] = typing.get_args(Pooling)
 
 
 class ConfigError(ValueError):
@@ -33,7 +46,7 @@ class ConfigError(ValueError):
 
 @dataclass(kw_only=True)
 class FrontendConfig:
-    kind: str = "waveform"
+    kind: FrontendKind = "waveform"
     """Front end turning the raw signal into frames: ``waveform`` (wav2vec2 conv stack), ``fbank``
     (log-mel + conv subsampling) or ``sensor`` (multichannel time series, see the ``sensor_*`` fields)."""
     sample_rate: int = 16000
@@ -41,7 +54,7 @@ class FrontendConfig:
     interpolated onto a grid at this rate, and other sensor series are taken to be at it."""
     conv_layers: tuple[ConvSpec, ...] = BASE_CONV_LAYERS
     """Waveform conv stack, (channels, kernel, stride) per block; the default gives 20 ms frames at 16 kHz."""
-    norm_mode: str = "default"
+    norm_mode: NormMode = "default"
     """``default``: GroupNorm over time on the first block (utterance-wide); ``layer_norm``: per-frame
     LayerNorm in every block (needed for streaming); ``none``: no normalisation in the conv blocks
     (keeps signal amplitude in the frames; sensor front ends)."""
@@ -68,7 +81,7 @@ class FrontendConfig:
     """sensor: unpadded conv blocks, (channels, kernel, stride) each; the product of the strides is
     the frame shift in samples (1 keeps every time step, for very short series). A series needs at
     least the stack's receptive field in samples to give one frame."""
-    sensor_norm: str = "global"
+    sensor_norm: SensorNorm = "global"
     """sensor: per-channel normalisation before the convolutions, robust to scale and offset
     (median and inter-quartile range, falling back to the standard deviation): ``global`` uses
     statistics fitted once on the pretraining series and stored with the model (keeps each series'
@@ -158,10 +171,6 @@ class MaskingConfig:
     fairseq's option of the same name). In-utterance distractors alone let the context drop what is
     constant over a recording (speaker, sensor placement): fine for ASR, a loss for classifying whole
     recordings, so the sensor presets use them."""
-    channel_prob: float = 0.0
-    """Probability of masking feature-channel spans (fine-tuning augmentation)."""
-    channel_length: int = 64
-    """Channel span length."""
 
 
 @dataclass(kw_only=True)
@@ -231,7 +240,7 @@ class OptimConfig:
     """Adam epsilon."""
     weight_decay: float = 0.01
     """Decoupled weight decay."""
-    schedule: str = "polynomial"
+    schedule: Schedule = "polynomial"
     """``polynomial`` (linear warm-up then polynomial decay), ``tri_stage`` or ``constant``."""
     warmup_updates: int = 32000
     """Linear warm-up length."""
@@ -251,7 +260,7 @@ class OptimConfig:
 class TrainConfig:
     seed: int = 1
     """Seed of model init, data order, crops and masks."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``."""
     log_every: int = 200
     """Updates between log lines."""
@@ -284,7 +293,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class ClassifyConfig:
-    pooling: str = "mean"
+    pooling: Pooling = "mean"
     """How frames become one vector per series: ``mean`` over valid frames, ``attention`` (a learned
     score weights every frame) or ``stats`` (mean and standard deviation, x-vector style)."""
     layer: int = -1
@@ -295,7 +304,7 @@ class ClassifyConfig:
     segments: int = 0
     """Also pool the mean of each of this many equal parts of the valid frames, in order (coarse
     temporal shape, e.g. of a gesture, which whole-series pooling cannot see); 0 = off."""
-    head_init: str = "random"
+    head_init: HeadInit = "random"
     """``random``, or ``logistic``: before any update, fit the linear head as an L2-regularised
     logistic regression on the frozen encoder's pooled, standardised features of the training series
     (closed-form-like, by L-BFGS). With ``linear_probe`` and ``max_updates = 0`` that is the whole
@@ -369,13 +378,13 @@ class CTCConfig:
     """Utterances longer than this (30 s at 16 kHz) are skipped and listed."""
     valid_every: int = 500
     """Updates between validations (greedy decoding of the validation set); 0 validates only at the end."""
-    best_metric: str = "wer"
+    best_metric: BestMetric = "wer"
     """``wer`` or ``cer``: the validation score that selects the best checkpoint (lower is better)."""
 
 
 @dataclass(kw_only=True)
 class Config:
-    task: str = "pretrain"
+    task: Task = "pretrain"
     """What the run trains: ``pretrain`` (self-supervised), ``ctc`` (speech recognizer) or ``classify``
     (sequence classifier)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -395,10 +404,8 @@ class Config:
         """Check cross-field constraints; raise ConfigError naming the field. Returns self."""
         m = self.model
         fe, cx, q, mk, cl = m.frontend, m.context, m.quantizer, m.masking, self.classify
+        _check_literals(self, "")
         checks: list[tuple[bool, str]] = [
-            (self.task in TASKS, f"task: {self.task!r} is not one of {sorted(TASKS)}"),
-            (fe.kind in FRONTEND_KINDS, f"model.frontend.kind: {fe.kind!r} is not one of {FRONTEND_KINDS}"),
-            (fe.norm_mode in ("default", "layer_norm", "none"), f"model.frontend.norm_mode: {fe.norm_mode!r}"),
             (len(fe.conv_layers) > 0, "model.frontend.conv_layers: empty"),
             (fe.n_fft >= fe.win_length, "model.frontend.n_fft must be >= win_length"),
             (fe.subsampling in (1, 2, 4), "model.frontend.subsampling must be 1, 2 or 4"),
@@ -407,7 +414,6 @@ class Config:
             (len(fe.sensor_conv_layers) > 0, "model.frontend.sensor_conv_layers: empty"),
             (all(c >= 1 and k >= 1 and s >= 1 for c, k, s in fe.sensor_conv_layers),
              "model.frontend.sensor_conv_layers: channels, kernel and stride must be >= 1"),
-            (fe.sensor_norm in SENSOR_NORMS, f"model.frontend.sensor_norm: {fe.sensor_norm!r} is not one of {SENSOR_NORMS}"),
             (0 <= fe.channel_dropout < 1, "model.frontend.channel_dropout must be in [0, 1)"),
             (cx.embed_dim % cx.num_heads == 0, "model.context.embed_dim must be divisible by num_heads"),
             (cx.embed_dim % cx.pos_conv_groups == 0, "model.context.embed_dim must be divisible by pos_conv_groups"),
@@ -426,11 +432,9 @@ class Config:
             (0 < self.data.min_samples <= self.data.max_samples, "data: need 0 < min_samples <= max_samples"),
             (self.data.max_batch_samples >= self.data.max_samples,
              "data.max_batch_samples must be >= max_samples (one crop must fit)"),
-            (self.optim.schedule in ("polynomial", "tri_stage", "constant"), f"optim.schedule: {self.optim.schedule!r}"),
             (self.optim.max_updates > 0 or (self.task == "classify" and cl.head_init == "logistic"),
              "optim.max_updates must be > 0"),
             (self.optim.accumulate >= 1, "optim.accumulate must be >= 1"),
-            (self.train.precision in ("auto", "bf16", "fp32"), f"train.precision: {self.train.precision!r}"),
             (self.train.checkpoint_every >= 1, "train.checkpoint_every must be >= 1"),
             (not self.train.fsdp or cx.layer_drop == 0,
              "train.fsdp needs model.context.layer_drop = 0 (ranks would skip different layers)"),
@@ -438,13 +442,11 @@ class Config:
             (self.data.batch_size >= 1, "data.batch_size must be >= 1"),
             (self.data.time_stretch >= 0, "data.time_stretch must be >= 0"),
             (self.data.time_stretch == 0 or fe.kind == "sensor", "data.time_stretch applies to sensor series only"),
-            (cl.pooling in POOLINGS, f"classify.pooling: {cl.pooling!r} is not one of {POOLINGS}"),
             (-1 <= cl.layer <= cx.num_layers, f"classify.layer must be in [-1, {cx.num_layers}]"),
             (0 <= cl.head_dropout < 1, "classify.head_dropout must be in [0, 1)"),
             (0 <= cl.mask_prob < 1, "classify.mask_prob must be in [0, 1)"),
             (cl.lr > 0 and (cl.max_updates > 0 or cl.head_init == "logistic"),
              "classify: lr must be > 0, and max_updates > 0 unless head_init = 'logistic'"),
-            (cl.head_init in ("random", "logistic"), f"classify.head_init: {cl.head_init!r} is not 'random' or 'logistic'"),
             (cl.probe_l2 > 0, "classify.probe_l2 must be > 0"),
             (cl.segments >= 0, "classify.segments must be >= 0"),
             (cl.time_stretch >= 0, "classify.time_stretch must be >= 0"),
@@ -460,7 +462,6 @@ class Config:
             (self.ctc.max_batch_samples >= self.ctc.max_samples > 0,
              "ctc: need 0 < max_samples <= max_batch_samples"),
             (self.ctc.valid_every >= 0 and self.ctc.freeze_updates >= 0, "ctc: valid_every, freeze_updates >= 0"),
-            (self.ctc.best_metric in ("wer", "cer"), f"ctc.best_metric: {self.ctc.best_metric!r} is not wer or cer"),
         ]
         for ok, message in checks:
             if not ok:
@@ -474,7 +475,19 @@ class Config:
         return self
 
 
-TASKS = frozenset({"pretrain", "ctc", "classify"})
+TASKS = frozenset(typing.get_args(Task))
+
+
+def _check_literals(section: Any, where: str) -> None:
+    """Every ``Literal``-typed field of a config dataclass (nested sections too) holds one of its
+    values; raise ConfigError naming the field otherwise."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value, tp = getattr(section, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            _check_literals(value, f"{where}{f.name}.")
+        elif typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            raise ConfigError(f"{where}{f.name}: {value!r} is not one of {list(typing.get_args(tp))}")
 
 
 # ----------------------------------------------------------------------------------------- presets
@@ -629,6 +642,28 @@ def preset(name: str) -> Config:
 # ---------------------------------------------------------------------------- (de)serialisation
 
 
+REMOVED_KEYS: dict[str, str] = {
+    "model.masking.channel_prob": "read by nothing; fine-tuning's channel masking is ctc.channel_prob",
+    "model.masking.channel_length": "read by nothing; fine-tuning's channel masking is ctc.channel_length",
+}
+"""Keys older wavssl versions wrote to ``config.json`` (dotted path -> why they went). Loading drops
+them, so every run directory written before still loads; a TOML file naming one gets a warning."""
+
+
+def drop_removed_keys(data: dict[str, Any]) -> list[str]:
+    """Remove :data:`REMOVED_KEYS` from a nested config dict in place; returns the dotted keys removed."""
+    removed = []
+    for dotted in REMOVED_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            del node[leaf]
+            removed.append(dotted)
+    return removed
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Nested plain dict (tuples become lists) of a config dataclass."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -657,6 +692,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return tuple(_coerce(args[0], v, where) for v in value)
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
     if origin in (typing.Union, types.UnionType):
+        return value
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -702,9 +741,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML override file; errors name the file."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: cannot read TOML config: {e}") from e
+    for dotted in drop_removed_keys(data):
+        warnings.warn(f"{path}: {dotted} is ignored ({REMOVED_KEYS[dotted]})", stacklevel=2)
+    return data
 
 
 def dump_toml(cfg: Config) -> str:
@@ -756,6 +798,7 @@ def load_json(path: str | Path) -> Config:
     missing = [k for k in REQUIRED_JSON_KEYS if k not in data]
     if missing:
         raise ConfigError(f"{path}: lacks {', '.join(repr(k) for k in missing)} (not a complete wavssl config)")
+    drop_removed_keys(data)  # written by older versions: the run still loads
     try:
         return from_dict(Config, data).validate()
     except (ConfigError, TypeError, ValueError) as e:

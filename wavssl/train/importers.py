@@ -255,8 +255,6 @@ TRANSFORMERS_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("mask_time_length", "model.masking.mask_length", False),
     ("mask_time_min_masks", "model.masking.min_masks", False),
     ("num_negatives", "model.masking.num_negatives", False),
-    ("mask_feature_prob", "model.masking.channel_prob", False),
-    ("mask_feature_length", "model.masking.channel_length", False),
     ("contrastive_logits_temperature", "model.loss.logit_temp", False),
     ("diversity_loss_weight", "model.loss.diversity_weight", False),
 )
@@ -777,9 +775,7 @@ def _fairseq_config(src: Path, sections: tuple[dict[str, Any], ...], start: Conf
             mk, mask_prob=_opt(m, "mask_prob", mk.mask_prob), mask_length=_opt(m, "mask_length", mk.mask_length),
             min_masks=2,  # fairseq's wav2vec2 hard-codes two spans at least
             require_same_masks=_opt(m, "require_same_masks", mk.require_same_masks),
-            num_negatives=_opt(m, "num_negatives", mk.num_negatives),
-            channel_prob=_opt(m, "mask_channel_prob", mk.channel_prob),
-            channel_length=_opt(m, "mask_channel_length", mk.channel_length)),
+            num_negatives=_opt(m, "num_negatives", mk.num_negatives)),
         loss=dataclasses.replace(
             ls, logit_temp=_opt(m, "logit_temp", ls.logit_temp), diversity_weight=float(weights[0]),
             feature_penalty_weight=float(weights[1])),
