@@ -29,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from wavssl_onnx.audio import STANDARDIZE_EPS
 
 from .models import CTCModel, Encoder, SequenceClassifier
 from .modules.context import ContextEncoder
 from .modules.frontend import WaveformEncoder
 
-NORMALIZE_EPS = 1e-7
-"""Variance floor of the per-utterance standardisation (as ``wavssl.data.audio``)."""
+NORMALIZE_EPS = STANDARDIZE_EPS
+"""Variance floor of the per-utterance standardisation: the runtime's and training's, one definition."""
 
 
 # ------------------------------------------------------------------------------- contrib ops

@@ -372,8 +372,9 @@ def _pad_to_multiple(batches: list[list[int]], multiple: int) -> list[list[int]]
     return batches + [batches[i % len(batches)] for i in range(missing)]
 
 
-def _batch_seed(seed: int, epoch: int, position: int) -> int:
-    """Non-negative 63-bit seed for the batch at ``position`` of an epoch's global list."""
+def batch_seed(seed: int, epoch: int, position: int) -> int:
+    """Non-negative 63-bit seed for the batch at ``position`` of an epoch's global list: a pure function
+    of (train.seed, epoch, position); the loaders' crops and masks and the trainer's torch RNG use it."""
     state = np.random.SeedSequence([seed, epoch, position]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
 
@@ -468,7 +469,7 @@ class BucketBatchSampler(Sampler[tuple[int, list[int]]]):
         first = self.rank + self.start * self.num_replicas
         for position in range(first, len(batches), self.num_replicas):
             indices = [i for i in batches[position] if i not in self.exclude] if self.exclude else batches[position]
-            yield _batch_seed(self.seed, self.epoch, position), indices
+            yield batch_seed(self.seed, self.epoch, position), indices
 
     def __len__(self) -> int:
         return self._num_batches

@@ -29,13 +29,14 @@ from torch import Tensor, nn
 from wavssl_onnx.fileio import atomic_write_text
 
 from ..config import Config
+from ..data.audio import batch_seed
 from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
                            random_time_stretch)
 from ..models import SequenceClassifier, build_classifier
 from ..modules.cpu_training import use_cpu_training_paths
 from .checkpoint import load, load_config, save_model, write_labels_file
 from .schedules import lr_multiplier
-from .trainer import Distributed, StepOutput, Trainer, TrainerState, batch_seed, resolve_device
+from .trainer import Distributed, StepOutput, Trainer, TrainerState, resolve_device
 
 _CACHE_MAX_ELEMENTS = 1 << 26
 """Frozen frame states are cached when they take at most this many floats (256 MiB)."""

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data.audio import AudioBatch, BucketBatchSampler, CropDataset, ScanResult, make_loader, scan_audio, write_skipped
+from ..data.audio import (AudioBatch, BucketBatchSampler, CropDataset, ScanResult, batch_seed, make_loader, scan_audio,
+                          write_skipped)
 from ..data.sensor import (
     SensorBatch,
     SeriesSet,
@@ -33,7 +34,7 @@ from ..modules.frontend import frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
 from .health import RunHealth
 from .rundir import RunDirError, own_run_dir
-from .trainer import Distributed, NoUsableData, StepOutput, TrainerState, batch_seed
+from .trainer import Distributed, NoUsableData, StepOutput, TrainerState
 
 __all__ = ["PretrainTask", "RunDirError", "SensorPretrainTask", "pretrain"]
 

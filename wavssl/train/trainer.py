@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
+from wavssl_onnx.fileio import atomic_write_bytes
 
 from ..config import Config, to_dict
+from ..data.audio import batch_seed
 from ..modules.cpu_training import use_cpu_training_paths
 from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint, save_model
 from .schedules import lr_multiplier
@@ -226,11 +227,6 @@ def check_ranks_agree(cfg: Config, task: Task) -> None:
                                    "start every rank with the same command, config and data (shared filesystem)")
 
 
-def batch_seed(seed: int, epoch: int, position: int) -> int:
-    """A 63-bit seed that is a pure function of (seed, epoch, batch position)."""
-    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 def apply_speedups(model: nn.Module, cfg: Config) -> None:
     """Activation checkpointing and regional ``torch.compile`` of the context Transformer's layers, as
     ``cfg.train`` asks (module attributes and per-layer compiled calls: state dicts are unchanged)."""
@@ -296,13 +292,6 @@ def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, model_s
     named = {"state": {order[i]: v for i, v in optimizer_state["state"].items()},
              "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in groups]}
     set_optimizer_state_dict(model, optimizer, named, options=_full_options())
-
-
-def _copy_to_temp(src: Path, directory: Path) -> Path:
-    """A copy of ``src`` inside ``directory`` under a temporary name (for an atomic rename)."""
-    tmp = directory / f".{src.name}.tmp"
-    tmp.write_bytes(src.read_bytes())
-    return tmp
 
 
 class Trainer:
@@ -559,7 +548,7 @@ class Trainer:
                 save_model(best, self.module, self.cfg)
                 for name in v.sidecars:
                     if (self.run_dir / name).is_file():
-                        os.replace(_copy_to_temp(self.run_dir / name, best), best / name)
+                        atomic_write_bytes(best / name, (self.run_dir / name).read_bytes())
             record = {"update": float(self.state.num_updates), **{f"valid_{k}": x for k, x in values.items()},
                       "valid_best": self.state.best_score}
             self.logger.log(record)
