@@ -11,6 +11,8 @@
   The PyTorch side (``wavssl``) imports these from here.
 """
 
+from typing import TYPE_CHECKING
+
 from .decoding import (
     BeamSearch,
     Decoding,
@@ -28,6 +30,14 @@ from .lm import NGramLM
 from .metrics import EditCounts, ErrorRate, cer, edit_ops, wer
 from .text import LANGUAGE_RULES, SUPPORTED_LANGUAGES, check_language, normalize_text, normalize_with_report
 from .vocab import VOCAB_FILE, Vocabulary
+
+if TYPE_CHECKING:  # the lazy names below, as type checkers see them
+    from .audio import AudioError, read_audio
+    from .classifier import Classifier, Prediction, load_series
+    from .model_dir import FORMAT_VERSION, ModelDirError, ModelInfo, load_model_info
+    from .recognizer import OfflineRecognizer, OnlineRecognizer, Result
+    from .series import SeriesError, read_series
+    from .streaming import EndpointRules
 
 __version__ = "0.1.0"
 

@@ -121,7 +121,8 @@ def standardize(wave: np.ndarray) -> np.ndarray:
     :data:`STANDARDIZE_EPS`): what a model trained with ``data.normalize`` expects."""
     mean = wave.mean(dtype=np.float64)
     var = wave.var(dtype=np.float64)
-    return ((wave - mean) / np.sqrt(var + STANDARDIZE_EPS)).astype(np.float32)
+    standardized: np.ndarray = ((wave - mean) / np.sqrt(var + STANDARDIZE_EPS)).astype(np.float32)
+    return standardized
 
 
 def check_log_probs(log_probs: np.ndarray, source: object) -> np.ndarray:

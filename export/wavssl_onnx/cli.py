@@ -75,7 +75,8 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
         elif a.json:
             print(json.dumps(r.to_dict(), ensure_ascii=False), flush=True)
         else:
-            print(f"{r.source}\t{r.hypothesis.text}", flush=True)  # type: ignore[union-attr]
+            assert r.hypothesis is not None  # no error: a hypothesis
+            print(f"{r.source}\t{r.hypothesis.text}", flush=True)
     audio = sum(r.duration for r in results if r.ok)
     if a.verbose and audio > 0:
         print(f"wavssl-onnx: {audio:.1f} s of audio in {elapsed:.2f} s (RTF {elapsed / audio:.3f})", file=sys.stderr)
@@ -144,8 +145,9 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
         if r.error is not None:
             print(f"wavssl-onnx evaluate: skipped: {r.error}", file=sys.stderr)
             continue
+        assert r.hypothesis is not None  # no error: a hypothesis
         refs.append(ref)
-        hyps.append(r.hypothesis.text)  # type: ignore[union-attr]
+        hyps.append(r.hypothesis.text)
     w, c = wer(refs, hyps), cer(refs, hyps)
     audio = sum(r.duration for r in results if r.ok)
     summary = {"model_dir": str(a.model_dir), "manifest": str(a.manifest), "int8": a.int8, "wer": w.rate,

@@ -72,7 +72,7 @@ def is_no_space(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it and rename it over ``path``.
 
     Raises:
@@ -102,7 +102,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """:func:`atomic_write` of ``data``."""
-    return atomic_write(path, lambda f: f.write(data))  # type: ignore[func-returns-value]
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

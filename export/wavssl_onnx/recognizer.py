@@ -69,6 +69,7 @@ class OrtFrontend:
         self.session, self.names = session, geometry.frontend_inputs
 
     def __call__(self, window: np.ndarray) -> np.ndarray:
+        frames: np.ndarray
         frames, lengths = self.session.run(None, {self.names[0]: np.ascontiguousarray(window[None], np.float32),
                                                   self.names[1]: np.array([len(window)], np.int64)})
         return frames[0, : int(lengths[0])]
@@ -105,7 +106,7 @@ class OfflineRecognizer:
         self.vocab: Vocabulary = info.vocabulary
         self.streaming = info.streaming
         """Chunk geometry of a streaming model (``wavssl export --streaming``); None for an offline one."""
-        self.frontend = None if frontend is None else OrtFrontend(frontend, info.streaming)  # type: ignore[arg-type]
+        self.frontend = None if frontend is None or info.streaming is None else OrtFrontend(frontend, info.streaming)
         hop, rate = info.frame_shift_samples, info.sample_rate
         self.chunk = max(1, round(chunk_seconds * rate / hop)) * hop
         """Samples kept per long-audio window (whole frames; offline models)."""
@@ -265,7 +266,8 @@ class OfflineRecognizer:
             try:
                 wave, results[i].duration = self._load(x, i, sample_rate)
                 if wave is None:  # a long file: stream it
-                    lp = self.log_probs_stream(stream_audio(x, self.sample_rate, block_seconds=self.chunk / self.sample_rate))  # type: ignore[arg-type]
+                    assert not isinstance(x, np.ndarray)  # only files are streamed
+                    lp = self.log_probs_stream(stream_audio(x, self.sample_rate, block_seconds=self.chunk / self.sample_rate))
                     results[i].hypothesis = self._decode_checked(lp, results[i].source, decoding)
                     continue
                 pending.append((i, wave))
@@ -283,11 +285,13 @@ class OfflineRecognizer:
         """Transcripts (text, token ids, score, word times in seconds) of files or arrays at
         ``sample_rate``, in input order. Raises :class:`AudioError` naming the first bad input
         (use :meth:`run` to get the others anyway)."""
-        results = self.run(inputs, sample_rate=sample_rate, decoding=decoding)
-        for r in results:
+        hyps = []
+        for r in self.run(inputs, sample_rate=sample_rate, decoding=decoding):
             if r.error is not None:
                 raise AudioError(r.source, r.error.removeprefix(f"{r.source}: "))
-        return [r.hypothesis for r in results]  # type: ignore[misc]
+            assert r.hypothesis is not None  # no error: a hypothesis
+            hyps.append(r.hypothesis)
+        return hyps
 
 
 class OnlineRecognizer(StreamingDecoder):

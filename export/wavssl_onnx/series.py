@@ -143,7 +143,8 @@ def _grid(times: np.ndarray, sample_rate: float, where: str) -> np.ndarray:
     if not cells < MAX_GRID_STEPS:
         raise SeriesError(f"{where}: the time column spans {span:g} s, more than "
                           f"{MAX_GRID_STEPS} steps at {sample_rate:g} Hz; is it in seconds?")
-    return times[0] + np.arange(math.floor(cells) + 1) / sample_rate
+    grid: np.ndarray = times[0] + np.arange(math.floor(cells) + 1) / sample_rate
+    return grid
 
 
 def _on_grid(values: np.ndarray, time_col: int, name: str, sample_rate: float, where: str) -> np.ndarray:

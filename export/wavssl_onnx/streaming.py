@@ -242,7 +242,8 @@ class ChunkEngine:
     def _run(self, n: int) -> np.ndarray:
         """Step over the next n frames (with R look-ahead frames, zeros past the end) -> (n, V)."""
         log_probs, self.states = self.step(self.take(n)[None], self.states)
-        return log_probs[0]
+        first: np.ndarray = log_probs[0]
+        return first
 
     def take(self, n: int) -> np.ndarray:
         """The next n frames and their R look-ahead frames (zeros past the end), (n + R, E); drops n."""
@@ -448,12 +449,12 @@ class StreamingDecoder:
         once per round instead of once per stream. Front-end windows still run stream by stream: the
         conv front end is compute-bound (8 windows batched take 8 times one), so batching them saves
         nothing. Results equal decoding each stream alone (float rounding aside)."""
-        chunked = [s for s in streams if isinstance(s.engine, ChunkEngine)]
-        for s in chunked:
+        chunked = [(s, e) for s in streams if isinstance(e := s.engine, ChunkEngine)]
+        for s, e in chunked:
             if s.pending:
-                s.engine.feed(s.take_pending())  # type: ignore[attr-defined]
-        while ready := [s for s in chunked if s.engine.ready()]:  # type: ignore[attr-defined]
-            for s, piece in zip(ready, step_together([s.engine for s in ready])):  # type: ignore[misc]
+                e.feed(s.take_pending())
+        while ready := [(s, e) for s, e in chunked if e.ready()]:
+            for (s, _), piece in zip(ready, step_together([e for _, e in ready])):
                 s.add([piece])
         return [self.decode(s, decoding) for s in streams]
 
