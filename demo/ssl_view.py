@@ -2,9 +2,9 @@
 
 Everything comes from the model's own code, composed the way :meth:`wavssl.models.SSLModel.forward`
 composes it: the span mask and distractors from :class:`wavssl.models.MaskSampler` (the config's
-masking), the masked context from ``encoder.contextualise``, the targets from the Gumbel quantizer
-(eval mode: argmax codes) and ``project_q``, and the logits from
-:func:`wavssl.losses.contrastive_logits`; accuracy is :func:`wavssl.losses.contrastive_accuracy`.
+masking), the masked context from ``encoder.contextualise``, the logits and the Gumbel quantizer's
+targets (eval mode: argmax codes) from the wav2vec 2.0 objective's ``scores``
+(:class:`wavssl.objectives.Wav2Vec2Objective`); accuracy is :func:`wavssl.losses.contrastive_accuracy`.
 Imported only when torch is installed and a pretraining run is served.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wavssl.losses import contrastive_accuracy, contrastive_logits
-from wavssl.models import MaskSampler, SSLModel, _select, frame_shift_samples
+from wavssl.losses import contrastive_accuracy
+from wavssl.models import MaskSampler, SSLModel, frame_shift_samples
 
 MAX_SIMILARITY_PANELS = 6
 """Frame self-similarity matrices drawn: the front end's frames and up to this many layers in all."""
@@ -90,11 +90,7 @@ def play(model: SSLModel, wave: np.ndarray, seed: int = 0) -> SSLView:
     fr = model.encoder.frames(wav, lengths)
     masks = MaskSampler(model.cfg)(lengths, wav.shape[1], seed)
     _, ctx = model.encoder.contextualise(fr, masks.mask)
-    context = model.final_proj(_select(ctx.last_hidden_state, masks.index))  # (N, final_dim)
-    q = model.quantizer(_select(fr.normed, masks.index))
-    targets = model.project_q(q.quantized)  # (N, final_dim)
-    logits = contrastive_logits(context, targets, masks.negatives, model.cfg.loss.logit_temp,
-                                target_ids=q.code_ids, block=masks.per_row)
+    logits, q = model.objective.scores(fr, ctx.last_hidden_state, masks)  # type: ignore[attr-defined]  # wav2vec 2.0's
     best_other = logits[:, 1:].max(dim=1).values if logits.shape[1] > 1 else torch.full_like(logits[:, 0], -torch.inf)
     frames = fr.normed[0]  # (F, D)
     every = model.quantizer(frames)  # all frames: codes and perplexity of the clip

@@ -437,3 +437,104 @@ def test_transformer_layer_cached_attention_is_the_same_layer(pre_ln: bool) -> N
         step = layer(x[:, 8:], attend=attend)
     assert torch.allclose(step, full[:, 8:], atol=1e-5)
     assert torch.allclose(new[0][:, 0], torch.cat([k[:, 4:8], k[:, 8:]], 1), atol=1e-6)
+
+
+def test_wav2vec2_objective_is_bit_identical_to_its_composition() -> None:
+    """SSLModel.forward through the Objective seam gives exactly (torch.equal) the loss, metrics and
+    gradients of the wav2vec 2.0 composition written out by hand, and the state dict keeps the
+    names every checkpoint uses (quantizer.*, project_q.*, final_proj.*)."""
+    from wavssl.losses import wav2vec2_loss
+    from wavssl.objectives import Wav2Vec2Objective, select_frames
+
+    cfg = C.tiny().model
+    torch.manual_seed(11)
+    model = build_model(cfg).train()
+    assert isinstance(model.objective, Wav2Vec2Objective)
+    keys = list(model.state_dict())
+    assert [k.split(".")[0] for k in keys if not k.startswith("encoder.")] == \
+        ["quantizer"] * 3 + ["project_q"] * 2 + ["final_proj"] * 2
+    x, lengths = torch.randn(2, 16000), torch.tensor([16000, 11000])
+    masks = MaskSampler(cfg)(lengths, x.shape[-1], seed=3)
+
+    def by_hand() -> object:
+        fr = model.encoder.frames(x, lengths)
+        _, ctx = model.encoder.contextualise(fr, masks.mask)
+        valid = (~fr.padding_mask).float()
+        penalty = (fr.raw.float().pow(2).mean(-1) * valid).sum() / valid.sum().clamp(min=1.0)
+        q = model.quantizer(select_frames(model.dropout_features(fr.normed), masks.index))
+        logits = contrastive_logits(model.final_proj(select_frames(ctx.last_hidden_state, masks.index)),
+                                    model.project_q(q.quantized), masks.negatives, cfg.loss.logit_temp,
+                                    target_ids=q.code_ids, block=masks.per_row)
+        return wav2vec2_loss(logits, prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
+                             group_code_perplexity=q.group_code_perplexity,
+                             num_codes=cfg.quantizer.groups * cfg.quantizer.entries, feature_penalty=penalty,
+                             diversity_weight=cfg.loss.diversity_weight,
+                             feature_penalty_weight=cfg.loss.feature_penalty_weight,
+                             temperature=model.quantizer.temperature)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for run in (lambda: model(x, lengths, masks), by_hand):
+        torch.manual_seed(5)  # dropout and Gumbel noise drawn alike
+        out = run()
+        results.append((out, torch.autograd.grad(out.loss, params, allow_unused=True)))
+    (a, ga), (b, gb) = results
+    assert torch.equal(a.loss, b.loss) and a.metrics().keys() == b.metrics().keys()
+    assert all(torch.equal(a.metrics()[k], b.metrics()[k]) for k in a.metrics())
+    assert all((u is None and v is None) or torch.equal(u, v) for u, v in zip(ga, gb))
+
+
+class _FrameLabelObjective:
+    """A HuBERT-shaped objective for the seam test: predict given per-frame labels at masked frames."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        self.head = torch.nn.Linear(dim, classes)
+        self.updates = 0
+
+    def parts(self) -> dict[str, torch.nn.Module]:
+        return {"label_head": self.head}
+
+    def set_num_updates(self, num_updates: int) -> None:
+        self.updates = num_updates
+
+    def __call__(self, frames, context, masks, targets=None):
+        from dataclasses import dataclass
+
+        @dataclass
+        class Out:
+            loss: torch.Tensor
+            weight: torch.Tensor
+
+            def metrics(self) -> dict[str, torch.Tensor]:
+                return {"label_loss": self.loss.detach()}
+
+        assert targets is not None, "this objective needs the batch's per-frame targets"
+        chosen = self.head(context.reshape(-1, context.shape[-1]).index_select(0, masks.index))
+        loss = torch.nn.functional.cross_entropy(chosen, targets.reshape(-1).index_select(0, masks.index))
+        return Out(loss, torch.full((), float(masks.index.numel())))
+
+
+def test_a_new_objective_is_a_new_class_not_a_fork() -> None:
+    """Another objective plugs into SSLModel unchanged: its modules become the model's (state dict,
+    optimiser, .to), the batch's per-frame targets reach it, and it trains."""
+    from wavssl.models import SSLModel
+
+    cfg = C.tiny().model
+    torch.manual_seed(2)
+    model = SSLModel(cfg, objective=_FrameLabelObjective(cfg.context.embed_dim, 5)).train()
+    assert {k for k in model.state_dict() if not k.startswith("encoder.")} == {"label_head.weight", "label_head.bias"}
+    x, lengths = torch.randn(2, 16000), torch.tensor([16000, 16000])
+    masks = MaskSampler(cfg)(lengths, x.shape[-1], seed=1)
+    frames = int(frame_lengths(cfg.frontend, torch.tensor([16000]))[0])
+    targets = torch.randint(0, 5, (2, frames), generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses_seen = []
+    for step in range(30):
+        model.set_num_updates(step)
+        out = model(x, lengths, masks, targets)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses_seen.append(float(out.loss.detach()))
+    assert model.objective.updates == 29 and set(out.metrics()) == {"label_loss"}
+    assert losses_seen[-1] < 0.5 * losses_seen[0]  # fits the fixed labels

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from wavssl import config as C
-from wavssl import losses, models
+from wavssl import losses, models, objectives
 from wavssl.data.sensor import SeriesSet, SensorDataError, collate
 from wavssl.models import Encoder, SequenceClassifier, build_classifier, build_model
 from wavssl.modules.context import ContextEncoder
@@ -48,20 +48,20 @@ def test_sensor_and_speech_models_share_classes() -> None:
     assert type(sensor.quantizer) is type(speech.quantizer) is GumbelQuantizer
     assert isinstance(sensor.encoder.frontend, SensorEncoder)
     calls = []
-    real = models.wav2vec2_loss
+    real = objectives.wav2vec2_loss  # the wav2vec 2.0 objective's loss
 
     def spy(*args, **kwargs):  # the very loss function, called by both
         calls.append(kwargs["num_codes"])
         return real(*args, **kwargs)
 
-    models.wav2vec2_loss = spy
+    objectives.wav2vec2_loss = spy
     try:
         torch.manual_seed(0)
         out_speech = speech(torch.randn(2, 16000))
         batch = collate(_series(4).series)
         out_sensor = sensor(batch.series, batch.lengths)
     finally:
-        models.wav2vec2_loss = real
+        objectives.wav2vec2_loss = real
     assert type(out_sensor) is type(out_speech) is losses.ContrastiveLoss
     assert len(calls) == 2 and torch.isfinite(out_sensor.loss)
 

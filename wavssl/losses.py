@@ -34,6 +34,21 @@ class ContrastiveLoss:
     temperature: float
     """Gumbel temperature in force."""
 
+    @property
+    def weight(self) -> Tensor:
+        """What the loss is averaged over (the masked frames): the trainer weights batches by it."""
+        return self.num_masked
+
+    def metrics(self) -> dict[str, Tensor]:
+        """What a pretraining step logs: the loss terms, the accuracy, the perplexities (summed and
+        per codebook group as ``code_perplexity_<g>``) and the temperature; 0-dim tensors, read at
+        log intervals only."""
+        names = ("contrastive", "diversity", "feature_penalty", "accuracy", "prob_perplexity", "code_perplexity")
+        out = {k: getattr(self, k) for k in names}
+        out.update({f"code_perplexity_{g}": p for g, p in enumerate(self.group_code_perplexity.unbind())})
+        out["temperature"] = torch.full((), float(self.temperature))
+        return out
+
 
 FULL_SIMILARITY_MAX_ROWS = 4096
 """Above this many masked frames, :func:`contrastive_logits` without ``block`` gathers

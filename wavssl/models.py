@@ -18,11 +18,10 @@ from wavssl_onnx import Hypothesis, Vocabulary
 from wavssl_onnx.decoding import Decoding, Greedy
 
 from .config import ClassifyConfig, ContextConfig, CTCConfig, MaskingConfig, ModelConfig
-from .losses import ContrastiveLoss, contrastive_logits, wav2vec2_loss
 from .modules.context import ContextEncoder, ContextOutput
 from .modules.frontend import build_frontend, frame_lengths
 from .modules.masking import MaskedFrames, channel_mask, mask_frames, padding_mask, span_mask
-from .modules.quantizer import GumbelQuantizer
+from .objectives import Objective, ObjectiveOutput, Wav2Vec2Objective
 from .recognition import Source, transcribe
 
 
@@ -43,7 +42,9 @@ class EncoderOutput:
 
 
 @dataclass
-class _Frontend:
+class EncoderFrames:
+    """The front end's frames of a batch, before and after the feature LayerNorm."""
+
     raw: Tensor  # (B, F, D) front-end output before LayerNorm
     normed: Tensor  # (B, F, D)
     lengths: Tensor  # (B,)
@@ -64,16 +65,16 @@ class Encoder(nn.Module):
         self.mask_emb = nn.Parameter(torch.empty(embed_dim).uniform_())
         self.context = context
 
-    def frames(self, wav: Tensor, lengths: Tensor | None) -> _Frontend:
+    def frames(self, wav: Tensor, lengths: Tensor | None) -> EncoderFrames:
         """wav: (B, T) [or (B, C, T) for multichannel front ends]; lengths: (B,) samples."""
         unpadded = lengths is None
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[-1], dtype=torch.long, device=wav.device)
         out = self.frontend(wav, lengths)
         pad = padding_mask(out.lengths, out.features.shape[1])
-        return _Frontend(out.features, self.feature_norm(out.features), out.lengths, pad, unpadded)
+        return EncoderFrames(out.features, self.feature_norm(out.features), out.lengths, pad, unpadded)
 
-    def contextualise(self, fr: _Frontend, mask: Tensor | None = None,
+    def contextualise(self, fr: EncoderFrames, mask: Tensor | None = None,
                       channels: Tensor | None = None) -> tuple[Tensor, ContextOutput]:
         """Project normalised frames, replace ``mask`` (B, F) frames by the mask embedding, zero the
         ``channels`` (B, E) feature channels (fine-tuning augmentation), run the context."""
@@ -111,32 +112,32 @@ def build_encoder(cfg: ModelConfig) -> Encoder:
 
 
 class SSLModel(nn.Module):
-    """wav2vec 2.0 pretraining model: encoder + Gumbel quantizer + projections + contrastive loss."""
+    """Pretraining model: the shared :class:`Encoder` + a self-supervised :class:`~wavssl.objectives.Objective`
+    (default: wav2vec 2.0's Gumbel quantizer, projections and contrastive loss), whose modules are
+    registered as this model's children under the objective's names."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, objective: Objective | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        q = cfg.quantizer
         self.encoder = build_encoder(cfg)
-        self.dropout_features = nn.Dropout(cfg.context.dropout_features)
-        self.quantizer = GumbelQuantizer(cfg.frontend.frame_dim, q.groups, q.entries, q.dim, max_temp=q.max_temp,
-                                         min_temp=q.min_temp, temp_decay=q.temp_decay)
-        self.project_q = nn.Linear(q.dim, cfg.final_dim)
-        self.final_proj = nn.Linear(cfg.context.embed_dim, cfg.final_dim)
+        self.objective = Wav2Vec2Objective(cfg) if objective is None else objective
+        for name, module in self.objective.parts().items():
+            self.add_module(name, module)
 
     @property
     def masking(self) -> MaskingConfig:
         return self.cfg.masking
 
     def set_num_updates(self, num_updates: int) -> None:
-        """Called by the trainer before each update (anneals the Gumbel temperature)."""
-        self.quantizer.set_num_updates(num_updates)
+        """Called by the trainer before each update (the objective's schedules, e.g. the Gumbel temperature)."""
+        self.objective.set_num_updates(num_updates)
 
     def encode(self, wav: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         """Frame features and every layer's output, no masking. wav: (B, T) or sensor (B, C, T); lengths: (B,)."""
         return self.encoder(wav, lengths)
 
-    def forward(self, wav: Tensor, lengths: Tensor | None = None, masks: MaskedFrames | None = None) -> ContrastiveLoss:
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, masks: MaskedFrames | None = None,
+                targets: Tensor | None = None) -> ObjectiveOutput:
         """The pretraining objective on a batch.
 
         Args:
@@ -144,33 +145,18 @@ class SSLModel(nn.Module):
             masks: the batch's span mask and distractors, drawn on the host by :class:`MaskSampler`
                 (the data pipeline does); then the step never synchronises with the host. When None
                 they are drawn here, on the device, with the config's masking (synchronises).
+            targets: optional (B, F) per-frame labels for objectives that predict given labels.
+        Returns:
+            the objective's output (wav2vec 2.0: :class:`~wavssl.losses.ContrastiveLoss`).
         """
-        mk, ls = self.cfg.masking, self.cfg.loss
+        mk = self.cfg.masking
         fr = self.encoder.frames(wav, lengths)
-        valid = (~fr.padding_mask).float()
-        feature_penalty = (fr.raw.float().pow(2).mean(-1) * valid).sum() / valid.sum().clamp(min=1.0)
         if masks is None:
             masks = mask_frames(fr.lengths, fr.normed.shape[1], mk.mask_prob, mk.mask_length, mk.num_negatives,
                                 min_masks=mk.min_masks, require_same_masks=mk.require_same_masks,
                                 cross_sample_negatives=mk.cross_sample_negatives)
         _, ctx = self.encoder.contextualise(fr, masks.mask)
-        context = self.final_proj(_select(ctx.last_hidden_state, masks.index))  # (N, final_dim)
-        q = self.quantizer(_select(self.dropout_features(fr.normed), masks.index))
-        targets = self.project_q(q.quantized)  # (N, final_dim)
-        logits = contrastive_logits(context, targets, masks.negatives, ls.logit_temp, target_ids=q.code_ids,
-                                    block=masks.per_row)
-        return wav2vec2_loss(
-            logits, prob_perplexity=q.prob_perplexity, code_perplexity=q.code_perplexity,
-            group_code_perplexity=q.group_code_perplexity,
-            num_codes=self.quantizer.groups * self.quantizer.entries, feature_penalty=feature_penalty,
-            diversity_weight=ls.diversity_weight, feature_penalty_weight=ls.feature_penalty_weight,
-            temperature=self.quantizer.temperature,
-        )
-
-
-def _select(x: Tensor, index: Tensor) -> Tensor:
-    """Frames at flat positions: x (B, F, D), index (N,) of ``b * F + t`` -> (N, D)."""
-    return x.reshape(-1, x.shape[-1]).index_select(0, index)
+        return self.objective(fr, ctx.last_hidden_state, masks, targets)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,16 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data.audio import (AudioBatch, BucketBatchSampler, CropDataset, ScanResult, batch_seed, make_loader, scan_audio,
-                          write_skipped)
+from ..data.audio import (
+    AudioBatch,
+    BucketBatchSampler,
+    CropDataset,
+    ScanResult,
+    batch_seed,
+    make_loader,
+    scan_audio,
+    write_skipped,
+)
 from ..data.sensor import (
     SensorBatch,
     SeriesSet,
@@ -28,17 +36,16 @@ from ..data.sensor import (
     random_time_stretch,
     window,
 )
-from ..losses import ContrastiveLoss
 from ..models import MaskSampler
 from ..modules.frontend import frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
+from ..objectives import ObjectiveOutput
 from .health import RunHealth
 from .rundir import RunDirError, own_run_dir
 from .trainer import Distributed, NoUsableData, StepOutput, TrainerState
 
 __all__ = ["PretrainTask", "RunDirError", "SensorPretrainTask", "pretrain"]
 
-_LOSS_METRICS = ("contrastive", "diversity", "feature_penalty", "accuracy", "prob_perplexity", "code_perplexity")
 
 
 class PretrainTask:
@@ -125,25 +132,23 @@ class PretrainTask:
         out = model(wav, lengths, masks)
         metrics = _pretrain_metrics(out, batch.masks, batch.lengths, self.cfg)
         seconds = sum(batch.lengths.tolist()) / self.cfg.data.sample_rate  # host data
-        return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
+        return StepOutput(loss=out.loss, metrics=metrics, weight=out.weight, seconds=seconds)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
         self.health.after_update(num_updates)
 
 
-def _pretrain_metrics(out: ContrastiveLoss, masks: MaskedFrames | None, lengths: torch.Tensor,
+def _pretrain_metrics(out: ObjectiveOutput, masks: MaskedFrames | None, lengths: torch.Tensor,
                       cfg: Config) -> dict[str, torch.Tensor]:
-    """What a pretraining step logs: the loss terms, each codebook group's code perplexity
-    (``code_perplexity_<g>``), the fraction of valid frames masked and the Gumbel temperature (read
-    by :class:`~wavssl.train.health.HealthMonitor`). The last two come from host data (the host-drawn
-    masks and the batch's (B,) sample counts), so the step still never waits for the device."""
-    metrics = {k: getattr(out, k) for k in _LOSS_METRICS}
-    metrics.update({f"code_perplexity_{g}": p for g, p in enumerate(out.group_code_perplexity.unbind())})
+    """What a pretraining step logs: the objective's own metrics (wav2vec 2.0: loss terms, accuracy,
+    per-group code perplexity, temperature) and the fraction of valid frames masked (read by
+    :class:`~wavssl.train.health.HealthMonitor`), from host data (the host-drawn masks and the batch's
+    (B,) sample counts), so the step still never waits for the device."""
+    metrics = dict(out.metrics())
     if masks is not None:  # host tensors only: no scalar read back, nothing copied to the device here
         frames = frame_lengths(cfg.model.frontend, lengths.cpu()).sum().clamp(min=1).double()
         metrics["masked_fraction"] = masks.index.shape[0] / frames
-    metrics["temperature"] = torch.full((), float(out.temperature))
     return metrics
 
 
@@ -220,7 +225,7 @@ class SensorPretrainTask:
                     item.masks.to(device, non_blocking=True))
         metrics = _pretrain_metrics(out, item.masks, batch.lengths, self.cfg)
         seconds = sum(batch.lengths.tolist()) / self.cfg.model.frontend.sample_rate  # host data
-        return StepOutput(loss=out.loss, metrics=metrics, weight=out.num_masked, seconds=seconds)
+        return StepOutput(loss=out.loss, metrics=metrics, weight=out.weight, seconds=seconds)
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         model.set_num_updates(num_updates)  # type: ignore[operator]
