@@ -10,12 +10,16 @@ computed from the input shape. In one process, on the same 10 s clip of generate
   decoding included), at its default passive thread waiting and, with 2 threads, also with
   ONNX Runtime's spinning (``spin=True``), which is what sherpa-onnx's session uses;
 - **sherpa-onnx**: ``OfflineRecognizer.from_omnilingual_asr_ctc`` (create a stream, accept the
-  waveform, decode; sherpa-onnx standardises the input itself and decodes greedily).
+  waveform, decode; sherpa-onnx standardises the input itself and decodes greedily);
+- **transformers onnx** (the peer of ``cpu_inference.py``, in the same run so its lead stays
+  measured): transformers' ``Wav2Vec2ForCTC`` (same architecture, random weights) exported with
+  ``torch.onnx.export(dynamo=True)``, MatMul weights int8 by ``quantize_dynamic``, run by the same
+  ONNX Runtime session options as wavssl-onnx (logits only, no decoding).
 
 At 1 and 2 intra-op threads; after one warm-up each, engines alternate run by run (order reversed
 every round). Reported per engine: real-time factor (median of seconds per audio second) and CPU
 seconds per audio second (this process's CPU time: sherpa-onnx's C++ threads count too), and the
-ratio wavssl-onnx / sherpa-onnx of both (1.05 = wavssl 5 % slower).
+ratio wavssl-onnx / sherpa-onnx of both (1.05 = wavssl 5 % slower), and wavssl-onnx / transformers onnx.
 
     python benchmarks/sherpa_inference.py                  # 10 s clip, 1 and 2 threads, 9 runs
     python benchmarks/sherpa_inference.py --work DIR       # keep (and reuse) the exported models
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -42,12 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._env import append_result, cpu_flags, cpu_name, git_commit, load_average  # noqa: E402
-from benchmarks.cpu_inference import speech_clip, time_all, wavssl_model_dir  # noqa: E402
+from benchmarks.cpu_inference import speech_clip, time_all, transformers_model, transformers_onnx, wavssl_model_dir  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "sherpa_inference.jsonl"
 PAIRS = (("wavssl-onnx fp32", "sherpa-onnx fp32"), ("wavssl-onnx int8", "sherpa-onnx int8"),
-         ("wavssl-onnx fp32 spin", "sherpa-onnx fp32"), ("wavssl-onnx int8 spin", "sherpa-onnx int8"))
-"""(wavssl-onnx engine, the sherpa-onnx engine it is compared with)."""
+         ("wavssl-onnx fp32 spin", "sherpa-onnx fp32"), ("wavssl-onnx int8 spin", "sherpa-onnx int8"),
+         ("wavssl-onnx fp32", "transformers onnx fp32"), ("wavssl-onnx int8", "transformers onnx int8"))
+"""(wavssl-onnx engine, the peer engine it is compared with)."""
 
 
 def sherpa_dir(model_dir: Path, work: Path, log: Callable[[str], None]) -> Path:
@@ -61,10 +65,12 @@ def sherpa_dir(model_dir: Path, work: Path, log: Callable[[str], None]) -> Path:
     return out
 
 
-def engines(model_dir: Path, sherpa: Path, clip: np.ndarray, threads: int) -> dict[str, Callable[[], str]]:
-    """name -> callable that transcribes the clip once and returns the text."""
+def engines(model_dir: Path, sherpa: Path, peer: tuple[Path, Path], clip: np.ndarray,
+            threads: int) -> dict[str, Callable[[], object]]:
+    """name -> callable that processes the clip once (the text, for the two runtimes of our graph)."""
     import sherpa_onnx
     from wavssl_onnx import OfflineRecognizer
+    from wavssl_onnx.session import cpu_session
 
     def wavssl(int8: bool, spin: bool) -> Callable[[], str]:
         rec = OfflineRecognizer.from_dir(model_dir, threads=threads, spin=spin, int8=int8)
@@ -82,8 +88,15 @@ def engines(model_dir: Path, sherpa: Path, clip: np.ndarray, threads: int) -> di
             return " ".join(stream.result.text.split())
         return run
 
-    fns = {"wavssl-onnx fp32": wavssl(False, False), "wavssl-onnx int8": wavssl(True, False),
-           "sherpa-onnx fp32": sherpa_engine(False), "sherpa-onnx int8": sherpa_engine(True)}
+    def peer_session(path: Path) -> Callable[[], object]:
+        session = cpu_session(path, threads, False)
+        feed = {"input_values": clip[None]}
+        return lambda: session.run(None, feed)
+
+    fns: dict[str, Callable[[], object]] = {
+        "wavssl-onnx fp32": wavssl(False, False), "wavssl-onnx int8": wavssl(True, False),
+        "sherpa-onnx fp32": sherpa_engine(False), "sherpa-onnx int8": sherpa_engine(True),
+        "transformers onnx fp32": peer_session(peer[0]), "transformers onnx int8": peer_session(peer[1])}
     if threads > 1:  # one thread has no workers to spin
         fns |= {"wavssl-onnx fp32 spin": wavssl(False, True), "wavssl-onnx int8 spin": wavssl(True, True)}
     return fns
@@ -117,10 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
     clip, clip_kind = speech_clip(a.seconds, a.work)
     model_dir, export_meta = wavssl_model_dir(a.work, log)
     sherpa = sherpa_dir(model_dir, a.work, log)
+    peer = transformers_onnx(transformers_model(a.work), a.work, log)
     by_threads: dict[str, dict] = {}
     for threads in a.threads:
-        fns = engines(model_dir, sherpa, clip, threads)
-        texts = {k: fn() for k, fn in fns.items()}
+        fns = engines(model_dir, sherpa, peer, clip, threads)
+        texts = {k: fn() for k, fn in fns.items() if not k.startswith("transformers")}
         log(f"[bench] {threads} thread(s): timing {len(fns)} engines x {a.runs} runs on a {a.seconds:g} s clip ...")
         wall, cpu = time_all(fns, a.runs, a.seconds)
         rtf = {k: round(statistics.median(v), 4) for k, v in wall.items()}
@@ -136,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "benchmark": "sherpa_inference", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit("wavssl", "export"), "clip_seconds": a.seconds, "clip": clip_kind, "runs": a.runs,
-        "model": "wav2vec2 BASE CTC, random weights (benchmarks/cpu_inference.py), the same graph in both runtimes",
+        "model": "wav2vec2 BASE CTC, random weights (benchmarks/cpu_inference.py), the same graph in both runtimes; "
+                 "peer: transformers Wav2Vec2ForCTC exported to ONNX",
         "by_threads": by_threads, "wavssl_export": export_meta,
         "load_average": {"start": load_start, "end": load_average()},
         "versions": _versions(), "cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
