@@ -521,6 +521,6 @@ def build_app(models: Sequence[str | os.PathLike[str]] | Catalog | None = None, 
                 with gr.Tab("Sensor", id="sensor", elem_id="tab-sensor"):
                     _sensor_tab(catalog, limits, series)
         app.unload(files.drop)
-    app.limits, app.catalog, app.session_files = limits, catalog, files  # type: ignore[attr-defined]
+    app.limits, app.catalog, app.session_files = limits, catalog, files
     app.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     return app

@@ -279,8 +279,10 @@ class Catalog:
 
         e = self.get(name, "ctc")
         use8 = int8 and e.has_int8
+        onnx_dir = e.onnx_dir
+        assert onnx_dir is not None  # every ctc entry has one
         return self._load(("offline", e.name, str(use8)),
-                          lambda: OfflineRecognizer.from_dir(e.onnx_dir, threads=self.threads, int8=use8))  # type: ignore[arg-type]
+                          lambda: OfflineRecognizer.from_dir(onnx_dir, threads=self.threads, int8=use8))
 
     def online(self, name: str | None, int8: bool = False) -> Any:
         """A :class:`wavssl_onnx.OnlineRecognizer` (2 s windows + 1 s context for offline exports,
@@ -289,17 +291,21 @@ class Catalog:
 
         e = self.get(name, "ctc")
         use8 = int8 and e.has_int8
+        onnx_dir = e.onnx_dir
+        assert onnx_dir is not None  # every ctc entry has one
         return self._load(("online", e.name, str(use8)),
-                          lambda: OnlineRecognizer.from_dir(e.onnx_dir, threads=self.threads, int8=use8,
+                          lambda: OnlineRecognizer.from_dir(onnx_dir, threads=self.threads, int8=use8,
                                                            chunk_seconds=LIVE_CHUNK_SECONDS,
-                                                           context_seconds=LIVE_CONTEXT_SECONDS))  # type: ignore[arg-type]
+                                                           context_seconds=LIVE_CONTEXT_SECONDS))
 
     def classifier(self, name: str | None) -> Any:
         """A :class:`wavssl_onnx.Classifier` for the ``classify`` model ``name``."""
         from wavssl_onnx import Classifier
 
         e = self.get(name, "classify")
-        return self._load(("classify", e.name), lambda: Classifier.from_dir(e.onnx_dir, threads=self.threads))  # type: ignore[arg-type]
+        onnx_dir = e.onnx_dir
+        assert onnx_dir is not None  # every classify entry has one
+        return self._load(("classify", e.name), lambda: Classifier.from_dir(onnx_dir, threads=self.threads))
 
     def ssl_model(self, name: str | None) -> Any:
         """The PyTorch :class:`wavssl.models.SSLModel` of the pretraining run ``name`` (eval mode)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .app import build_app
+from .app import DEFAULT_EXAMPLES, build_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -27,13 +27,14 @@ def shoot(out: Path, models: list[Path] | None = None, *, examples: Path | None 
     """Screenshot of the page after transcribing the first example clip, as a ``colors``-colour PNG."""
     from playwright.sync_api import sync_playwright
 
-    app = build_app(models or None, threads=1, **({"examples": examples} if examples is not None else {}))
+    app = build_app(models or None, threads=1, examples=DEFAULT_EXAMPLES if examples is None else examples)
     app.launch(prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
             browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS,
                                                             viewport={"width": width, "height": 900})
             page = browser.new_page()
+            assert app.local_url is not None  # set by launch()
             page.goto(app.local_url)
             page.wait_for_selector("#tabs")
             if page.locator("#asr-run").count() and page.locator("#asr-examples").count():

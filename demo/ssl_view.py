@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from wavssl.losses import contrastive_accuracy
 from wavssl.models import MaskSampler, SSLModel, frame_shift_samples
+from wavssl.objectives import Wav2Vec2Objective
 
 MAX_SIMILARITY_PANELS = 6
 """Frame self-similarity matrices drawn: the front end's frames and up to this many layers in all."""
@@ -85,15 +86,17 @@ def play(model: SSLModel, wave: np.ndarray, seed: int = 0) -> SSLView:
         seed: the mask and distractor draw (same seed, same draw).
     """
     model.eval()
+    objective = model.objective
+    assert isinstance(objective, Wav2Vec2Objective)  # the view shows wav2vec 2.0's quantizer and scores
     wav = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None]  # (1, T)
     lengths = torch.tensor([wav.shape[1]])
     fr = model.encoder.frames(wav, lengths)
     masks = MaskSampler(model.cfg)(lengths, wav.shape[1], seed)
     _, ctx = model.encoder.contextualise(fr, masks.mask)
-    logits, q = model.objective.scores(fr, ctx.last_hidden_state, masks)  # type: ignore[attr-defined]  # wav2vec 2.0's
+    logits, q = objective.scores(fr, ctx.last_hidden_state, masks)
     best_other = logits[:, 1:].max(dim=1).values if logits.shape[1] > 1 else torch.full_like(logits[:, 0], -torch.inf)
     frames = fr.normed[0]  # (F, D)
-    every = model.quantizer(frames)  # all frames: codes and perplexity of the clip
+    every = objective.quantizer(frames)  # all frames: codes and perplexity of the clip
     clean = model.encode(wav, lengths)  # unmasked: every layer's output
     layers = [frames, *(h[0] for h in clean.layer_outputs)]
     names = ["front end", *(f"layer {i + 1}" for i in range(len(clean.layer_outputs)))]
@@ -109,7 +112,7 @@ def play(model: SSLModel, wave: np.ndarray, seed: int = 0) -> SSLView:
         correct=(logits[:, 0] > best_other).numpy(),
         accuracy=float(contrastive_accuracy(logits)),
         codes=every.codes.numpy(),
-        entries=model.quantizer.entries,
+        entries=objective.quantizer.entries,
         code_perplexity=float(every.code_perplexity),
         layer_names=[names[i] for i in pick],
         similarity=[_cosine(layers[i]) for i in pick],

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from wavssl_onnx import AudioError, Decoding, Hypothesis, Result, WordTime, cer, normalize_text, wer
+from wavssl_onnx import AudioError, Decoding, Hypothesis, NGramLM, Result, WordTime, cer, normalize_text, wer
 from wavssl_onnx.audio import probe, read_audio
 from wavssl_onnx.lm import load_lm
 

@@ -108,6 +108,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     import json
 
     from .data.sensor import check_series
+    from .models import SequenceClassifier
+    from .modules.frontend import SensorEncoder
     from .train.checkpoint import load, load_config
     from .train.classify import score
     from .train.tasks import load_sensor_data
@@ -119,6 +121,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     if cfg.task != "classify":
         raise ValueError(f"{a.run}: a {cfg.task!r} run; evaluate a fine-tuned recognizer or classifier run")
     model = load(a.run, resolve_device(a.device, Distributed()))
+    assert isinstance(model, SequenceClassifier) and isinstance(model.encoder.frontend, SensorEncoder)  # a classify run
     data = load_sensor_data(a.data, cfg, labels=a.labels)
     check_series(data, channels=cfg.model.frontend.in_channels, min_length=model.encoder.frontend.receptive_field,
                  expected_by=f"the checkpoint {a.run}")
@@ -136,12 +139,14 @@ def _evaluate_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
     from wavssl_onnx.fileio import atomic_write_text
 
     from .data.text import read_transcribed
+    from .models import CTCModel
     from .recognition import evaluate
     from .train.checkpoint import load
     from .train.trainer import Distributed, resolve_device
 
     a.language = a.language if a.language is not None else cfg.ctc.language
     model = load(a.run, resolve_device(a.device, Distributed()))
+    assert isinstance(model, CTCModel)  # a ctc run
     data = read_transcribed(a.data, sample_rate=model.sample_rate, language=a.language)
     ev = evaluate(model, data, decoding=decoding_from_args(a, a.language))
     for where, reason in ev.skipped:
@@ -162,6 +167,7 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     import json
 
     from .data.audio import AudioError
+    from .models import CTCModel
     from .train.checkpoint import load, load_config
     from .train.trainer import Distributed, resolve_device
 
@@ -169,6 +175,7 @@ def _cmd_transcribe(a: argparse.Namespace) -> int:
     if cfg.task != "ctc":
         raise ValueError(f"{a.run}: a {cfg.task!r} run; transcribe with a fine-tuned recognizer (wavssl finetune)")
     model = load(a.run, resolve_device(a.device, Distributed()))
+    assert isinstance(model, CTCModel)  # a ctc run
     model.decoding, failures = decoding_from_args(a, cfg.ctc.language), 0
     for path in a.audio:  # one file at a time: a bad file is reported and the others still come out
         try:

@@ -681,7 +681,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return from_dict(tp, value, where + ".")

@@ -133,7 +133,9 @@ def model_info(model: nn.Module, language: str = "", sample_rate: int | None = N
     """The ``wavssl.json`` description of a recognizer or classifier (``files`` holds fp32 only).
 
     ``sample_rate``: the input rate (default: ``model.sample_rate``; 100 Hz for a classifier without one)."""
-    frontend = model.encoder.frontend  # type: ignore[union-attr]
+    if not isinstance(model, (CTCModel, SequenceClassifier)):
+        raise ExportError(f"cannot export a {type(model).__name__}; export a CTCModel or SequenceClassifier")
+    frontend = model.encoder.frontend
     hop = frame_shift_samples(frontend)
     if isinstance(model, CTCModel):
         if model.vocab is None:
@@ -143,13 +145,11 @@ def model_info(model: nn.Module, language: str = "", sample_rate: int | None = N
                          min_samples=min_input_samples(frontend), inputs=["waveform", "lengths"],
                          outputs=["log_probs", "frame_lengths"], files={"fp32": MODEL_FILE},
                          vocabulary=model.vocab, normalize_audio=bool(model.normalize_audio), language=language)
-    if isinstance(model, SequenceClassifier):
-        rate = int(sample_rate or getattr(model, "sample_rate", 0) or 100)
-        return ModelInfo(kind="classify", sample_rate=rate, frame_shift=hop / rate, frame_shift_samples=hop,
-                         min_samples=min_input_samples(frontend), inputs=["series", "lengths"], outputs=["log_probs"],
-                         files={"fp32": MODEL_FILE}, class_names=list(model.class_names),
-                         in_channels=int(getattr(frontend, "in_channels", 1)))
-    raise ExportError(f"cannot export a {type(model).__name__}; export a CTCModel or SequenceClassifier")
+    rate = int(sample_rate or getattr(model, "sample_rate", 0) or 100)
+    return ModelInfo(kind="classify", sample_rate=rate, frame_shift=hop / rate, frame_shift_samples=hop,
+                     min_samples=min_input_samples(frontend), inputs=["series", "lengths"], outputs=["log_probs"],
+                     files={"fp32": MODEL_FILE}, class_names=list(model.class_names),
+                     in_channels=int(getattr(frontend, "in_channels", 1)))
 
 
 def streaming_info(model: CTCModel, language: str = "", sample_rate: int | None = None) -> ModelInfo:
@@ -285,7 +285,7 @@ def _torch_outputs(model: nn.Module, batch: np.ndarray, lengths: np.ndarray) -> 
                 batch = pad_stack([standardize(x[:n]) for x, n in zip(batch, lengths)])[0]
             out = model(torch.from_numpy(batch), torch.from_numpy(lengths))
             return out.log_probs().numpy(), out.lengths.numpy()
-        logits = model(torch.from_numpy(batch), torch.from_numpy(lengths)).logits  # type: ignore[operator]
+        logits = model(torch.from_numpy(batch), torch.from_numpy(lengths)).logits
         return torch.log_softmax(logits.float(), -1).numpy(), np.ones(len(lengths), dtype=np.int64)
 
 
@@ -537,7 +537,7 @@ def export(run: str | Path | nn.Module, out: str | Path, *, int8: bool = False, 
         def check(graph: str, reference: Path | None = None) -> list[ParityRow]:
             if streaming:
                 return streaming_parity(model, tmp, info, STREAMING_GRAPHS[graph], audio,
-                                        reference=reference and STREAMING_GRAPHS[reference.name])
+                                        reference=None if reference is None else STREAMING_GRAPHS[reference.name])
             return parity_check(model, tmp / graph, info, audio, reference=reference)
 
         parity = check(MODEL_FILE)

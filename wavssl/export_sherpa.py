@@ -108,7 +108,7 @@ STREAMING_NOTE = (
 def sherpa_unsupported(model: nn.Module, sample_rate: int | None = None) -> str | None:
     """Why sherpa-onnx's omnilingual-ASR CTC family cannot run ``model`` with wavssl's transcripts,
     or None when it can (see the module docstring)."""
-    from .modules.frontend import FbankEncoder, WaveformEncoder
+    from .modules.frontend import FbankEncoder, WaveformEncoder, block_parts
 
     if not isinstance(model, CTCModel):
         return f"sherpa-onnx export applies to speech recognizers (CTC), not a {type(model).__name__}"
@@ -118,7 +118,7 @@ def sherpa_unsupported(model: nn.Module, sample_rate: int | None = None) -> str 
         return None
     frontend = model.encoder.frontend
     if isinstance(frontend, WaveformEncoder):
-        norm = frontend.blocks[0][1]
+        norm = block_parts(frontend.blocks[0])[1]
         if isinstance(norm, nn.GroupNorm) and norm.num_groups == norm.num_channels:
             return None
         what = "per-frame LayerNorm waveform front end (norm_mode=layer_norm)"

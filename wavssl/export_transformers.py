@@ -86,6 +86,7 @@ def export_transformers(run: str | Path, out: str | Path) -> Path:
     Raises:
         TransformersExportError: the run uses something transformers cannot express (nothing is written).
     """
+    from .models import CTCModel
     from .train.checkpoint import load, load_config
 
     run, out = Path(run), Path(out)
@@ -94,6 +95,7 @@ def export_transformers(run: str | Path, out: str | Path) -> Path:
     model = load(run)
     vocab: Vocabulary | None = getattr(model, "vocab", None) if cfg.task == "ctc" else None
     if cfg.task == "ctc":
+        assert isinstance(model, CTCModel)  # a ctc run
         _check_vocab(vocab, int(model.head.out_features), run)
     config = transformers_config(cfg, vocab)
     state = transformers_state(model.state_dict(), keep_mask_emb=config["mask_time_prob"] > 0
@@ -109,7 +111,10 @@ def export_transformers(run: str | Path, out: str | Path) -> Path:
     tmp = make_temp_dir(out, ".export-transformers-")
     try:
         for name, content in files.items():
-            (atomic_write_bytes if isinstance(content, bytes) else atomic_write_text)(tmp / name, content)
+            if isinstance(content, bytes):
+                atomic_write_bytes(tmp / name, content)
+            else:
+                atomic_write_text(tmp / name, content)
         for name in STALE_FILES:
             if name not in files:
                 (out / name).unlink(missing_ok=True)

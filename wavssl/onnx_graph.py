@@ -24,6 +24,7 @@ PyTorch on the same padded batch.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,13 @@ from torch.nn.utils import parametrize
 from wavssl_onnx.audio import STANDARDIZE_EPS
 
 from .models import CTCModel, Encoder, SequenceClassifier
-from .modules.context import ContextEncoder
-from .modules.frontend import WaveformEncoder
+from .modules.context import ContextEncoder, SelfAttention
+from .modules.frontend import WaveformEncoder, as_frontend, block_parts
+
+if TYPE_CHECKING:
+    from onnxscript.values import Op
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 NORMALIZE_EPS = STANDARDIZE_EPS
 """Variance floor of the per-utterance standardisation: the runtime's and training's, one definition."""
@@ -65,7 +71,7 @@ def _fused_attention_fake(x: Tensor, weight: Tensor, bias: Tensor, lengths: Tens
     return torch.empty_like(x)
 
 
-def _contrib_ops() -> tuple[object, object]:
+def _contrib_ops() -> tuple[Op, Op]:
     """``com.microsoft`` Attention and Gelu as onnxscript ops (their schemas are not in onnx)."""
     from onnx.defs import OpSchema
     from onnxscript.values import Op, Opset
@@ -91,10 +97,10 @@ def translation_table() -> dict:
 
     ms_attention, ms_gelu = _contrib_ops()
 
-    def attention(x, weight, bias, lengths, num_heads: int):  # type: ignore[no-untyped-def]
+    def attention(x, weight, bias, lengths, num_heads: int):
         return ms_attention(x, weight, bias, op.Cast(lengths, to=6), num_heads=num_heads)  # 6 = INT32
 
-    def gelu(x, approximate: str = "none"):  # type: ignore[no-untyped-def]
+    def gelu(x, approximate: str = "none"):
         if approximate != "none":
             raise NotImplementedError("only the exact (erf) GELU is mapped to com.microsoft.Gelu")
         return ms_gelu(x)
@@ -105,7 +111,7 @@ def translation_table() -> dict:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
+def frozen_copy(model: ModuleT) -> ModuleT:
     """A deep copy in eval mode with weight norm (any parametrization) folded into plain weights,
     layer drop off and no gradients."""
     model = copy.deepcopy(model).eval()
@@ -205,7 +211,7 @@ class MatMulWaveformFrontend(nn.Module):
         self.norms = nn.ModuleList()
         self.kinds: list[str] = []
         for i, block in enumerate(frontend.blocks):
-            conv, norm = block[0], block[1]
+            conv, norm = block_parts(block)
             c_out, c_in, k = conv.weight.shape
             w = conv.weight.detach().permute(2, 1, 0).reshape(k * c_in, c_out).contiguous()
             self.weights.append(nn.Parameter(w, requires_grad=False))
@@ -229,6 +235,7 @@ class MatMulWaveformFrontend(nn.Module):
         if self.kinds[0] != "group":
             return self._finish(0, windows @ self.weights[0])
         norm, w = self.norms[0], self.weights[0]  # w: (k0, C0)
+        assert isinstance(norm, nn.GroupNorm)  # kinds[0] == "group"
         b, frames = windows.shape[:2]
         mean = windows.mean(1, keepdim=True)  # (B, 1, k0)
         centred = windows - mean
@@ -294,7 +301,7 @@ class ContextGraph(nn.Module):
         if not self.fused:
             out = self.context(x, padding_mask)
         else:
-            def attend(attention: nn.Module, h: Tensor) -> Tensor:  # (B, F, E) -> (B, F, E), one fused op
+            def attend(attention: SelfAttention, h: Tensor) -> Tensor:  # (B, F, E) -> (B, F, E), one fused op
                 return attention.out(fused_attention(h, attention.qkv.weight.T, attention.qkv.bias, lengths,
                                                      attention.num_heads))
 
@@ -308,7 +315,7 @@ class EncoderGraph(nn.Module):
 
     def __init__(self, encoder: Encoder, fused: bool) -> None:
         super().__init__()
-        self.frontend = encoder.frontend
+        self.frontend = as_frontend(encoder.frontend)
         self.matmul_frontend = MatMulWaveformFrontend(encoder.frontend) \
             if fused and isinstance(encoder.frontend, WaveformEncoder) else None
         self.feature_norm, self.feature_proj = encoder.feature_norm, encoder.feature_proj
@@ -339,7 +346,7 @@ class CTCGraph(nn.Module):
 
     def __init__(self, model: CTCModel, fused: bool = True) -> None:
         super().__init__()
-        model = frozen_copy(model)  # type: ignore[assignment]
+        model = frozen_copy(model)
         self.encoder = EncoderGraph(model.encoder, fused)
         self.head = model.head
         self.normalize = bool(getattr(model, "normalize_audio", False))
@@ -357,7 +364,7 @@ class ClassifierGraph(nn.Module):
 
     def __init__(self, model: SequenceClassifier, fused: bool = True) -> None:
         super().__init__()
-        model = frozen_copy(model)  # type: ignore[assignment]
+        model = frozen_copy(model)
         self.encoder = EncoderGraph(model.encoder, fused)
         self.model = model
 

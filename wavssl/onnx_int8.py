@@ -153,9 +153,11 @@ def fuse_gathered_products(model: Any) -> int:
         if source is None or source.op_type == "DynamicQuantizeLinear" or len(mm.input) < 4:
             continue
         cast = only_consumer(mm.output[0], "Cast")
-        mul = cast and only_consumer(cast.output[0], "Mul")
-        scales = mul and producer.get(mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0])
-        if not mul or scales is None or scales.op_type != "Mul":
+        mul = None if cast is None else only_consumer(cast.output[0], "Mul")
+        if cast is None or mul is None:
+            continue
+        scales = producer.get(mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0])
+        if scales is None or scales.op_type != "Mul":
             continue
         a_scale, b_scale = scales.input
         node = helper.make_node("MatMulIntegerToFloat", [mm.input[0], mm.input[1], a_scale, b_scale, mm.input[2], mm.input[3]],

@@ -26,6 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import SupportsFloat
 
 from wavssl_onnx.fileio import atomic_write_text
 from wavssl_onnx.model_dir import LM_FILE
@@ -148,12 +149,13 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
 def _print_summary(s: dict[str, object]) -> None:
     ex = s["example"]
     assert isinstance(ex, dict)
-    secs, greedy, with_lm = s["seconds"], s["test_greedy"], s["test_lm"]
+    secs, greedy, with_lm, best_cer = s["seconds"], s["test_greedy"], s["test_lm"], s["best_dev_cer"]
     assert isinstance(secs, dict) and isinstance(greedy, dict) and isinstance(with_lm, dict)
+    assert isinstance(best_cer, SupportsFloat)
     print(f"""
 == wavssl quickstart: done in {secs['total'] / 60:.1f} min ==
   pretraining run   {s['ssl_run']}  ({s['pretrain_updates']} updates)
-  recognizer run    {s['recognizer_run']}  (best dev CER {100 * float(s['best_dev_cer']):.1f}% at update {s['best_update']})
+  recognizer run    {s['recognizer_run']}  (best dev CER {100 * float(best_cer):.1f}% at update {s['best_update']})
   ONNX model        {s['onnx_model']}  (fp32 + int8, runs without PyTorch)
   test split        {s['test_utterances']} utterances, sentences and espeak-ng voices never seen in training:
       greedy        CER {100 * greedy['cer']:.1f}%  WER {100 * greedy['wer']:.1f}%

@@ -33,7 +33,7 @@ from wavssl_onnx.streaming import ChunkEngine, StateSpec, StreamGeometry, Stream
 
 from .models import CTCModel, frame_shift_samples, min_input_samples
 from .modules.context import ContextEncoder, SelfAttention
-from .modules.frontend import WaveformEncoder
+from .modules.frontend import WaveformEncoder, as_frontend, block_parts
 from .onnx_graph import MatMulWaveformFrontend, frozen_copy
 
 
@@ -51,7 +51,7 @@ def _check_streamable(model: CTCModel) -> None:
     elif ctx.attention_left_chunks < 1:
         problems.append(f"model.context.attention_left_chunks = {ctx.attention_left_chunks}; streaming needs a "
                         f"bounded left context of at least one chunk (e.g. 4)")
-    if isinstance(frontend, WaveformEncoder) and any(isinstance(b[1], nn.GroupNorm) for b in frontend.blocks):
+    if isinstance(frontend, WaveformEncoder) and any(isinstance(block_parts(b)[1], nn.GroupNorm) for b in frontend.blocks):
         problems.append("the front end normalises over the whole utterance (norm_mode 'default'); streaming "
                         "needs the per-frame 'layer_norm' or 'none' mode")
     if model.normalize_audio:
@@ -113,8 +113,8 @@ class FrontendGraph(nn.Module):
 
     def __init__(self, model: CTCModel, fused: bool = True, window_samples: int = 0) -> None:
         super().__init__()
-        encoder = frozen_copy(model).encoder  # type: ignore[union-attr]
-        self.frontend = encoder.frontend
+        encoder = frozen_copy(model).encoder
+        self.frontend = as_frontend(encoder.frontend)
         self.matmul = MatMulWaveformFrontend(encoder.frontend, window_samples) \
             if fused and isinstance(encoder.frontend, WaveformEncoder) else None
         self.feature_norm, self.feature_proj = encoder.feature_norm, encoder.feature_proj
@@ -137,7 +137,7 @@ class ChunkStepGraph(nn.Module):
 
     def __init__(self, model: CTCModel) -> None:
         super().__init__()
-        model = frozen_copy(model)  # type: ignore[assignment]
+        model = frozen_copy(model)
         ctx: ContextEncoder = model.encoder.context
         self.ctx, self.head = ctx, model.head
         self.lookahead = ctx.pos_conv.lookahead

@@ -250,7 +250,7 @@ def write_skipped(path: str | Path, skipped: list[tuple[str, str]]) -> None:
     atomic_write_text(Path(path), "\n".join(rows) + "\n")
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.ndarray:
     """(T,) float32 mono waveform of a file at ``sample_rate``, T >= 1: the runtime's decoder
     (:func:`wavssl_onnx.audio.read_audio`), so training and serving decode alike.
 

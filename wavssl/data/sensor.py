@@ -122,9 +122,7 @@ def _apply_labels(table: LabelTable, files: list[Path], counts: list[int], root:
         if len(table.labels) != total:
             raise SensorDataError(f"{where}: {len(table.labels)} labels for {total} series (rows are matched in order)")
         return list(table.labels)
-    by_name: dict[str, str] = {}
-    for name, label in zip(table.files, table.labels):
-        by_name[name] = label
+    by_name = dict(zip(table.files, table.labels))
     out = []
     for file, count in zip(files, counts):
         keys = [str(file.relative_to(root)) if file != root else file.name, file.name, file.stem]
@@ -171,7 +169,10 @@ def load_series(path: str | Path, *, labels: str | Path | None = None, sample_ra
         items, found = read_series(file, sample_rate)
         series.extend(items)
         sources.extend([str(file)] if len(items) == 1 else [f"{file}[{i}]" for i in range(len(items))])
-        file_labels.extend(found if found is not None else [None] * len(items))
+        if found is not None:
+            file_labels.extend(found)
+        else:
+            file_labels.extend([None] * len(items))
         counts.append(len(items))
     for s, src in zip(series, sources):
         if s.shape[0] != series[0].shape[0]:

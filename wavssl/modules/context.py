@@ -38,6 +38,7 @@ class PositionalConv(nn.Module):
         super().__init__()
         conv = nn.Conv1d(dim, dim, kernel, groups=groups)
         nn.init.normal_(conv.weight, mean=0.0, std=(4.0 / (kernel * dim)) ** 0.5)
+        assert conv.bias is not None  # nn.Conv1d's default bias=True
         nn.init.zeros_(conv.bias)
         self.conv = weight_norm(conv, name="weight", dim=2) if use_weight_norm else conv
         self.lookahead = (kernel // 2 - (1 - kernel % 2)) if lookahead < 0 else lookahead
@@ -156,16 +157,17 @@ class ContextEncoder(nn.Module):
                                        use_weight_norm=pos_conv_weight_norm, lookahead=pos_conv_lookahead)
         self.layer_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(
+        layers = [
             TransformerLayer(dim, num_heads, ffn_dim, dropout=dropout, attention_dropout=attention_dropout,
                              activation_dropout=activation_dropout, layer_norm_first=layer_norm_first)
             for _ in range(num_layers)
-        )
+        ]
+        self.layers = nn.ModuleList(layers)
         self.layer_norm_first, self.layer_drop = layer_norm_first, layer_drop
         self.checkpoint_layers = False
         """Activation checkpointing in training: layer activations are recomputed in the backward pass."""
         self.attention_chunk, self.attention_left_chunks = attention_chunk, attention_left_chunks
-        for layer in self.layers:
+        for layer in layers:
             for lin in (layer.attention.qkv, layer.attention.out, layer.fc1, layer.fc2):
                 nn.init.normal_(lin.weight, std=0.02)
                 nn.init.zeros_(lin.bias)

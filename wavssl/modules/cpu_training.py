@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .context import PositionalConv
-from .frontend import WaveformEncoder
+from .frontend import WaveformEncoder, block_parts
 
 
 def waveform_channels_last(encoder: WaveformEncoder, wav: Tensor) -> Tensor:
@@ -28,7 +28,7 @@ def waveform_channels_last(encoder: WaveformEncoder, wav: Tensor) -> Tensor:
     """
     x = wav.unsqueeze(-1)  # (B, T, 1)
     for i, block in enumerate(encoder.blocks):
-        conv, norm = block[0], block[1]
+        conv, norm = block_parts(block)
         if i == 0 and isinstance(norm, nn.GroupNorm):
             x = _conv_groupnorm(wav, conv, norm)
         else:
@@ -84,7 +84,7 @@ class _TimeConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.stride = stride
         return _conv_cl(x, weight, bias, stride)

@@ -38,7 +38,7 @@ class _GradScale(torch.autograd.Function):
     """Identity forward; multiplies the gradient by ``scale`` backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
         ctx.scale = scale
         return x.view_as(x)
 
@@ -89,6 +89,15 @@ def conv_blocks(in_channels: int, conv_layers: tuple[ConvSpec, ...], *, norm_mod
         if isinstance(m, nn.Conv1d):
             nn.init.kaiming_normal_(m.weight)
     return out
+
+
+def block_parts(block: nn.Module) -> tuple[nn.Conv1d, nn.Module]:
+    """A :func:`conv_blocks` block's conv and the module after it (its norm, or the GELU of a block
+    without one)."""
+    assert isinstance(block, nn.Sequential)
+    conv = block[0]
+    assert isinstance(conv, nn.Conv1d)
+    return conv, block[1]
 
 
 def receptive_field(specs: tuple[tuple[int, int], ...]) -> int:
@@ -170,6 +179,9 @@ _STAGES = {1: 0, 2: 1, 4: 2}
 class FbankEncoder(nn.Module):
     """Log-mel filterbank computed with a strided conv (DFT basis, export-friendly) followed by
     conv subsampling to 20 ms (``subsampling=2``) or 40 ms (``4``) frames. Cheap on a CPU."""
+
+    dft: Tensor
+    mel: Tensor
 
     def __init__(self, *, sample_rate: int = 16000, n_mels: int = 80, win_length: int = 400,
                  hop_length: int = 160, n_fft: int = 512, subsampling: int = 2, channels: int = 256,
@@ -315,6 +327,9 @@ class SensorEncoder(nn.Module):
        give one frame (data loading checks this and names the offending series).
     """
 
+    center: Tensor
+    scale: Tensor
+
     def __init__(self, in_channels: int, conv_layers: tuple[ConvSpec, ...], *, norm: str = "global",
                  channel_dropout: float = 0.0, norm_mode: str = "layer_norm", conv_bias: bool = True,
                  feature_grad_mult: float = 1.0) -> None:
@@ -393,7 +408,17 @@ def frame_lengths(cfg, lengths: Tensor) -> Tensor:  # cfg: FrontendConfig
     raise ValueError(f"unknown front end kind {cfg.kind!r}")
 
 
-def build_frontend(cfg) -> nn.Module:  # cfg: FrontendConfig
+FrontEnd = WaveformEncoder | FbankEncoder | SensorEncoder
+"""The front ends :func:`build_frontend` builds."""
+
+
+def as_frontend(module: nn.Module) -> FrontEnd:
+    """An encoder's ``frontend`` module, typed as the front end it is."""
+    assert isinstance(module, (WaveformEncoder, FbankEncoder, SensorEncoder)), type(module)
+    return module
+
+
+def build_frontend(cfg) -> FrontEnd:  # cfg: FrontendConfig
     """The front end a FrontendConfig describes."""
     if cfg.kind == "waveform":
         return WaveformEncoder(cfg.conv_layers, norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias,

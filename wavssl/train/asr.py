@@ -32,7 +32,8 @@ from wavssl_onnx.vocab import VOCAB_FILE
 from ..config import Config, architecture
 from ..data.audio import AudioError, _pad_to_multiple, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
-from ..models import CTCOutput, build_encoder, build_recognizer, min_input_samples
+from ..models import CTCOutput, Encoder, build_encoder, build_recognizer, min_input_samples
+from ..modules.frontend import FrontEnd, as_frontend
 from ..recognition import evaluate
 from .checkpoint import latest_checkpoint, load, load_config
 from .rundir import RunDirError, check_resume_config, own_run_dir
@@ -69,7 +70,7 @@ class CTCTask:
     ``skipped`` too. Batch ``k`` of rank ``r`` is the epoch's global batch ``k * world_size + r``.
     """
 
-    def __init__(self, data: TranscribedSet, vocab: Vocabulary, cfg: Config, frontend: nn.Module, *,
+    def __init__(self, data: TranscribedSet, vocab: Vocabulary, cfg: Config, frontend: FrontEnd, *,
                  rank: int = 0, world_size: int = 1, skipped_list: Path | None = None) -> None:
         self.cfg, self.vocab, self.rank, self.world_size = cfg, vocab, rank, world_size
         self.skipped_list = skipped_list
@@ -141,7 +142,7 @@ class CTCTask:
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         frozen = num_updates < self.cfg.ctc.freeze_updates
-        if frozen != model.encoder_frozen:  # type: ignore[union-attr]
+        if frozen != model.encoder_frozen:
             model.set_encoder_frozen(frozen)  # type: ignore[operator]
 
     def step(self, model: nn.Module, batch: TranscriptBatch | None, device: torch.device) -> StepOutput | None:
@@ -235,7 +236,11 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
     c, fe = cfg.ctc, cfg.model.frontend
     torch.manual_seed(cfg.train.seed)
     pretrained = load(pretrained_run) if pretrained_run is not None else None
-    encoder = copy.deepcopy(pretrained.encoder) if pretrained is not None else build_encoder(cfg.model)
+    if pretrained is not None:
+        assert isinstance(pretrained.encoder, Encoder)
+        encoder = copy.deepcopy(pretrained.encoder)
+    else:
+        encoder = build_encoder(cfg.model)
     shortest = min_input_samples(encoder.frontend)
     data = read_transcribed(train, sample_rate=fe.sample_rate, language=c.language, min_samples=shortest,
                             max_samples=c.max_samples)
@@ -246,7 +251,7 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
             vocab.save(out / VOCAB_FILE)
     model = build_recognizer(cfg.model, c, len(vocab), encoder=encoder)
     model.vocab, model.normalize_audio = vocab, cfg.data.normalize
-    task = CTCTask(data, vocab, cfg, model.encoder.frontend, rank=ddp.rank, world_size=ddp.world_size,
+    task = CTCTask(data, vocab, cfg, as_frontend(model.encoder.frontend), rank=ddp.rank, world_size=ddp.world_size,
                    skipped_list=out / SKIPPED_FILE)
     validation = None
     valid_set: TranscribedSet | None = None

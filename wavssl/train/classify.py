@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, cast
 
 import numpy as np
 import torch
@@ -32,8 +32,9 @@ from ..config import Config
 from ..data.audio import batch_seed
 from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
                            random_time_stretch)
-from ..models import SequenceClassifier, build_classifier
+from ..models import Encoder, SequenceClassifier, build_classifier
 from ..modules.cpu_training import use_cpu_training_paths
+from ..modules.frontend import SensorEncoder, as_frontend
 from .checkpoint import load, load_config, save_model, write_labels_file
 from .schedules import lr_multiplier
 from .trainer import Distributed, StepOutput, Trainer, TrainerState, resolve_device
@@ -138,7 +139,7 @@ class ClassifyTask:
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         c = self.cfg.classify
         frozen = c.linear_probe or num_updates < c.freeze_updates
-        if frozen != model.encoder_frozen:  # type: ignore[union-attr]
+        if frozen != model.encoder_frozen:
             model.set_encoder_frozen(frozen)  # type: ignore[operator]
         if not frozen:
             self._cache = None
@@ -146,7 +147,7 @@ class ClassifyTask:
     def _frozen_states(self, model: SequenceClassifier, device: torch.device) -> tuple[Tensor, Tensor] | None:
         """(N, F, E) frame states and (N, F) padding mask of every series, computed once; None if too big."""
         if self._cache is None:
-            frames = int(model.encoder.frontend.output_lengths(torch.as_tensor(self.lengths)).max())
+            frames = int(as_frontend(model.encoder.frontend).output_lengths(torch.as_tensor(self.lengths)).max())
             width = model.state_dim
             if len(self.data) * frames * width > _CACHE_MAX_ELEMENTS:
                 return None
@@ -162,7 +163,7 @@ class ClassifyTask:
         return self._cache
 
     def step(self, model: nn.Module, batch: ClassifyBatch, device: torch.device) -> StepOutput | None:
-        clf: SequenceClassifier = getattr(model, "module", model)
+        clf = cast(SequenceClassifier, getattr(model, "module", model))  # unwrapped from DDP
         targets = batch.batch.targets.to(device)  # type: ignore[union-attr]
         cached = self._frozen_states(clf, device) if clf.encoder_frozen else None
         if cached is not None:
@@ -235,6 +236,7 @@ def fit_logistic_head(model: SequenceClassifier, data: SeriesSet, names: list[st
 
     with torch.enable_grad():
         opt.step(objective)
+    assert model.norm.running_mean is not None and model.norm.running_var is not None  # tracked statistics
     with torch.no_grad():
         model.norm.running_mean.copy_(mean.float())
         model.norm.running_var.copy_(var.float())
@@ -325,10 +327,14 @@ def new_classifier(cfg: Config, names: list[str], train: SeriesSet, *, pretraine
     or on a fresh encoder whose ``global`` normalisation is fitted on ``train``'s series. The data
     must match the encoder's channel count and receptive field (errors name ``where``)."""
     fe = cfg.model.frontend
-    encoder = copy.deepcopy(pretrained.encoder) if pretrained is not None else None  # the source stays untouched
+    encoder = None
+    if pretrained is not None:
+        assert isinstance(pretrained.encoder, Encoder)
+        encoder = copy.deepcopy(pretrained.encoder)  # the source stays untouched
     model = build_classifier(cfg.model, cfg.classify, len(names), encoder=encoder)
     model.class_names = list(names)
     frontend = model.encoder.frontend
+    assert isinstance(frontend, SensorEncoder)  # a classifier reads sensor series
     check_series(train, channels=fe.in_channels, min_length=frontend.receptive_field, expected_by=where)
     if encoder is None and fe.sensor_norm == "global":
         frontend.fit_normalization([torch.from_numpy(s) for s in train.series])

@@ -515,6 +515,8 @@ def _transformers_vocab(src: Path, hf: Mapping[str, Any], rows: int) -> Vocabula
         raise CheckpointImportError(f"{path}: the CTC blank (pad token {blank!r}, config pad_token_id={pad_id}) must be "
                                     f"token 0 as in wavssl; token 0 is {tokens[0]!r}")
     try:
+        if unk is None or delimiter is None:  # an AddedToken entry without "content"
+            raise ValueError(f"vocabulary {'unk' if unk is None else 'word_delimiter'} token None is not among the tokens")
         return Vocabulary(tokens, blank=blank, unk=unk, word_delimiter=delimiter)
     except ValueError as e:
         raise CheckpointImportError(f"{path}: cannot be a wavssl vocabulary: {e}") from e

@@ -24,7 +24,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, cast
 
 import torch
 import torch.distributed as dist
@@ -152,7 +152,7 @@ def _attempt_store() -> dist.Store | None:
 
 def resolve_device(name: str | None, ddp: Distributed) -> torch.device:
     """``cuda`` (this rank's GPU) when available and not overridden, else ``cpu``."""
-    if name in (None, "auto"):
+    if name is None or name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         torch.cuda.set_device(ddp.local_rank)
@@ -252,10 +252,10 @@ def shard_model(model: nn.Module, device: torch.device, world_size: int) -> None
     fully_shard(model, mesh=mesh)
 
 
-def _full_options(**kwargs: bool) -> Any:
+def _full_options(cpu_offload: bool = False) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(full_state_dict=True, **kwargs)
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
 
 
 def full_model_state(model: nn.Module) -> dict[str, Tensor]:
@@ -263,7 +263,8 @@ def full_model_state(model: nn.Module) -> dict[str, Tensor]:
     Collective: every rank calls it."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    return get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    # a full state dict holds plain tensors
+    return cast(dict[str, Tensor], get_model_state_dict(model, options=_full_options(cpu_offload=True)))
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -271,7 +272,7 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     one (parameters by position), on the CPU of rank 0 (empty on the others). Collective."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    named = get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
+    named: dict[str, Any] = get_optimizer_state_dict(model, optimizer, options=_full_options(cpu_offload=True))
     if not named:
         return {}
     position = {name: i for i, name in enumerate(n for g in named["param_groups"] for n in g["params"])}
@@ -279,7 +280,7 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
             "param_groups": [{**g, "params": [position[n] for n in g["params"]]} for g in named["param_groups"]]}
 
 
-def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Tensor],
+def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict[str, Any],
                      optimizer_state: dict[str, Any]) -> None:
     """Load ordinary (unsharded) state dicts into a sharded model and its optimiser; every rank
     passes the full dicts and keeps its shard."""
@@ -289,7 +290,7 @@ def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, model_s
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
     groups = optimizer_state["param_groups"]
-    named = {"state": {order[i]: v for i, v in optimizer_state["state"].items()},
+    named: dict[str, Any] = {"state": {order[i]: v for i, v in optimizer_state["state"].items()},
              "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in groups]}
     set_optimizer_state_dict(model, optimizer, named, options=_full_options())
 
@@ -494,8 +495,8 @@ class Trainer:
             n = self.state.num_updates
             if bar is not None:
                 bar.update(1)
-            v = self.validation
-            validating = v is not None and ((v.every > 0 and n % v.every == 0) or n == max_updates)
+            val = self.validation
+            validating = val is not None and ((val.every > 0 and n % val.every == 0) or n == max_updates)
             checkpointing = n % cfg.train.checkpoint_every == 0 or n == max_updates or self._wall_checkpoint_due()
             logging = n % cfg.train.log_every == 0 or n == max_updates
             if logging or validating or checkpointing:
@@ -557,10 +558,10 @@ class Trainer:
                          + ("  (new best)" if improved else f"  (best {self.state.best_score:.4f} "
                             f"at update {self.state.best_update})"))
         if self.ddp.world_size > 1:
-            best = torch.tensor([self.state.best_score, float(self.state.best_update)], dtype=torch.float64,
-                                device=self.device)
-            dist.broadcast(best, 0)  # every rank saves the same trainer state
-            self.state.best_score, self.state.best_update = float(best[0]), int(best[1])
+            shared = torch.tensor([self.state.best_score, float(self.state.best_update)], dtype=torch.float64,
+                                  device=self.device)
+            dist.broadcast(shared, 0)  # every rank saves the same trainer state
+            self.state.best_score, self.state.best_update = float(shared[0]), int(shared[1])
         return values
 
     def _grad_norm(self) -> Tensor:
@@ -580,12 +581,12 @@ class Trainer:
         if self.ddp.world_size > 1:  # sum across ranks (one sync per log interval)
             dist.all_reduce(t)
         values = t.tolist()
-        sums = dict(zip(keys, values[:-2]))
-        weight, seconds = values[-2], values[-1]
+        totals = dict(zip(keys, values[:-2]))
+        total_weight, seconds = values[-2], values[-1]
         record = {"update": float(self.state.num_updates), "epoch": float(self.state.epoch)}
-        record.update({k: v / max(weight, 1e-9) for k, v in sums.items()})
+        record.update({k: v / max(total_weight, 1e-9) for k, v in totals.items()})
         record.update({
-            "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+            "lr": float(self.scheduler.get_last_lr()[0]), "grad_norm": float(grad_norm),
             "audio_hours_per_s": seconds / 3600.0 / max(elapsed, 1e-9),
             "nonfinite_total": float(self.state.nonfinite_total),
         })
