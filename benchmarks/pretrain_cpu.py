@@ -44,6 +44,7 @@ from benchmarks._wav2vec2 import gumbel_temperature, hf_config, model_config, sy
 
 from wavssl.config import ModelConfig  # noqa: E402
 from wavssl.models import build_model  # noqa: E402
+from wavssl.modules.cpu_training import use_cpu_training_paths  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pretrain_cpu.jsonl"
 
@@ -119,6 +120,7 @@ def build_runners(m: ModelConfig, optim_impl: str, seed: int) -> list[Runner]:
 
     torch.manual_seed(seed)
     ours = WavsslRunner(build_model(m), optim_impl)
+    use_cpu_training_paths(ours.model)  # as wavssl's Trainer does on a CPU
     torch.manual_seed(seed)
     peer = HFRunner(Wav2Vec2ForPreTraining(hf_config(m)), optim_impl)
     return [ours, peer]
