@@ -19,7 +19,7 @@ from wavssl_onnx.decoding import Decoding, Greedy
 
 from .config import ClassifyConfig, ContextConfig, CTCConfig, MaskingConfig, ModelConfig
 from .modules.context import ContextEncoder, ContextOutput
-from .modules.frontend import build_frontend, frame_lengths
+from .modules.frontend import FrontEnd, build_frontend, frame_lengths
 from .modules.masking import MaskedFrames, channel_mask, mask_frames, padding_mask, span_mask
 from .objectives import Objective, ObjectiveOutput, Wav2Vec2Objective
 from .recognition import Source, transcribe
@@ -55,7 +55,7 @@ class EncoderFrames:
 class Encoder(nn.Module):
     """Front end + feature LayerNorm/projection + learned mask embedding + context Transformer."""
 
-    def __init__(self, frontend: nn.Module, frame_dim: int, context: ContextEncoder, embed_dim: int, *,
+    def __init__(self, frontend: FrontEnd, frame_dim: int, context: ContextEncoder, embed_dim: int, *,
                  dropout_input: float = 0.0) -> None:
         super().__init__()
         self.frontend = frontend
@@ -194,13 +194,13 @@ def build_model(cfg: ModelConfig) -> SSLModel:
     return SSLModel(cfg)
 
 
-def frame_shift_samples(frontend: nn.Module) -> int:
+def frame_shift_samples(frontend: FrontEnd) -> int:
     """Input samples per output frame of a front end (320 for wav2vec2's conv stack)."""
     n = 1 << 20
     return round(n / int(frontend.output_lengths(torch.tensor([n]))[0]))
 
 
-def min_input_samples(frontend: nn.Module) -> int:
+def min_input_samples(frontend: FrontEnd) -> int:
     """Fewest input samples for which the front end makes one frame."""
     hi = 1
     while int(frontend.output_lengths(torch.tensor([hi]))[0]) < 1:

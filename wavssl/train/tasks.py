@@ -37,7 +37,7 @@ from ..data.sensor import (
     window,
 )
 from ..models import MaskSampler
-from ..modules.frontend import frame_lengths, receptive_field
+from ..modules.frontend import SensorEncoder, frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
 from ..objectives import ObjectiveOutput
 from .health import RunHealth
@@ -305,8 +305,10 @@ def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, d
         what = f"{len(task.dataset)} files ({task.total_seconds / 3600:.2f} h, {len(task.skipped)} skipped)"
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
-    if isinstance(task, SensorPretrainTask) and cfg.model.frontend.sensor_norm == "global":
-        model.encoder.frontend.fit_normalization([torch.from_numpy(s) for s in task.data.series])
+    frontend = model.encoder.frontend
+    if isinstance(task, SensorPretrainTask) and isinstance(frontend, SensorEncoder) \
+            and cfg.model.frontend.sensor_norm == "global":
+        frontend.fit_normalization([torch.from_numpy(s) for s in task.data.series])
     trainer = Trainer(model, task, cfg, run_dir, device=dev, ddp=ddp, progress=progress)
     if resume and trainer.resume() and ddp.is_main:
         print(f"[wavssl] resumed {run_dir} at update {trainer.state.num_updates}", flush=True)
