@@ -214,7 +214,7 @@ class BenchTask:
 
     def step(self, model: nn.Module, batch: HostBatch, device: torch.device) -> StepOutput:
         wav = batch.wav.to(device, non_blocking=True)
-        if self.impl == "wavssl":  # as wavssl.train.tasks.PretrainTask.step
+        if self.impl == "wavssl":  # as wavssl.train.pretraining.PretrainTask.step
             lengths = batch.lengths.to(device, non_blocking=True)
             if batch.masks is None:
                 out = model(wav, lengths)

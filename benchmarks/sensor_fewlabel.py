@@ -234,7 +234,7 @@ def pretrain_dataset(name: str, workdir: str) -> dict[str, Any]:
     """Pretrain on the training split's series (no labels); returns the run directory and facts."""
     import torch
 
-    from wavssl.train.tasks import pretrain
+    from wavssl.train.pretraining import pretrain
 
     run_dir = Path(workdir) / f"{name}_ssl"
     t0 = time.perf_counter()

@@ -83,7 +83,7 @@ def combined_series_file(dataset: str, out: Path) -> Path:
 def pretrain_variant(dataset: str, assign: list[str], source: Path, run_dir: Path) -> dict[str, Any]:
     """Pretrain the recipe with ``assign`` on ``source``; returns facts of the run."""
     from wavssl import config as C
-    from wavssl.train.tasks import pretrain
+    from wavssl.train.pretraining import pretrain
 
     cfg = C.resolve(fewlabel.PRESET, fewlabel.CONFIGS / f"{dataset}.toml", ["train.tensorboard=false", *assign])
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from wavssl.models import build_model
 from wavssl.train.checkpoint import CheckpointError, latest_checkpoint, load, load_config, save_checkpoint, save_model
 from wavssl.train.importers import CheckpointImportError, import_checkpoint
 from wavssl.train.rundir import LOCK_FILE, RunDirLocked, RunLock
-from wavssl.train.tasks import pretrain
+from wavssl.train.pretraining import pretrain
 from wavssl.train.trainer import NoUsableData
 from wavssl_onnx import Classifier, OfflineRecognizer, Vocabulary
 from wavssl_onnx.model_dir import ModelDirError, ModelInfo

@@ -142,7 +142,7 @@ def test_cli_checks_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_collapsed_pretraining_warns(speech_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """No diversity loss, an 8-entry codebook and a high learning rate: the codes collapse within 40
     updates (about 15 s) and the run says so, once, on stdout and in events.log."""
-    from wavssl.train.tasks import pretrain
+    from wavssl.train.pretraining import pretrain
 
     cfg = C.resolve("tiny", assignments=[
         "data.max_batch_samples=96000", "data.max_samples=48000", "data.num_workers=0", "train.log_every=5",

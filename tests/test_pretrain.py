@@ -21,7 +21,7 @@ import torch
 import wavssl
 from wavssl import config as C
 from wavssl.train.checkpoint import list_checkpoints, load_state_dict, load_trainer_state
-from wavssl.train.tasks import PretrainTask, RunDirError, pretrain
+from wavssl.train.pretraining import PretrainTask, RunDirError, pretrain
 from wavssl.train.trainer import Trainer, TrainingDiverged
 
 # small, fast runs: ~6 s of audio per batch, no worker processes

@@ -215,7 +215,7 @@ def test_time_stretch_augments_sensor_pretraining_batches() -> None:
 
     from wavssl import config as C
     from wavssl.data.sensor import SeriesSet
-    from wavssl.train.tasks import SensorPretrainTask
+    from wavssl.train.pretraining import SensorPretrainTask
 
     rng = np.random.default_rng(1)
     series = [rng.normal(size=(1, n)).astype(np.float32) for n in rng.integers(30, 60, size=10)]
@@ -266,7 +266,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sensors"
 
 def test_recipe_configs_resolve_and_fit_the_shortest_series() -> None:
     from wavssl import config as C
-    from wavssl.train.tasks import sensor_receptive_field
+    from wavssl.train.pretraining import sensor_receptive_field
 
     shortest = {"JapaneseVowels": 7, "PickupGestureWiimoteZ": 29, "BasicMotions": 100}
     for name, length in shortest.items():

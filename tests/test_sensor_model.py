@@ -19,7 +19,7 @@ from wavssl.modules.frontend import SensorEncoder, interpolate_gaps, robust_cent
 from wavssl.modules.quantizer import GumbelQuantizer
 from wavssl.train.classify import (ClassifyTask, finetune_config, fit_classifier, new_classifier, pooled_features,
                                    score)
-from wavssl.train.tasks import SensorPretrainTask, pretrain
+from wavssl.train.pretraining import SensorPretrainTask, pretrain
 
 
 def _series(n: int = 24, channels: int = 3, seed: int = 0) -> SeriesSet:

@@ -35,7 +35,7 @@ def import_checkpoint(src: str | Path, run_dir: str | Path, *, base_config: Any 
 
 
 def pretrain(audio: str | Path, run_dir: str | Path, cfg: Any, **kwargs: Any) -> Any:
-    """Pretrain on a folder of unlabeled audio; see :func:`wavssl.train.tasks.pretrain`."""
-    from .train.tasks import pretrain as _pretrain
+    """Pretrain on a folder of unlabeled audio; see :func:`wavssl.train.pretraining.pretrain`."""
+    from .train.pretraining import pretrain as _pretrain
 
     return _pretrain(audio, run_dir, cfg, **kwargs)

@@ -31,7 +31,7 @@ def _overridden(cfg: C.Config, toml: Path | None, assignments: list[str]) -> C.C
 def _cmd_pretrain(a: argparse.Namespace) -> int:
     from .train.checkpoint import latest_checkpoint, load_config
     from .train.rundir import check_resume_config
-    from .train.tasks import pretrain
+    from .train.pretraining import pretrain
     from .train.trainer import LOG_FILE, last_logged
 
     if a.resume and latest_checkpoint(a.out) is not None:
@@ -86,7 +86,7 @@ def _finetune_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
 def _finetune_classifier(a: argparse.Namespace, cfg: C.Config) -> int:
     from .data.sensor import draw_per_class
     from .train.classify import finetune
-    from .train.tasks import load_sensor_data
+    from .train.pretraining import load_sensor_data
 
     sets = list(a.assignments) + [f"train.seed={a.seed}"] + (["classify.linear_probe=true"] if a.linear_probe else [])
     cfg = _overridden(cfg, a.config, sets).validate()
@@ -112,7 +112,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .modules.frontend import SensorEncoder
     from .train.checkpoint import load, load_config
     from .train.classify import score
-    from .train.tasks import load_sensor_data
+    from .train.pretraining import load_sensor_data
     from .train.trainer import Distributed, resolve_device
 
     cfg = load_config(a.run)

@@ -69,7 +69,7 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
     from .data.text import read_transcribed
     from .export import export
     from .train.asr import finetune
-    from .train.tasks import pretrain
+    from .train.pretraining import pretrain
     from .train.trainer import last_logged
 
     qc = qc or QuickstartConfig()

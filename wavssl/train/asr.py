@@ -36,8 +36,8 @@ from ..models import CTCOutput, Encoder, build_encoder, build_recognizer, min_in
 from ..modules.frontend import FrontEnd, as_frontend
 from ..recognition import evaluate
 from .checkpoint import latest_checkpoint, load, load_config
-from .rundir import RunDirError, check_resume_config, own_run_dir
-from .trainer import Distributed, NoUsableData, StepOutput, Trainer, TrainerState, Validation, init_distributed, resolve_device
+from .rundir import check_resume_config, refuse_existing_run
+from .trainer import Distributed, NoUsableData, StepOutput, Trainer, TrainerState, Validation, training_run
 
 SKIPPED_FILE = "skipped_lines.tsv"
 """Training/validation entries left out of a fine-tuning run, with the reason (in the run directory)."""
@@ -203,8 +203,7 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
         cfg = saved
         vocab: Vocabulary | None = Vocabulary.load(out / VOCAB_FILE)
     else:
-        if latest_checkpoint(out) is not None:
-            raise RunDirError(f"{out}: already holds checkpoints; pass --resume to continue or choose a new --out")
+        refuse_existing_run(out, resume)
         if cfg is None:
             if pretrained_run is None:
                 raise ValueError("training from scratch needs a configuration")
@@ -218,14 +217,8 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
                              f"dropouts and the ctc, optim, data and train settings may differ")
     if cfg.model.frontend.kind == "sensor":
         raise ValueError("CTC fine-tuning needs a speech model (this configuration has a sensor front end)")
-    ddp = init_distributed("cuda" if device in (None, "auto", "cuda") and torch.cuda.is_available() else "cpu")
-    dev = resolve_device(device, ddp)
-    lock = own_run_dir(out, ddp.is_main)
-    try:
+    with training_run(out, device) as (ddp, dev):
         return _finetune(pretrained_run, train, out, cfg, vocab, valid, resume, ddp, dev, progress)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, cfg: Config, vocab: Vocabulary | None,
@@ -276,11 +269,7 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
               f"utterances ({task.total_seconds / 60:.1f} min) -> {out}", flush=True)
     try:
         state = trainer.train()
-        if ddp.world_size > 1:
-            torch.distributed.barrier()  # leave together: rank 0 may still be writing the last checkpoint
     finally:
-        if ddp.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
         skipped = task.skipped + task.data.skipped + (valid_set.skipped if valid_set else [])
         if ddp.is_main:  # also when training failed: its message may point to this list
             write_skipped(out / SKIPPED_FILE, skipped)

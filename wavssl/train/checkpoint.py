@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 from wavssl_onnx import Vocabulary
-from wavssl_onnx.vocab import VOCAB_FILE
 from wavssl_onnx.fileio import NoSpaceError, atomic_write, atomic_write_bytes, atomic_write_text, make_temp_dir
+from wavssl_onnx.vocab import VOCAB_FILE
 
 from ..config import Config, ConfigError, load_json, to_dict
 from ..models import build_classifier, build_model, build_recognizer

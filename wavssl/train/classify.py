@@ -25,13 +25,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 from wavssl_onnx.fileio import atomic_write_text
 
 from ..config import Config
 from ..data.audio import batch_seed
-from ..data.sensor import (SensorBatch, SensorDataError, SeriesSet, batch_order, check_series, collate, label_names,
-                           random_time_stretch)
+from ..data.sensor import (
+    SensorBatch,
+    SensorDataError,
+    SeriesSet,
+    batch_order,
+    check_series,
+    collate,
+    label_names,
+    random_time_stretch,
+)
 from ..models import Encoder, SequenceClassifier, build_classifier
 from ..modules.cpu_training import use_cpu_training_paths
 from ..modules.frontend import SensorEncoder, as_frontend

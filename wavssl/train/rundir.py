@@ -22,7 +22,7 @@ from typing import Any
 
 from wavssl_onnx.fileio import TMP_SUFFIX
 
-from .checkpoint import CHECKPOINTS, TMP_PREFIX
+from .checkpoint import CHECKPOINTS, TMP_PREFIX, latest_checkpoint
 
 LOCK_FILE = ".lock"
 
@@ -121,6 +121,12 @@ def remove_orphans(run_dir: str | os.PathLike[str]) -> list[Path]:
                     orphan.unlink(missing_ok=True)
                     removed.append(orphan)
     return removed
+
+
+def refuse_existing_run(run_dir: str | os.PathLike[str], resume: bool) -> None:
+    """A new run (``resume`` off) may not start in a directory that already holds checkpoints."""
+    if not resume and latest_checkpoint(Path(run_dir)) is not None:
+        raise RunDirError(f"{run_dir}: already holds checkpoints; pass --resume to continue it, or choose another --out")
 
 
 def own_run_dir(run_dir: str | os.PathLike[str], is_main: bool) -> RunLock | None:

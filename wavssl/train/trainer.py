@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, cast
@@ -36,6 +36,7 @@ from ..config import Config, to_dict
 from ..data.audio import batch_seed
 from ..modules.cpu_training import use_cpu_training_paths
 from .checkpoint import latest_checkpoint, load_state_dict, load_trainer_state, save_checkpoint, save_model
+from .rundir import own_run_dir
 from .schedules import lr_multiplier
 
 
@@ -135,6 +136,27 @@ def init_distributed(device_kind: str) -> Distributed:
         else:
             dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world)
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextmanager
+def training_run(run_dir: Path, device: str | None) -> Iterator[tuple[Distributed, torch.device]]:
+    """What every training entry point (pretrain, finetune) runs inside: the process group under
+    torchrun, the device (``device``: auto/cpu/cuda[:N], see :func:`resolve_device`) and the run
+    directory's lock (rank 0; a killed writer's leftovers removed). On the way out, after a success
+    the ranks leave together (rank 0 may still be writing the last checkpoint); then the process
+    group is destroyed and the lock released, also when training failed."""
+    ddp = init_distributed("cuda" if device in (None, "auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device, ddp)
+    lock = own_run_dir(run_dir, ddp.is_main)
+    try:
+        yield ddp, dev
+        if ddp.world_size > 1:
+            dist.barrier()
+    finally:
+        if ddp.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
 
 
 def _attempt_store() -> dist.Store | None:

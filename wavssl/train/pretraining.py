@@ -36,13 +36,14 @@ from ..data.sensor import (
     random_time_stretch,
     window,
 )
-from ..models import MaskSampler
+from ..models import MaskSampler, build_model
 from ..modules.frontend import SensorEncoder, frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
 from ..objectives import ObjectiveOutput
+from .checkpoint import latest_checkpoint
 from .health import RunHealth
-from .rundir import RunDirError, own_run_dir
-from .trainer import Distributed, NoUsableData, StepOutput, TrainerState
+from .rundir import RunDirError, refuse_existing_run
+from .trainer import Distributed, NoUsableData, StepOutput, Trainer, TrainerState, training_run
 
 __all__ = ["PretrainTask", "RunDirError", "SensorPretrainTask", "pretrain"]
 
@@ -267,30 +268,16 @@ def pretrain(audio: str | Path, run_dir: str | Path, cfg: Config, *, resume: boo
     ``resume=True`` training continues from the newest complete checkpoint (and starts fresh if
     there is none); without it, a run directory that already holds checkpoints is refused.
     """
-    from .checkpoint import latest_checkpoint
-    from .trainer import init_distributed, resolve_device
-
     run_dir = Path(run_dir)
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise RunDirError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose another --out")
+    refuse_existing_run(run_dir, resume)
     cfg.validate()
-    ddp = init_distributed("cuda" if (device in (None, "auto", "cuda") and torch.cuda.is_available()) else "cpu")
-    dev = resolve_device(device, ddp)
-    lock = own_run_dir(run_dir, ddp.is_main)
-    try:
+    with training_run(run_dir, device) as (ddp, dev):
         return _pretrain(audio, run_dir, cfg, ddp, dev, resume=resume, progress=progress)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, dev: torch.device, *, resume: bool,
               progress: bool) -> TrainerState:
     """:func:`pretrain` once the device is chosen and the run directory is locked."""
-    from ..models import build_model
-    from .checkpoint import latest_checkpoint
-    from .trainer import Trainer
-
     task: PretrainTask | SensorPretrainTask
     if cfg.model.frontend.kind == "sensor":
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -315,12 +302,6 @@ def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, d
     elif ddp.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"[wavssl] pretraining {n_params / 1e6:.2f}M parameters on {what} -> {run_dir}", flush=True)
-    try:
-        state = trainer.train()
-        task.health.follow()  # the last window
-        if ddp.world_size > 1:
-            torch.distributed.barrier()  # leave together: rank 0 may still be writing the last checkpoint
-        return state
-    finally:
-        if ddp.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    state = trainer.train()
+    task.health.follow()  # the last window
+    return state
