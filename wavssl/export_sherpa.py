@@ -65,9 +65,11 @@ from wavssl_onnx.fileio import make_temp_dir
 from wavssl_onnx.model_dir import CONFIG_FILE, INT8_FILE, MODEL_FILE, ModelDirError, ModelInfo, load_model_info
 from wavssl_onnx.vocab import Vocabulary
 
-from .export import (PARITY_ATOL, ExportError, ParityRow, _check_inputs, _compare, _load, _read_check_audio,
-                     _require_onnx, _session, _wavssl_version, export, format_parity, quantize_int8)
+from .export import export
+from .export_graphs import ExportError, load_for_export, read_check_audio, require_onnx, wavssl_version
+from .export_parity import PARITY_ATOL, ParityRow, check_inputs, compare, format_parity, parity_session
 from .models import CTCModel
+from .onnx_int8 import quantize_int8
 
 SHERPA_SAMPLE_RATE = 16000
 """The rate sherpa-onnx resamples every input to for this model family."""
@@ -254,9 +256,9 @@ def sherpa_parity(path: Path, reference: Path, info: ModelInfo, audio: Sequence[
     utterance, standardised) and the wavssl-onnx graph ``reference`` on the raw input; one row per
     utterance of at least :data:`SHERPA_MIN_SAMPLES` (each item of a padded check batch on its own:
     sherpa-onnx never batches this family)."""
-    session, ref_session = _session(path), _session(reference)
+    session, ref_session = parity_session(path), parity_session(reference)
     rows = []
-    for label, items in _check_inputs(info, audio):
+    for label, items in check_inputs(info, audio):
         for k, wave in enumerate(items):
             if len(wave) < SHERPA_MIN_SAMPLES:
                 continue
@@ -264,7 +266,7 @@ def sherpa_parity(path: Path, reference: Path, info: ModelInfo, audio: Sequence[
             want, want_len = ref_session.run(None, {WAVSSL_INPUTS[0]: wave[None].astype(np.float32),
                                                     WAVSSL_INPUTS[1]: np.array([len(wave)], dtype=np.int64)})[:2]
             name = label if len(items) == 1 else f"{label} [{k}]"
-            rows.append(_compare(name, info, want, want_len, got, np.array([got.shape[1]])))
+            rows.append(compare(name, info, want, want_len, got, np.array([got.shape[1]])))
     return rows
 
 
@@ -299,7 +301,7 @@ def export_sherpa_onnx(run: str | Path | nn.Module, out: str | Path, *, int8: bo
         ExportError: the model cannot meet sherpa-onnx's contract (the message says why), or a parity
             check failed. Nothing is written then.
     """
-    _require_onnx()
+    require_onnx()
     say = log or (lambda _: None)
     start = time.perf_counter()
     out = Path(out)
@@ -309,7 +311,7 @@ def export_sherpa_onnx(run: str | Path | nn.Module, out: str | Path, *, int8: bo
     tmp = make_temp_dir(out, ".export-sherpa-")
     try:
         if source_dir is None:
-            model, run_language, rate = _load(run)
+            model, run_language, rate = load_for_export(run)
             if (why := sherpa_unsupported(model, rate)) is not None:
                 raise ExportError(f"{where}{why}")
             source_dir = tmp / "wavssl"
@@ -325,7 +327,7 @@ def export_sherpa_onnx(run: str | Path | nn.Module, out: str | Path, *, int8: bo
             info = dataclasses.replace(info, language=language)
         assert info.vocabulary is not None
         tokens = sherpa_tokens(info.vocabulary)
-        audio = [_read_check_audio(x, info) for x in check_audio]
+        audio = [read_check_audio(x, info) for x in check_audio]
         sources = {MODEL_FILE: source_dir / info.files["fp32"]}
         if int8:
             if "int8" in info.files:
@@ -333,7 +335,7 @@ def export_sherpa_onnx(run: str | Path | nn.Module, out: str | Path, *, int8: bo
             else:
                 sources[INT8_FILE] = tmp / "source.int8.onnx"
                 quantize_int8(sources[MODEL_FILE], sources[INT8_FILE], info, per_channel=per_channel)
-        base = {"wavssl": _wavssl_version(), **{f"wavssl_{k}": v for k, v in info.export.items()
+        base = {"wavssl": wavssl_version(), **{f"wavssl_{k}": v for k, v in info.export.items()
                                                  if k in ("exporter", "opset", "fused_ops")}}
         rows: dict[str, list[ParityRow]] = {}
         for name, src in sources.items():
@@ -383,7 +385,7 @@ def model_card(info: ModelInfo, *, int8: bool, fused: bool) -> str:
             "offset that sherpa-onnx's standardisation changes")
     return f"""# wavssl CTC recognizer for sherpa-onnx
 
-Exported by `wavssl` {_wavssl_version()} for [sherpa-onnx](https://github.com/k2-fsa/sherpa-onnx)
+Exported by `wavssl` {wavssl_version()} for [sherpa-onnx](https://github.com/k2-fsa/sherpa-onnx)
 (checked with the PyPI wheel {MIN_SHERPA_VERSION}) as a model of its **omnilingual-ASR CTC** family
 (raw waveform in, CTC scores out). Language: {info.language or "unspecified"};
 {len(info.vocabulary)} tokens; {info.sample_rate} Hz input; {shift_ms:g} ms per output frame.

@@ -30,10 +30,14 @@ Measured on BASE, 10 s, 2 threads (``benchmarks/cpu_inference.py``; see benchmar
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from wavssl_onnx.cpu import PAIR_SUM_LIMIT
+from wavssl_onnx.model_dir import ModelInfo
+
+from .export_graphs import ExportError, put_metadata
 
 _UINT8_PASSTHROUGH = ("Gather", "Reshape")
 
@@ -325,3 +329,73 @@ def _drop_unused_initializers(graph: Any) -> None:
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
+
+
+# ------------------------------------------------------------------------------------ quantizing
+
+INT8_MIN_DIM = 64
+"""MatMuls with a weight side (K or N) below this stay float (a waveform-facing first conv, the
+output head): quantizing them saves nothing and costs accuracy."""
+
+
+def int8_excluded(path: Path) -> list[str]:
+    """MatMul nodes to keep float: those whose constant weight has a side below INT8_MIN_DIM, and
+    those whose output reaches a ``Log`` within a few element-wise steps (a log-mel filterbank:
+    power spectra span too many decades for 8 bits per tensor)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    shapes = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def feeds_log(tensor: str, depth: int = 4) -> bool:
+        for node in consumers.get(tensor, []):
+            if node.op_type == "Log":
+                return True
+            if depth > 0 and node.op_type in ("Clip", "Max", "Add", "Transpose", "Mul") \
+                    and any(feeds_log(o, depth - 1) for o in node.output):
+                return True
+        return False
+
+    out = []
+    for node in proto.graph.node:
+        if node.op_type != "MatMul" or len(node.input) < 2 or node.input[1] not in shapes:
+            continue
+        dims = shapes[node.input[1]]
+        if (len(dims) == 2 and min(dims) < INT8_MIN_DIM) or feeds_log(node.output[0]):
+            out.append(node.name)
+    return out
+
+
+def quantize_int8(src: Path, dst: Path, info: ModelInfo, *, per_channel: bool = True,
+                  weight_limit: int = WEIGHT_LIMIT) -> None:
+    """Dynamic int8 quantization of MatMul and Attention weights (activations quantized per tensor
+    at run time) and of grouped 1-D convolutions (the positional conv), then each activation
+    quantized once ahead of window gathers (``wavssl.onnx_int8``); small MatMuls (see
+    INT8_MIN_DIM), the front end's first block and everything else stay float.
+
+    ``weight_limit`` above WEIGHT_LIMIT (127: full-range int8 weights) is for measuring what the
+    limit costs and saves (``benchmarks/int8_portability.py``); such a graph depends on the CPU."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its pre-processing hint
+    # reduce_range: int8 weights in [-64, 64], exact on every CPU kind (see wavssl.onnx_int8.WEIGHT_LIMIT)
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Attention"], per_channel=per_channel,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=int8_excluded(src),
+                     reduce_range=weight_limit <= WEIGHT_LIMIT,
+                     extra_options={"MatMulConstBOnly": True})
+    proto = onnx.load(str(dst))
+    quantize_before_gather(proto)
+    fuse_gathered_products(proto)
+    int8_grouped_conv(proto, weight_limit=weight_limit)
+    if (largest := int8_weight_range(proto)) > weight_limit:
+        raise ExportError(f"{dst.name}: an int8 weight of magnitude {largest} > {WEIGHT_LIMIT} would saturate "
+                          f"the int16 sums of AVX2 CPUs without VNNI; nothing written")
+    put_metadata(proto, info)
+    onnx.save(proto, str(dst))
