@@ -151,13 +151,13 @@ def test_scan_cache_skips_probing_and_reprobes_changed_files(tmp_path: Path, mon
     assert json.loads(cache.read_text())["entries"]
 
     probed: list[str] = []
-    real_info = audio.sf.info
+    real_info = sf.info  # the probe imports soundfile where it reads a header
 
     def spy(path, *args, **kwargs):
         probed.append(str(path))
         return real_info(path, *args, **kwargs)
 
-    monkeypatch.setattr(audio.sf, "info", spy)
+    monkeypatch.setattr(sf, "info", spy)
     second = scan_audio(tmp_path / "tree", min_samples=1600, cache_path=cache)
     assert probed == []
     assert second == first

@@ -122,3 +122,12 @@ def test_the_cycle_check_finds_a_cycle() -> None:
 def test_each_module_imports_alone(module: str) -> None:
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+def test_models_import_without_audio_io() -> None:
+    """The models (and the pretraining objective) load on a machine without soundfile / soxr, as GPU
+    images are: audio I/O loads only where audio is read."""
+    code = ("import sys\nfor m in ('soundfile', 'soxr'):\n    sys.modules[m] = None\n"
+            "import wavssl.models, wavssl.objectives, wavssl.onnx_graph")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -144,7 +144,7 @@ def valid_mask(lengths: Tensor, size: int) -> Tensor:
 def standardize(wav: Tensor, lengths: Tensor) -> Tensor:
     """Zero mean, unit variance over each row's valid samples; padding stays 0.
 
-    wav: (B, T); lengths: (B,) -> (B, T). Same as ``wavssl.data.audio._normalize`` per utterance
+    wav: (B, T); lengths: (B,) -> (B, T). Same as ``wavssl_onnx.audio.standardize`` per utterance
     (which works in float64; here float32 sums).
     """
     keep = valid_mask(lengths, wav.shape[1]).to(wav.dtype)

@@ -27,7 +27,7 @@ from wavssl_onnx.decoding import Decoding, Greedy
 from .data.audio import load_audio
 from .data.text import TranscribedSet, budget_batches, collate_audio
 
-if TYPE_CHECKING:  # models imports this module for CTCModel.transcribe
+if TYPE_CHECKING:  # CTCModel.transcribe imports this module (when called)
     from .models import CTCModel
 
 Source = str | os.PathLike[str] | np.ndarray

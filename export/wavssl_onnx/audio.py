@@ -9,12 +9,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from .fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # soundfile and soxr load where audio is decoded or resampled: the array helpers
+    import soxr  # (standardize, check_log_probs, ...) also run where neither is installed (GPU images)
 
 Source = str | os.PathLike[str] | np.ndarray
 """A file path or a waveform array: (T,) mono or (T, C) channels last, float or integer PCM."""
@@ -52,6 +54,8 @@ def source_name(x: Source, index: int = 0) -> str:
 
 def probe(path: str | os.PathLike[str]) -> AudioInfo:
     """Header of an audio file; raises :class:`AudioError` when libsndfile cannot open it."""
+    import soundfile as sf
+
     if not Path(path).is_file():
         raise AudioError(path, "no such file")
     try:
@@ -82,6 +86,8 @@ def mono(data: np.ndarray) -> np.ndarray:
 
 
 def _resample(wave: np.ndarray, rate: int, target: int, source: object) -> np.ndarray:
+    import soxr
+
     if rate == target:
         return wave
     try:
@@ -147,6 +153,8 @@ def read_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
     """Decode a whole file -> (T,) float32 mono at ``sample_rate`` (channels averaged, soxr "HQ"),
     T >= 1; the one decoder of training (``wavssl.data.audio.load_audio``) and the runtime. Raises
     :class:`AudioError`: missing, undecodable, empty, NaN/Inf or out-of-range samples."""
+    import soundfile as sf
+
     if not Path(path).is_file():
         raise AudioError(path, "no such file" if not Path(path).exists() else "not a file")
     try:
@@ -172,6 +180,8 @@ def from_array(x: np.ndarray, rate: int, sample_rate: int, source: object = "<ar
 def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
     """Decode a file block by block -> (n,) float32 mono blocks at ``sample_rate`` (streaming soxr),
     so a long file never sits in memory whole. Raises :class:`AudioError` (possibly mid-stream)."""
+    import soundfile as sf
+
     info = probe(path)
     if info.frames == 0:
         raise AudioError(path, "no audio samples (zero-length audio)")
@@ -202,6 +212,8 @@ def stream_audio(path: str | os.PathLike[str], sample_rate: int, block_seconds: 
 
 
 def stream_resampler(path: object, rate: int, target: int) -> soxr.ResampleStream:
+    import soxr
+
     try:
         return soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
     except Exception as e:
@@ -212,6 +224,8 @@ def write_audio(path: str | os.PathLike[str], wave: np.ndarray, sample_rate: int
                 subtype: str = "PCM_16") -> Path:
     """Write (T,) float audio at ``sample_rate`` (``format``/``subtype`` as libsndfile names them)
     atomically (:func:`wavssl_onnx.fileio.atomic_write`): a reader never sees half a file."""
+    import soundfile as sf
+
     buffer = io.BytesIO()
     sf.write(buffer, wave, sample_rate, format=format, subtype=subtype)
     return atomic_write_bytes(path, buffer.getvalue())

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from wavssl_onnx.audio import AudioError, read_audio, standardize  # one of each for training and the runtime
@@ -120,6 +119,8 @@ def _list_audio_files(root: Path) -> list[str]:
 
 def _probe(path: str, stat: os.stat_result) -> _Probe:
     """Read the header of ``path`` with soundfile.info (no decoding)."""
+    import soundfile as sf
+
     if stat.st_size == 0:
         return _Probe(stat.st_size, stat.st_mtime_ns, error="empty file (0 bytes)")
     try:

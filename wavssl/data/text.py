@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from wavssl_onnx import Vocabulary, normalize_text
@@ -95,6 +94,8 @@ def read_transcribed(source: str | Path, *, sample_rate: int = 16000, language: 
     Raises:
         AudioError: the source itself is missing or unreadable, or holds no usable utterance.
     """
+    import soundfile as sf
+
     source = Path(source)
     if source.is_dir():
         rows = _folder_rows(source)
