@@ -72,7 +72,7 @@ class Wav2Vec2Objective:
 
     def __init__(self, cfg: ModelConfig) -> None:
         q = cfg.quantizer
-        self.logit_temp, self.loss_cfg = cfg.loss.logit_temp, cfg.loss
+        self.loss_cfg = cfg.loss
         self.dropout_features = nn.Dropout(cfg.context.dropout_features)
         self.quantizer = GumbelQuantizer(cfg.frontend.frame_dim, q.groups, q.entries, q.dim, max_temp=q.max_temp,
                                          min_temp=q.min_temp, temp_decay=q.temp_decay)
@@ -93,8 +93,8 @@ class Wav2Vec2Objective:
         predicted = self.final_proj(select_frames(context, masks.index))  # (N, final_dim)
         q = self.quantizer(select_frames(self.dropout_features(frames.normed), masks.index))
         true = self.project_q(q.quantized)  # (N, final_dim)
-        logits = contrastive_logits(predicted, true, masks.negatives, self.logit_temp, target_ids=q.code_ids,
-                                    block=masks.per_row)
+        logits = contrastive_logits(predicted, true, masks.negatives, self.loss_cfg.logit_temp,
+                                    target_ids=q.code_ids, block=masks.per_row)
         return logits, q
 
     def __call__(self, frames: EncoderFrames, context: Tensor, masks: MaskedFrames,
