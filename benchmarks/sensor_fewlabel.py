@@ -96,10 +96,18 @@ def aeon_file(name: str, stem: str, split: str) -> Path:
 
 
 def recipe_config(name: str) -> Any:
-    """The benchmark's (and the recipe's) configuration for data set ``name``."""
+    """The benchmark's (and the recipe's) pretraining configuration for data set ``name``."""
     from wavssl import config as C
 
     return C.resolve(PRESET, CONFIGS / f"{name}.toml", ["train.tensorboard=false"])
+
+
+def finetune_overrides(name: str) -> dict[str, Any]:
+    """The recipe's fine-tuning overrides for data set ``name`` (``configs/finetune/NAME.toml``, if any)."""
+    from wavssl import config as C
+
+    path = CONFIGS / "finetune" / f"{name}.toml"
+    return C.load_toml(path) if path.is_file() else {}
 
 
 # ------------------------------------------------------------------------------------------ workers
@@ -168,15 +176,16 @@ def _data(dataset: str) -> dict[str, Any]:
 
 
 def job_config(job: Job) -> Any:
-    """The fine-tuning config of a wavssl job: the pretraining run's (its ``[classify]`` recipe), the
-    job's variant overrides, the draw as seed."""
+    """The fine-tuning config of a wavssl job: the pretraining run's preset's classifier recipe with
+    the run's ``[classify]`` head, the recipe's fine-tuning overrides, the job's variant overrides, the
+    draw as seed."""
     from wavssl import config as C
-    from wavssl.train.classify import finetune_config
 
-    cfg = C.merge(C.load_json(Path(job.run_dir) / "config.json"), {"train": {"seed": job.draw}})
+    cfg = C.finetune_config(C.load_json(Path(job.run_dir) / "config.json"), "classify")
+    cfg = C.merge(C.merge(cfg, finetune_overrides(job.dataset)), {"train": {"seed": job.draw}})
     if job.variant:
         cfg = C.merge(cfg, C.parse_set(list(VARIANTS[job.variant])))
-    return finetune_config(cfg)
+    return cfg.validate()
 
 
 def split_indices(train: Any, job: Job) -> tuple[np.ndarray, np.ndarray | None]:
@@ -480,6 +489,8 @@ def main() -> None:
     record = {
         "benchmark": "sensor_fewlabel", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "preset": PRESET, "configs": {ds: (CONFIGS / f"{ds}.toml").read_text() for ds in datasets},
+        "finetune_configs": {ds: (CONFIGS / "finetune" / f"{ds}.toml").read_text() for ds in datasets
+                             if (CONFIGS / "finetune" / f"{ds}.toml").is_file()},
         "protocol": ("wavssl fine-tuning variant chosen per data set and method on validation draws from the "
                      "training split (k labelled recordings per class fitted, the rest of the training split "
                      "scored); peers at aeon's defaults (nothing chosen); the test split scored once per fit"),

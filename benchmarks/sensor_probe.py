@@ -10,7 +10,7 @@ about a minute:
 2. On each of ``--draws`` random draws of k labelled recordings per class (the few-label benchmark's
    draws), fit the recipe's head on frozen features, and nothing else: the pooled statistics of
    every layer and a logistic head (:func:`wavssl.train.classify.fit_logistic_head`,
-   ``classify.max_updates = 0``). Score it on the whole test split.
+   ``optim.max_updates = 0``). Score it on the whole test split.
 3. The same head on the same architecture with random weights ("untrained"): what pretraining adds.
 4. In the same run, fit aeon's ``MiniRocketClassifier`` on the same draws (the peer).
 
@@ -114,14 +114,14 @@ def probe_scores(dataset: str, run_dir: Path | None, ks: list[int], draws: int) 
     from wavssl import config as C
     from wavssl.data.sensor import draw_per_class
     from wavssl.train.checkpoint import load
-    from wavssl.train.classify import finetune_config, fit_classifier, new_classifier, score
+    from wavssl.train.classify import fit_classifier, new_classifier, score
 
     d = fewlabel._data(dataset)
     if run_dir is None:
         pretrained, base = untrained_model(dataset), fewlabel.recipe_config(dataset)
     else:
         pretrained, base = load(run_dir), C.load_json(run_dir / "config.json")
-    cfg = finetune_config(C.merge(base, {"classify": {"max_updates": 0}}))
+    cfg = C.merge(C.finetune_config(base, "classify"), {"optim": {"max_updates": 0}}).validate()
     out: dict[str, list[float]] = {}
     for k in ks:
         for draw in range(draws):

@@ -13,8 +13,8 @@ has train, dev and test splits; the protocol chooses on dev and touches test onc
    - **scratch**: the same architecture from random initialisation, same labels, updates and
      schedule, nothing frozen (freezing a random encoder only wastes updates).
    Every run validates on its language's dev split (``ru_dev``, ``cs_dev``, ``en_dev``) every
-   ``ctc.valid_every`` updates and keeps the checkpoint with the best dev CER. With ``--sweep``
-   (``--sweep ctc.lr=0.001,0.002``) one run per combination is fine-tuned and the lowest best dev
+   ``train.valid_every`` updates and keeps the checkpoint with the best dev CER. With ``--sweep``
+   (``--sweep optim.lr=0.001,0.002``) one run per combination is fine-tuned and the lowest best dev
    CER picks the recipe.
 3. A character n-gram LM is estimated from the row's training transcripts only. Beam width, LM
    weight and word bonus are chosen on dev (:func:`wavssl_onnx.selection.choose_decoding_on_dev`,
@@ -42,6 +42,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from wavssl_onnx.fileio import atomic_write_text
@@ -111,7 +112,7 @@ def parse_rows(spec: str | None) -> list[Row]:
 
 
 def sweep_candidates(sweeps: list[str]) -> list[list[str]]:
-    """``["ctc.lr=0.001,0.002", "ctc.max_updates=500,1000"]`` -> every combination as ``--set`` lists
+    """``["optim.lr=0.001,0.002", "optim.max_updates=500,1000"]`` -> every combination as ``--set`` lists
     (``[[]]`` without sweeps: the recipe as it is)."""
     axes: list[list[str]] = []
     for sweep in sweeps:
@@ -190,15 +191,15 @@ def finetune_candidate(data: Path, pre: Path, out: Path, row: Row, budget: str, 
     from wavssl.train.asr import finetune
     from wavssl.train.checkpoint import load_config
 
-    cfg = C.merge(load_config(pre), C.load_toml(CONF / f"finetune_{budget}.toml"))
-    base = [f"ctc.language={json.dumps(row.language)}", 'ctc.best_metric="cer"']
+    cfg = C.merge(C.finetune_config(load_config(pre), "ctc"), C.load_toml(CONF / f"finetune_{budget}.toml"))
+    base = [f"ctc.language={json.dumps(row.language)}", 'train.best_metric="cer"']
     if row.init == "scratch":
         base += ["ctc.freeze_updates=0", "ctc.freeze_feature_encoder=false"]
     cfg = C.merge(cfg, C.parse_set(base + sets)).validate()
-    if cfg.ctc.valid_every <= 0:
-        raise SystemExit("ctc.valid_every must be > 0: the checkpoint is chosen on dev")
-    if _finished(out, cfg.ctc.max_updates):
-        check_reusable(out, cfg.ctc)
+    if cfg.train.valid_every <= 0:
+        raise SystemExit("train.valid_every must be > 0: the checkpoint is chosen on dev")
+    if _finished(out, cfg.optim.max_updates):
+        check_reusable(out, cfg)
     else:
         t0 = time.perf_counter()
         finetune(pre if row.init == "pretrained" else None, data / f"{row.train}.tsv", out, cfg=cfg,
@@ -211,20 +212,29 @@ def finetune_candidate(data: Path, pre: Path, out: Path, row: Row, budget: str, 
             "train_minutes": summary["train_seconds"] / 60, "wall_seconds": wall}
 
 
-def check_reusable(out: Path, ctc: object) -> None:
-    """A finished run is reused only if it was fine-tuned with this ``[ctc]`` config and validated
-    on dev (an older benchmark's run kept its last checkpoint for cs / en); else SystemExit."""
-    import dataclasses
+def _run_settings(cfg: Any) -> dict[str, object]:
+    """The fine-tuning settings a finished run must share to be reused, as dotted keys."""
+    from wavssl import config as C
+
+    d = C.to_dict(cfg)
+    flat = {f"{s}.{k}": v for s in ("ctc", "optim", "data") for k, v in d[s].items()}
+    return flat | {f"train.{k}": d["train"][k] for k in ("valid_every", "best_metric", "seed")}
+
+
+def check_reusable(out: Path, cfg: Any) -> None:
+    """A finished run is reused only if it was fine-tuned with these settings (head, optimiser,
+    batching, validation) and validated on dev (an older benchmark's run kept its last checkpoint
+    for cs / en); else SystemExit."""
     import math
 
     from wavssl.train.checkpoint import load_config
 
     summary = json.loads((out / "finetune_summary.json").read_text())
     best = summary.get("best_valid_cer")
-    old = dataclasses.asdict(load_config(out).ctc)
-    if old != dataclasses.asdict(ctc):  # type: ignore[call-overload]
-        changed = sorted(k for k, v in old.items() if dataclasses.asdict(ctc).get(k) != v)  # type: ignore[call-overload]
-        raise SystemExit(f"{out}: finished with other ctc settings ({', '.join(changed)}); delete it or use another "
+    old, new = _run_settings(load_config(out)), _run_settings(cfg)
+    if old != new:
+        changed = sorted(k for k, v in old.items() if new.get(k) != v)
+        raise SystemExit(f"{out}: finished with other settings ({', '.join(changed)}); delete it or use another "
                          "--workdir")
     if best is None or not math.isfinite(best) or summary.get("best_update", -1) < 0:
         raise SystemExit(f"{out}: finished without dev validation (no best dev CER); delete it or use another --workdir")

@@ -48,7 +48,7 @@ def _rows(speech_dir: Path) -> list[tuple[str, str]]:
 
 def _cfg(run: Path, *sets: str) -> C.Config:
     base = wavssl.train.checkpoint.load_config(run)
-    return C.merge(base, C.parse_set(["ctc.max_updates=30", "ctc.valid_every=10", "ctc.freeze_updates=5",
+    return C.merge(C.finetune_config(base, "ctc"), C.parse_set(["optim.max_updates=30", "train.valid_every=10", "ctc.freeze_updates=5",
                                       "ctc.freeze_feature_encoder=true",  # fairseq's recipe (tiny trains it)
                                       "train.tensorboard=false", "train.checkpoint_every=10", "train.keep_last=5",
                                       *sets]))
@@ -119,7 +119,7 @@ def test_bad_manifest_lines_are_reported_with_line_numbers(pretrained: Path, spe
     assert "unreadable" in reasons["9"] and "after normalisation" in reasons["10"]
 
     out = tmp_path / "asr"
-    finetune(pretrained, manifest, out, cfg=_cfg(pretrained, "ctc.max_updates=4", "ctc.valid_every=0"),
+    finetune(pretrained, manifest, out, cfg=_cfg(pretrained, "optim.max_updates=4", "train.valid_every=0"),
              progress=False)
     listed = (out / "skipped_lines.tsv").read_text()
     for line in ("train.tsv:7", "train.tsv:8", "train.tsv:9", "train.tsv:10"):
@@ -148,8 +148,8 @@ def test_folder_of_audio_and_txt_pairs(speech_dir: Path, tmp_path: Path) -> None
 @pytest.mark.e2e
 def test_resume_continues_exactly(pretrained: Path, speech_dir: Path, tmp_path: Path) -> None:
     train = _manifest(tmp_path / "train.tsv", _rows(speech_dir)[:16])
-    cfg = _cfg(pretrained, "ctc.max_updates=20", "ctc.valid_every=0", "ctc.max_batch_samples=200000",
-               "ctc.max_samples=200000")
+    cfg = _cfg(pretrained, "optim.max_updates=20", "train.valid_every=0", "data.max_batch_samples=200000",
+               "data.max_samples=200000")
     ref = tmp_path / "ref"
     finetune(pretrained, train, ref, cfg=cfg, progress=False)
     run = tmp_path / "run"
@@ -169,7 +169,7 @@ def test_scratch_uses_the_same_architecture(pretrained: Path, speech_dir: Path, 
     train = _manifest(tmp_path / "train.tsv", _rows(speech_dir)[:8])
     out = tmp_path / "scratch"
     subprocess.run(_cli("finetune", str(pretrained), "--train", str(train), "--out", str(out), "--scratch",
-                        "--no-progress", "--set", "ctc.max_updates=3", "--set", "train.tensorboard=false"),
+                        "--no-progress", "--set", "optim.max_updates=3", "--set", "train.tensorboard=false"),
                    check=True, capture_output=True)
     summary = json.loads((out / "finetune_summary.json").read_text())
     assert summary["pretrained"] is None and summary["num_updates"] == 3

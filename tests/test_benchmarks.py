@@ -147,12 +147,12 @@ def test_ssl_benefit_rows_sweeps_and_choices() -> None:
     assert (row.language, row.train, row.dev, row.tests) == ("en", "en_train_10min", "en_dev", ("en_test",))
     assert all(sb.Row(n, "pretrained").dev == f"{sb.LABEL_SETS[n][0]}_dev" for n in sb.LABEL_SETS)
     assert sb.sweep_candidates([]) == [[]]
-    combos = sb.sweep_candidates(["ctc.lr=0.001,0.002", "ctc.max_updates=500,1000,2000"])
-    assert len(combos) == 6 and combos[0] == ["ctc.lr=0.001", "ctc.max_updates=500"]
+    combos = sb.sweep_candidates(["optim.lr=0.001,0.002", "optim.max_updates=500,1000,2000"])
+    assert len(combos) == 6 and combos[0] == ["optim.lr=0.001", "optim.max_updates=500"]
     with pytest.raises(ValueError, match="section.key=v1"):
-        sb.sweep_candidates(["ctc.lr"])
+        sb.sweep_candidates(["optim.lr"])
     assert sb.run_name(row, []) == "ft_en_10min_scratch"
-    assert sb.run_name(row, ["ctc.lr=0.001"]) == "ft_en_10min_scratch__lr-0.001"
+    assert sb.run_name(row, ["optim.lr=0.001"]) == "ft_en_10min_scratch__lr-0.001"
     cands = [{"best_dev_cer": 0.4, "run": "a"}, {"best_dev_cer": 0.3, "run": "b"}, {"best_dev_cer": 0.3, "run": "c"}]
     assert sb.choose_candidate(cands)["run"] == "b"  # lowest dev CER, first of a tie; test never consulted
 
@@ -177,16 +177,16 @@ def test_ssl_benefit_protocol_end_to_end(speech_dir: Path, tmp_path: Path) -> No
     out = tmp_path / "results.jsonl"
     argv = ["--data", str(data), "--workdir", str(tmp_path / "runs"), "--rows", "en_10min:pretrained",
             "--pretrain-set", "optim.max_updates=2", "--pretrain-set", "optim.warmup_updates=1",
-            "--pretrain-set", "data.num_workers=0", "--finetune-set", "ctc.max_updates=4",
-            "--finetune-set", "ctc.valid_every=2", "--finetune-set", "ctc.freeze_updates=1",
-            "--sweep", "ctc.lr=0.002,0.004", "--lm-weights", "0,0.5", "--word-bonuses", "0,1", "--beams", "2",
+            "--pretrain-set", "data.num_workers=0", "--finetune-set", "optim.max_updates=4",
+            "--finetune-set", "train.valid_every=2", "--finetune-set", "ctc.freeze_updates=1",
+            "--sweep", "optim.lr=0.002,0.004", "--lm-weights", "0,0.5", "--word-bonuses", "0,1", "--beams", "2",
             "--threads", "2", "--out", str(out)]
     assert sb.main(argv) == 0
     (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
     (run,) = rec["runs"]
     assert run["chosen_on"] == {"checkpoint": "en_dev", "recipe": "en_dev", "lm_weight": "en_dev",
                                 "word_bonus": "en_dev", "beam": "en_dev"}
-    assert [c["sets"][-1] for c in run["candidates"]] == ["ctc.lr=0.002", "ctc.lr=0.004"]
+    assert [c["sets"][-1] for c in run["candidates"]] == ["optim.lr=0.002", "optim.lr=0.004"]
     best = min(run["candidates"], key=lambda c: c["best_dev_cer"])
     assert run["chosen"]["run"] == best["run"] and run["chosen"]["best_update"] in (2, 4)
     assert all(w is not None and w > 0 for w in run["finetune_wall_seconds"])

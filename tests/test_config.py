@@ -26,7 +26,13 @@ def test_old_config_json_loads_without_its_removed_keys(tmp_path: Path) -> None:
     cfg = C.load_json(OLD_CONFIG)
     kept = json.loads(OLD_CONFIG.read_text())
     assert C.drop_removed_keys(kept) == ["model.masking.channel_prob", "model.masking.channel_length"]
-    assert C.to_dict(cfg) == kept  # every other value read as written
+    dropped = C.move_old_keys(kept, "pretrain")  # a pretraining run's fine-tuning defaults go too
+    assert ("ctc.lr", None) in dropped and all(new is None for _, new in dropped)
+
+    def subset(part: dict, whole: dict) -> bool:
+        return all(subset(v, whole[k]) if isinstance(v, dict) else whole[k] == v for k, v in part.items())
+
+    assert subset(kept, C.to_dict(cfg))  # every other value read as written
     C.save_json(cfg, tmp_path / "config.json")  # written back without them, and read again the same
     assert "channel_prob" not in json.loads((tmp_path / "config.json").read_text())["model"]["masking"]
     assert C.load_json(tmp_path / "config.json") == cfg
@@ -52,7 +58,7 @@ def test_toml_with_a_removed_key_warns_and_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("assignment", "field"), [
     ("model.frontend.kind=conv", "model.frontend.kind"),
     ("optim.schedule=cosine", "optim.schedule"),
-    ("ctc.best_metric=loss", "ctc.best_metric"),
+    ("train.best_metric=loss", "train.best_metric"),
     ("task=finetune", "task"),
 ])
 def test_enum_values_are_checked_on_load(assignment: str, field: str) -> None:
@@ -66,3 +72,65 @@ def test_enum_values_are_checked_by_validate() -> None:
     with pytest.raises(C.ConfigError, match=r"^classify\.pooling: 'max' is not one of \['mean', 'attention', 'stats'\]"):
         cfg.validate()
     assert C.FRONTEND_KINDS == ("waveform", "fbank", "sensor") and "ctc" in C.TASKS
+
+
+# --------------------------------------------------------------- fine-tuning runs own their settings
+
+OLD_CTC = DATA / "config_ctc_before_2026-12.json"
+OLD_CLASSIFY = DATA / "config_classify_before_2026-12.json"
+"""Fine-tuning runs' config.json as wavssl wrote them while the head sections held the run's
+learning rate, updates, validation and batching (``ctc.lr``, ``classify.batch_size``, ...)."""
+
+
+def test_old_finetuning_config_json_keeps_its_run_settings() -> None:
+    old = json.loads(OLD_CTC.read_text())
+    cfg = C.load_json(OLD_CTC)
+    assert (cfg.task, cfg.preset) == ("ctc", "tiny")  # preset inferred from the architecture
+    assert cfg.optim.lr == old["ctc"]["lr"] == 0.003 and cfg.optim.max_updates == old["ctc"]["max_updates"]
+    assert (cfg.train.valid_every, cfg.train.best_metric) == (50, "cer")
+    assert (cfg.data.max_batch_samples, cfg.data.max_samples) == (500_000, 480_000)  # the ctc values, not data's
+    assert cfg.ctc.mask_prob == old["ctc"]["mask_prob"] and cfg.ctc.language == "ru"
+    old = json.loads(OLD_CLASSIFY.read_text())
+    cfg = C.load_json(OLD_CLASSIFY)
+    assert (cfg.task, cfg.preset, cfg.data.batch_size) == ("classify", "sensor-tiny", 16)
+    assert (cfg.optim.lr, cfg.optim.max_updates) == (0.003, 80) and cfg.classify.pooling == old["classify"]["pooling"]
+    pre = C.load_json(OLD_CONFIG)  # a pretraining run: its fine-tuning defaults are dropped, not applied
+    assert pre.optim.lr == json.loads(OLD_CONFIG.read_text())["optim"]["lr"] and pre.preset == "tiny"
+
+
+def test_finetuning_config_comes_from_the_preset_recipe() -> None:
+    tiny = C.finetune_config(C.tiny(), "ctc")
+    assert (tiny.task, tiny.optim.lr, tiny.optim.max_updates, tiny.optim.schedule) == ("ctc", 2e-3, 300, "tri_stage")
+    assert (tiny.train.valid_every, tiny.train.best_metric, tiny.data.max_batch_samples) == (100, "cer", 480_000)
+    assert tiny.model == C.tiny().model and tiny.ctc == C.tiny().ctc  # the model and its head are untouched
+    base = C.finetune_config(C.base(), "ctc")
+    assert (base.optim.lr, base.optim.max_updates, base.train.best_metric) == (5e-5, 13000, "wer")
+    clf = C.finetune_config(C.sensor_tiny(), "classify")
+    assert (clf.optim.lr, clf.optim.max_updates, clf.optim.warmup_updates, clf.data.batch_size) == (1e-3, 300, 30, 64)
+    assert C.finetune_config(tiny, "ctc") is tiny  # a ctc config is already a fine-tuning run's
+    with pytest.raises(C.ConfigError, match="a 'ctc' configuration cannot configure a 'classify'"):
+        C.finetune_config(tiny, "classify")
+
+
+def test_moved_keys_move_in_a_finetuning_config_and_are_refused_elsewhere(tmp_path: Path) -> None:
+    toml = tmp_path / "ft.toml"
+    toml.write_text("[ctc]\nlr = 0.01\nvalid_every = 7\nmask_prob = 0.2\n")
+    with pytest.warns(UserWarning, match=r"ctc\.lr is now optim\.lr"):
+        cfg = C.merge(C.finetune_config(C.tiny(), "ctc"), C.load_toml(toml))
+    assert (cfg.optim.lr, cfg.train.valid_every, cfg.ctc.mask_prob) == (0.01, 7, 0.2)
+    with pytest.raises(C.ConfigError, match=r"ctc\.lr is now optim\.lr of the fine-tuning run .*'pretrain'"):
+        C.resolve("tiny", toml)
+
+
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("model.quantizer.min_temp=0", "model.quantizer.min_temp must be > 0 and <= max_temp"),
+    ("model.context.num_heads=5", "model.context.embed_dim must be divisible by num_heads"),
+    ("data.batch_size=0", "data.batch_size must be >= 1"),
+    ("train.valid_every=-1", "train.valid_every must be >= 0"),
+    ("ctc.channel_length=0", "ctc.mask_length and channel_length must be >= 1"),
+    ("classify.head_dropout=1.0", r"classify.head_dropout must be in \[0, 1\)"),
+    ("preset=huge", "preset: 'huge' is not one of"),
+])
+def test_each_section_validates_its_fields(assignment: str, message: str) -> None:
+    with pytest.raises(C.ConfigError, match=f"^{message}"):
+        C.resolve("tiny", assignments=[assignment])

@@ -18,7 +18,6 @@ import torch
 import wavssl
 from wavssl import config as C
 from wavssl.models import SSLModel
-from wavssl.train.asr import ctc_finetune_config
 from wavssl.train.checkpoint import list_checkpoints, load_state_dict, load_trainer_state
 
 # deterministic model (no dropout): randomness comes only from the per-batch seeded RNG
@@ -125,4 +124,6 @@ def test_fsdp_config_rules() -> None:
     with pytest.raises(C.ConfigError, match="layer_drop"):
         C.resolve("base", assignments=["train.fsdp=true"]).validate()
     assert C.resolve("large", assignments=["train.fsdp=true"]).validate().train.fsdp
-    assert not ctc_finetune_config(C.resolve("tiny", assignments=["train.fsdp=true"])).train.fsdp
+    assert not C.finetune_config(C.resolve("tiny", assignments=["train.fsdp=true"]), "ctc").train.fsdp
+    with pytest.raises(C.ConfigError, match="recognizer fine-tuning runs without FSDP"):
+        C.merge(C.finetune_config(C.tiny(), "ctc"), {"train": {"fsdp": True}}).validate()

@@ -111,7 +111,7 @@ def test_finetuning_on_utterances_that_all_fail_to_decode_stops(tmp_path: Path) 
     for path in write_wavs(tmp_path / "data", 3, value=float("nan")):
         path.with_suffix(".txt").write_text("a b\n")
     res = wavssl("finetune", str(tmp_path / "pre"), "--train", str(tmp_path / "data"), "--out",
-                 str(tmp_path / "asr"), "--set", "ctc.max_updates=3", "--no-progress", timeout=60)
+                 str(tmp_path / "asr"), "--set", "optim.max_updates=3", "--no-progress", timeout=60)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "no usable utterance left" in res.stderr and "Traceback" not in res.stderr
     listed = tmp_path / "asr" / "skipped_lines.tsv"

@@ -17,8 +17,8 @@ def test_quickstart_runs_every_step_and_resumes(tmp_path: Path, capsys: pytest.C
     qc = QuickstartConfig(train_utterances=12, dev_utterances=3, test_utterances=3,
                           pretrain=["optim.max_updates=4", "optim.warmup_updates=1", "train.log_every=1",
                                     "data.max_batch_samples=64000"],
-                          finetune=["ctc.language=en", "ctc.max_updates=4", "ctc.valid_every=2",
-                                    "ctc.max_batch_samples=160000", "ctc.max_samples=160000"],
+                          finetune=["ctc.language=en", "optim.max_updates=4", "train.valid_every=2",
+                                    "data.max_batch_samples=160000", "data.max_samples=160000"],
                           lm_weights=(0.0, 0.5), beam=2)
     data, out = tmp_path / "speech", tmp_path / "runs"
     summary = run(data, out, qc=qc, progress=False)

@@ -67,12 +67,13 @@ def test_recipe_config_is_fairseq_base() -> None:
 
 
 def test_librispeech_finetune_configs_merge_over_base() -> None:
-    """Every fine-tuning TOML is valid over BASE and keeps its architecture (dropouts aside)."""
+    """Every fine-tuning TOML is valid over BASE's fine-tuning recipe and keeps its architecture (dropouts aside)."""
     conf = Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "conf"
     updates = {}
     for split in ("10m", "1h", "10h", "100h"):
-        cfg = C.merge(C.base(), C.load_toml(conf / f"finetune_{split}.toml")).validate()
+        cfg = C.merge(C.finetune_config(C.base(), "ctc"), C.load_toml(conf / f"finetune_{split}.toml")).validate()
         assert C.architecture(cfg.model) == C.architecture(C.base().model)
         assert cfg.ctc.language == "en" and cfg.ctc.mask_length == 10 and cfg.ctc.channel_length == 64
-        updates[split] = cfg.ctc.max_updates
+        updates[split] = cfg.optim.max_updates
+        assert cfg.optim.schedule == "tri_stage" and cfg.data.max_samples == 560000
     assert updates == {"10m": 13000, "1h": 13000, "10h": 20000, "100h": 80000}

@@ -53,7 +53,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert done.returncode == 0, done.stderr
     done = _wavssl("finetune", str(ssl), "--task", "classify", "--train", str(train), "--train-labels", str(train_labels),
                    "--valid", str(test), "--valid-labels", str(test_labels), "--out", str(cls), "--no-progress",
-                   "--set", "classify.max_updates=80", "--set", "classify.lr=3e-3")
+                   "--set", "optim.max_updates=80", "--set", "optim.lr=3e-3")
     assert done.returncode == 0, done.stderr
     assert "validation: accuracy" in done.stdout
     return {"root": root, "ssl": ssl, "cls": cls, "test": test, "test_labels": test_labels, "train": train,
@@ -99,7 +99,7 @@ def test_few_labels_linear_probe_and_unknown_classes(runs: dict[str, Path]) -> N
     probe = root / "probe"
     done = _wavssl("finetune", str(runs["ssl"]), "--task", "classify", "--train", str(runs["train"]),
                    "--train-labels", str(runs["train_labels"]), "--out", str(probe), "--k-per-class", "2",
-                   "--seed", "3", "--linear-probe", "--no-progress", "--set", "classify.max_updates=5")
+                   "--seed", "3", "--linear-probe", "--no-progress", "--set", "optim.max_updates=5")
     assert done.returncode == 0, done.stderr
     cfg = json.loads((probe / "config.json").read_text())
     assert cfg["classify"]["linear_probe"] is True and cfg["train"]["seed"] == 3
@@ -108,7 +108,7 @@ def test_few_labels_linear_probe_and_unknown_classes(runs: dict[str, Path]) -> N
     done = _wavssl("finetune", str(runs["ssl"]), "--task", "classify", "--train", str(runs["train"]),
                    "--train-labels", str(runs["train_labels"]), "--out", str(logistic), "--k-per-class", "2",
                    "--linear-probe", "--no-progress", "--set", "classify.head_init=logistic",
-                   "--set", "classify.max_updates=0", "--set", "classify.all_layers=true")
+                   "--set", "optim.max_updates=0", "--set", "classify.all_layers=true")
     assert done.returncode == 0, done.stderr
     done = _wavssl("evaluate", str(logistic), str(runs["test"]), "--labels", str(runs["test_labels"]))
     assert done.returncode == 0 and "accuracy" in done.stdout, done.stderr

@@ -194,7 +194,8 @@ def test_time_stretch_augments_training_batches_reproducibly() -> None:
     data = SeriesSet(series, [str(i % 3) for i in range(12)], [f"f{i}" for i in range(12)], list(range(12)))
     cfg = C.preset("sensor-tiny")
     plain = ClassifyTask(data, ["0", "1", "2"], cfg)
-    cfg = dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, time_stretch=0.5, batch_size=4))
+    cfg = dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, time_stretch=0.5),
+                              data=dataclasses.replace(cfg.data, batch_size=4))
     task = ClassifyTask(data, ["0", "1", "2"], cfg)
     first = list(task.batches(epoch=0, start=0))
     again = list(task.batches(epoch=0, start=1))  # resuming mid-epoch gives the same later batches

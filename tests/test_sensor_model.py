@@ -17,7 +17,7 @@ from wavssl.models import Encoder, SequenceClassifier, build_classifier, build_m
 from wavssl.modules.context import ContextEncoder
 from wavssl.modules.frontend import SensorEncoder, interpolate_gaps, robust_center_scale
 from wavssl.modules.quantizer import GumbelQuantizer
-from wavssl.train.classify import (ClassifyTask, finetune_config, fit_classifier, new_classifier, pooled_features,
+from wavssl.train.classify import (ClassifyTask, fit_classifier, new_classifier, pooled_features,
                                    score)
 from wavssl.train.pretraining import SensorPretrainTask, pretrain
 
@@ -37,6 +37,11 @@ def _series(n: int = 24, channels: int = 3, seed: int = 0) -> SeriesSet:
 
 def _cfg(*sets: str) -> C.Config:
     return C.resolve("sensor-tiny", assignments=["model.frontend.in_channels=3", "train.tensorboard=false", *sets])
+
+
+def _ft(*sets: str) -> C.Config:
+    """A classifier run's config: the sensor-tiny recipe with ``sets`` over it."""
+    return C.merge(C.finetune_config(_cfg(), "classify"), C.parse_set(list(sets))).validate()
 
 
 def test_sensor_and_speech_models_share_classes() -> None:
@@ -152,7 +157,7 @@ def test_short_series_are_refused_for_classification_and_skipped_in_pretraining(
     data = _series(8)
     data.series[3] = data.series[3][:, :6]
     with pytest.raises(SensorDataError, match=r"receptive field of 9 samples.*gen\[3\] \(6 steps\)"):
-        new_classifier(finetune_config(cfg), ["fast", "slow"], data)
+        new_classifier(C.finetune_config(cfg, "classify"), ["fast", "slow"], data)
     np.savez(tmp_path / "s.npz", *data.series)
     pretrain(tmp_path / "s.npz", tmp_path / "run", C.merge(cfg, C.parse_set(["optim.max_updates=1"])),
              progress=False, device="cpu")
@@ -161,8 +166,7 @@ def test_short_series_are_refused_for_classification_and_skipped_in_pretraining(
 
 
 def test_classifier_pooling_freezing_and_fit() -> None:
-    cfg = finetune_config(_cfg("classify.max_updates=60", "classify.lr=3e-3", "classify.pooling=attention",
-                               "classify.freeze_updates=20"))
+    cfg = _ft("optim.max_updates=60", "optim.lr=3e-3", "classify.pooling=attention", "classify.freeze_updates=20")
     train, test = _series(24, seed=0), _series(24, seed=1)
     torch.manual_seed(0)
     model = new_classifier(cfg, ["fast", "slow"], train)
@@ -177,7 +181,7 @@ def test_classifier_pooling_freezing_and_fit() -> None:
     metrics = score(model, test, ["fast", "slow"])
     assert metrics.accuracy >= 0.9, metrics
 
-    probe_cfg = finetune_config(_cfg("classify.linear_probe=true", "classify.max_updates=10"))
+    probe_cfg = _ft("classify.linear_probe=true", "optim.max_updates=10")
     probe = build_classifier(probe_cfg.model, probe_cfg.classify, 2)
     frozen = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
     fit_classifier(probe, train, ["fast", "slow"], probe_cfg)
@@ -191,8 +195,8 @@ def test_classifier_pooling_freezing_and_fit() -> None:
 
 
 def test_logistic_head_is_the_regularised_optimum_over_all_layers() -> None:
-    cfg = finetune_config(_cfg("classify.all_layers=true", "classify.pooling=stats", "classify.head_init=logistic",
-                               "classify.linear_probe=true", "classify.max_updates=0", "classify.probe_l2=2.0"))
+    cfg = _ft("classify.all_layers=true", "classify.pooling=stats", "classify.head_init=logistic",
+              "classify.linear_probe=true", "optim.max_updates=0", "classify.probe_l2=2.0")
     train, test = _series(24, seed=0), _series(24, seed=1)
     torch.manual_seed(0)
     model = new_classifier(cfg, ["fast", "slow"], train)
@@ -216,7 +220,7 @@ def test_logistic_head_is_the_regularised_optimum_over_all_layers() -> None:
     assert score(model, test, ["fast", "slow"]).accuracy >= 0.9
     # without it, zero updates is not a fit
     with pytest.raises(C.ConfigError, match="max_updates"):
-        finetune_config(_cfg("classify.max_updates=0", "classify.head_init=random"))
+        _ft("optim.max_updates=0", "classify.head_init=random")
 
 
 def test_segment_means_follow_time_order_and_ignore_padding() -> None:

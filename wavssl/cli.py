@@ -71,11 +71,11 @@ def _cmd_finetune(a: argparse.Namespace) -> int:
 def _finetune_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
     from .train.asr import finetune
 
-    cfg = _overridden(cfg, a.config, a.assignments + [f"train.seed={a.seed}"]).validate()
+    cfg = _overridden(C.finetune_config(cfg, "ctc"), a.config, a.assignments + [f"train.seed={a.seed}"]).validate()
     result = finetune(None if a.scratch else a.run, a.train, a.out, cfg=cfg, valid=a.valid, resume=a.resume,
                       device=a.device, progress=not a.no_progress)
     st = result.state
-    best = f", best valid {cfg.ctc.best_metric.upper()} {st.best_score:.4f} at update {st.best_update}" \
+    best = f", best valid {cfg.train.best_metric.upper()} {st.best_score:.4f} at update {st.best_update}" \
         if st.best_update >= 0 else ""
     if os.environ.get("RANK", "0") == "0":
         print(f"[wavssl] done: {st.num_updates} updates on {result.train_utterances} utterances "
@@ -89,7 +89,7 @@ def _finetune_classifier(a: argparse.Namespace, cfg: C.Config) -> int:
     from .train.pretraining import load_sensor_data
 
     sets = list(a.assignments) + [f"train.seed={a.seed}"] + (["classify.linear_probe=true"] if a.linear_probe else [])
-    cfg = _overridden(cfg, a.config, sets).validate()
+    cfg = _overridden(C.finetune_config(cfg, "classify"), a.config, sets).validate()
     train = load_sensor_data(a.train, cfg, labels=a.train_labels)
     if a.k_per_class > 0:
         train = train.subset(draw_per_class(train, a.k_per_class, a.seed))
@@ -227,7 +227,11 @@ def _cmd_import(a: argparse.Namespace) -> int:
 
 
 def _cmd_config(a: argparse.Namespace) -> int:
-    print(C.dump_toml(C.resolve(a.preset or "tiny", a.config, a.assignments)))
+    if a.task == "pretrain":
+        cfg = C.resolve(a.preset or "tiny", a.config, a.assignments)
+    else:  # a fine-tuning run: the preset's recipe for the task, then the overrides
+        cfg = _overridden(C.finetune_config(C.preset(a.preset or "tiny"), a.task), a.config, a.assignments).validate()
+    print(C.dump_toml(cfg))
     return 0
 
 
@@ -288,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "classify: a .ts file with class labels, .npy/.npz (+ --train-labels), or a folder of "
                         "CSV files (+ labels.tsv inside or --train-labels)")
     p.add_argument("--train-labels", type=Path, help="labels CSV/TSV for --train")
-    p.add_argument("--valid", type=Path, help="ctc: transcribed set scored every ctc.valid_every updates (best "
+    p.add_argument("--valid", type=Path, help="ctc: transcribed set scored every train.valid_every updates (best "
                    "checkpoint kept); classify: labelled series scored at the end")
     p.add_argument("--resume", action="store_true", help="ctc: continue the newest checkpoint in --out")
     p.add_argument("--valid-labels", type=Path, help="labels CSV/TSV for --valid")
@@ -301,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", action="store_true", help="train the run's architecture from random initialisation")
     p.add_argument("--config", type=Path, help="TOML file of overrides (e.g. a [classify] table)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one field, e.g. --set classify.max_updates=500 (repeatable)")
+                   help="override one field, e.g. --set optim.max_updates=500 (repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_finetune)
@@ -360,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the resolved configuration as TOML")
     _config_args(p)
+    p.add_argument("--task", choices=["pretrain", "ctc", "classify"], default="pretrain",
+                   help="pretrain (default), or the fine-tuning run a model of the preset starts from")
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("quickstart", help="the whole job on built-in speech: generate, pretrain, fine-tune, export, "

@@ -45,9 +45,9 @@ class QuickstartConfig:
     seed: int = 0
     pretrain: list[str] = field(default_factory=lambda: ["optim.max_updates=600"])
     """``--set`` overrides of the ``tiny`` preset for pretraining."""
-    finetune: list[str] = field(default_factory=lambda: ["ctc.language=en", "ctc.max_updates=1200",
-                                                         "ctc.valid_every=200"])
-    """``--set`` overrides of the ``tiny`` preset's ``[ctc]`` section for fine-tuning."""
+    finetune: list[str] = field(default_factory=lambda: ["ctc.language=en", "optim.max_updates=1200",
+                                                         "train.valid_every=200"])
+    """``--set`` overrides of the ``tiny`` preset's fine-tuning recipe (:func:`wavssl.config.finetune_config`)."""
     lm_order: int = 6
     """Order of the character n-gram LM estimated from the training transcripts."""
     lm_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -93,8 +93,8 @@ def run(data: str | Path = "data/speech", out: str | Path = "runs/quickstart", *
 
     t = time.perf_counter()
     asr_dir = out / "asr"
-    ft_cfg = C.resolve("tiny", None, qc.pretrain + qc.finetune).validate()
-    _say(f"3/5 fine-tuning a CTC recognizer ({ft_cfg.ctc.max_updates} updates, best dev CER kept) -> {asr_dir}")
+    ft_cfg = C.merge(C.finetune_config(cfg, "ctc"), C.parse_set(qc.finetune)).validate()
+    _say(f"3/5 fine-tuning a CTC recognizer ({ft_cfg.optim.max_updates} updates, best dev CER kept) -> {asr_dir}")
     result = finetune(ssl_dir, data / "transcripts.tsv", asr_dir, cfg=ft_cfg, valid=data / "dev.tsv",
                       resume=True, progress=progress)
     times["finetune"] = time.perf_counter() - t

@@ -25,8 +25,10 @@ case "$stage" in
     ;;
   finetune)
     name="${2:?data set name}"; k="${3:-0}"; seed="${4:-0}"
+    extra=()  # the data set's fine-tuning settings, if it has any
+    [ -f "$here/configs/finetune/$name.toml" ] && extra=(--config "$here/configs/finetune/$name.toml")
     wavssl finetune "$runs/$name/ssl" --task classify --train "$data/$name/${name}_TRAIN.ts" \
-      --k-per-class "$k" --seed "$seed" --out "$runs/$name/cls_k${k}_s${seed}"
+      --k-per-class "$k" --seed "$seed" --out "$runs/$name/cls_k${k}_s${seed}" "${extra[@]}"
     ;;
   evaluate)
     name="${2:?data set name}"; k="${3:-0}"; seed="${4:-0}"

@@ -7,7 +7,7 @@
 - :func:`finetune` is ``wavssl finetune RUN --train train.tsv --valid dev.tsv --out ASR``: character
   vocabulary from the training transcripts (``vocab.json``), fairseq's low-resource recipe
   (frozen feature encoder, tri-stage LR, time and channel masking, layer drop), validation every
-  ``ctc.valid_every`` updates keeping the best model by WER or CER in ``ASR/best/`` and, at the end,
+  ``train.valid_every`` updates keeping the best model by WER or CER in ``ASR/best/`` and, at the end,
   at the top of the run directory.
 - Validation scores with :func:`wavssl.recognition.evaluate` (inference lives outside ``train``).
 """
@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from wavssl_onnx import Vocabulary
 from wavssl_onnx.fileio import atomic_write_bytes, atomic_write_text
 from wavssl_onnx.vocab import VOCAB_FILE
 
-from ..config import Config, architecture
+from ..config import Config, architecture, finetune_config
 from ..data.audio import AudioError, _pad_to_multiple, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
 from ..models import CTCOutput, Encoder, build_encoder, build_recognizer, min_input_samples
@@ -103,7 +102,7 @@ class CTCTask:
         return f"{len(self.data)}:{int(self.data.lengths.sum())}:{len(self.vocab)}"
 
     def _global(self, epoch: int) -> list[list[int]]:
-        batches = budget_batches(self.data.lengths, self.cfg.ctc.max_batch_samples, seed=self.cfg.train.seed,
+        batches = budget_batches(self.data.lengths, self.cfg.data.max_batch_samples, seed=self.cfg.train.seed,
                                  epoch=epoch)
         return _pad_to_multiple(batches, self.world_size)
 
@@ -158,15 +157,6 @@ class CTCTask:
 # ------------------------------------------------------------------------------------------ runs
 
 
-def ctc_finetune_config(cfg: Config) -> Config:
-    """``cfg`` for a recognizer run: ``task = "ctc"``, tri-stage schedule with ``ctc.lr`` and
-    ``ctc.max_updates``, DDP rather than FSDP (``train.fsdp`` off: validation runs on one rank)."""
-    c = cfg.ctc
-    optim = dataclasses.replace(cfg.optim, lr=c.lr, max_updates=c.max_updates, schedule="tri_stage")
-    train = dataclasses.replace(cfg.train, fsdp=False)
-    return dataclasses.replace(cfg, task="ctc", optim=optim, train=train).validate()
-
-
 @dataclass
 class FinetuneResult:
     """Outcome of :func:`finetune`."""
@@ -189,8 +179,10 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
             architecture from random initialisation (the from-scratch baseline).
         train, valid: transcribed sets (manifest ``.tsv`` with ``path`` and ``text`` columns, or a
             folder of audio + ``.txt`` pairs). Without ``valid`` the last model is kept.
-        cfg: configuration (default: the pretrained run's); its ``ctc`` section drives fine-tuning and
-            its ``model`` must be the pretrained run's.
+        cfg: configuration (default: the pretrained run's, with its preset's fine-tuning recipe:
+            :func:`wavssl.config.finetune_config`); its ``ctc`` section configures the head, its
+            ``optim``, ``train`` and ``data`` sections the run, and its ``model`` must be the
+            pretrained run's. A pretraining configuration is turned into its fine-tuning recipe.
         resume: continue the newest checkpoint in ``out`` (its ``config.json`` and ``vocab.json``).
     """
 
@@ -209,7 +201,7 @@ def finetune(pretrained_run: str | Path | None, train: str | Path, out: str | Pa
                 raise ValueError("training from scratch needs a configuration")
             cfg = load_config(pretrained_run)
         vocab = None
-    cfg = ctc_finetune_config(cfg)
+    cfg = finetune_config(cfg, "ctc")
     if pretrained_run is not None and not resume:
         base = load_config(pretrained_run)
         if architecture(cfg.model) != architecture(base.model):
@@ -236,7 +228,7 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
         encoder = build_encoder(cfg.model)
     shortest = min_input_samples(encoder.frontend)
     data = read_transcribed(train, sample_rate=fe.sample_rate, language=c.language, min_samples=shortest,
-                            max_samples=c.max_samples)
+                            max_samples=cfg.data.max_samples)
     if vocab is None:
         vocab = Vocabulary.build(data.texts)
         if ddp.is_main:
@@ -257,7 +249,7 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
             print(f"[wavssl] validation transcripts use {sum(unknown.values())} characters outside the training "
                   f"vocabulary: {''.join(sorted(unknown))!r} (they count as errors)", flush=True)
         vs = valid_set
-        validation = Validation(run=lambda m: _valid_scores(m, vs), every=c.valid_every, metric=c.best_metric,
+        validation = Validation(run=lambda m: _valid_scores(m, vs), every=cfg.train.valid_every, metric=cfg.train.best_metric,
                                 sidecars=(VOCAB_FILE,))
     trainer = Trainer(model, task, cfg, out, device=dev, ddp=ddp, progress=progress, validation=validation)
     resumed = resume and trainer.resume()
@@ -281,7 +273,7 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
             atomic_write_bytes(out / "model.safetensors", best.read_bytes())
         atomic_write_text(out / "finetune_summary.json", json.dumps({
             "train_utterances": len(task.data), "train_seconds": task.total_seconds,
-            "best_update": state.best_update, f"best_valid_{c.best_metric}": state.best_score,
+            "best_update": state.best_update, f"best_valid_{cfg.train.best_metric}": state.best_score,
             "num_updates": state.num_updates, "skipped": len(skipped),
             "pretrained": None if pretrained_run is None else str(pretrained_run)}, indent=1) + "\n")
     return FinetuneResult(state, len(task.data), task.total_seconds, len(skipped))

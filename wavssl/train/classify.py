@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from wavssl_onnx.fileio import atomic_write_text
 
-from ..config import Config
+from ..config import Config, finetune_config
 from ..data.audio import batch_seed
 from ..data.sensor import (
     SensorBatch,
@@ -121,7 +121,7 @@ class ClassifyBatch:
 class ClassifyTask:
     """Fine-tune a :class:`~wavssl.models.SequenceClassifier` on labelled series.
 
-    Batches of ``classify.batch_size`` series (all of them when fewer) are a pure function of
+    Batches of ``data.batch_size`` series (all of them when fewer) are a pure function of
     (seed, epoch, position). The encoder is frozen for a linear probe and for the first
     ``classify.freeze_updates`` updates.
     """
@@ -133,10 +133,10 @@ class ClassifyTask:
         self._cache: tuple[Tensor, Tensor] | None = None
 
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.data) / self.cfg.classify.batch_size)
+        return math.ceil(len(self.data) / self.cfg.data.batch_size)
 
     def batches(self, epoch: int, start: int) -> Iterator[ClassifyBatch]:
-        order = batch_order(self.lengths, self.cfg.classify.batch_size, seed=self.cfg.train.seed, epoch=epoch)
+        order = batch_order(self.lengths, self.cfg.data.batch_size, seed=self.cfg.train.seed, epoch=epoch)
         stretch = self.cfg.classify.time_stretch
         for position, idx in enumerate(order[start:], start):  # stretched as a pure function of the position
             series = random_time_stretch([self.data.series[i] for i in idx], stretch,
@@ -185,15 +185,6 @@ class ClassifyTask:
 
 
 # ------------------------------------------------------------------------------------------ fitting
-
-
-def finetune_config(cfg: Config) -> Config:
-    """``cfg`` for a classifier run: ``task = "classify"`` and the optimiser set from ``classify``
-    (peak lr, updates, warm-up; one batch per update)."""
-    c = cfg.classify
-    optim = dataclasses.replace(cfg.optim, lr=c.lr, max_updates=c.max_updates, warmup_updates=c.warmup_updates,
-                                accumulate=1)
-    return dataclasses.replace(cfg, task="classify", optim=optim).validate()
 
 
 @torch.no_grad()
@@ -254,7 +245,8 @@ def fit_logistic_head(model: SequenceClassifier, data: SeriesSet, names: list[st
 
 def fit_classifier(model: SequenceClassifier, data: SeriesSet, names: list[str], cfg: Config, *,
                    device: torch.device | str = "cpu") -> TrainerState:
-    """Train ``model`` on ``data`` with ``cfg`` (a :func:`finetune_config`) in memory: the
+    """Train ``model`` on ``data`` with ``cfg`` (a ``classify`` configuration,
+    :func:`wavssl.config.finetune_config`) in memory: the
     :class:`ClassifyTask` with the trainer's per-batch RNG seeding, optimiser (AdamW), schedule,
     clipping and skipping of non-finite steps, without checkpoints or logs. With
     ``classify.head_init = "logistic"`` the head is first fitted by :func:`fit_logistic_head`.
@@ -358,13 +350,14 @@ def finetune(pretrained_run: str | Path, train: SeriesSet, out: str | Path, *, c
         pretrained_run: run directory of a pretrained (SSL) model.
         train: labelled series. valid: labelled series scored at the end (metrics returned and
             written to ``out/valid_metrics.json``).
-        cfg: the configuration to fine-tune with (default: the run's own, with its ``classify``
-            section); the architecture must be the run's.
+        cfg: the configuration to fine-tune with (default: the run's own with its preset's
+            fine-tuning recipe, :func:`wavssl.config.finetune_config`; a pretraining configuration is
+            turned into that); the architecture must be the run's.
         scratch: train the same architecture from random initialisation instead.
     """
     out = Path(out)
     base = load_config(pretrained_run)
-    cfg = finetune_config(cfg if cfg is not None else base)
+    cfg = finetune_config(cfg if cfg is not None else base, "classify")
     if cfg.model != base.model:
         raise ValueError(f"{pretrained_run}: the fine-tuning config changes the model architecture; only "
                          f"classify, optim, data and train settings may differ")
