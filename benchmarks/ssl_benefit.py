@@ -53,6 +53,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._env import append_result, cpu_name, git_commit, load_average  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ssl_benefit.jsonl"
+DEV_RESULTS = ROOT / "benchmarks" / "results" / "ssl_benefit_dev.jsonl"
+"""``--dev-only`` runs (recipe experiments: dev scores only, the test splits never decoded)."""
 CONF = ROOT / "recipes" / "debian_speech" / "conf"
 PRESETS = {"cpu": "tiny", "gpu": "small"}
 LABEL_SETS = {  # name -> (language, training manifest)
@@ -252,8 +254,9 @@ def log_probs(model, data_path: Path, language: str) -> tuple[list, list[str]]:
 
 
 def score_row(data: Path, row: Row, chosen: dict[str, object], device: str, *, lm_weights: tuple[float, ...],
-              word_bonuses: tuple[float, ...], beams: tuple[int, ...]) -> dict[str, object]:
-    """Dev choices of decoding for the chosen run, then the test splits decoded once each."""
+              word_bonuses: tuple[float, ...], beams: tuple[int, ...], dev_only: bool = False) -> dict[str, object]:
+    """Dev choices of decoding for the chosen run, then the test splits decoded once each (none with
+    ``dev_only``)."""
     import wavssl
     from wavssl.data.text import read_transcribed
     from wavssl_onnx import NGramLM
@@ -269,7 +272,7 @@ def score_row(data: Path, row: Row, chosen: dict[str, object], device: str, *, l
     dev_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     tests: dict[str, object] = {}
-    for test in row.tests:  # touched once, after every choice above
+    for test in () if dev_only else row.tests:  # touched once, after every choice above
         lps, refs = log_probs(model, data / f"{test}.tsv", row.language)
         greedy = decode_texts(lps, model.vocab, Setting(), None, language=row.language, frame_shift=model.frame_shift)
         fused = decode_texts(lps, model.vocab, choice.best, lm, language=row.language, frame_shift=model.frame_shift)
@@ -299,6 +302,21 @@ def run_row(data: Path, work: Path, pre: Path, row: Row, budget: str, sweeps: li
         "candidates": candidates, "updates": chosen["updates"], "train_minutes": chosen["train_minutes"],
         "finetune_wall_seconds": [c["wall_seconds"] for c in candidates], **scored,
     }
+
+
+def dev_table(rows: list[dict[str, object]]) -> str:
+    """Markdown of a ``--dev-only`` run: per row and candidate, the best dev CER of fine-tuning, and
+    the chosen candidate's dev CER greedy / with the LM."""
+    lines = ["| labels | init | candidate (sets) | best dev CER (update) | dev CER greedy / LM |", "|---|---|---|---|---|"]
+    for r in rows:
+        dev = r["dev"]
+        assert isinstance(dev, dict)
+        for c in r["candidates"]:  # type: ignore[attr-defined]
+            chosen = c["run"] == r["chosen"]["run"]  # type: ignore[index]
+            lines.append(f"| {r['label_set']} | {r['init']} | {' '.join(c['sets']) or '-'} | "
+                         f"{100 * c['best_dev_cer']:.1f} ({c['best_update']}) | "
+                         + (f"{100 * dev['greedy']['cer']:.1f} / {100 * dev['lm']['cer']:.1f} |" if chosen else "- |"))
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -346,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="beam widths tried on dev")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results file the JSON line is appended to")
+    p.add_argument("--dev-only", action="store_true",
+                   help="recipe experiments: score dev only, never decode a test split (written to "
+                        f"{DEV_RESULTS.relative_to(ROOT)} unless --out)")
+    p.add_argument("--out", type=Path, help=f"results file the JSON line is appended to (default {RESULTS.relative_to(ROOT)})")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -373,24 +394,26 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for row in rows:
         rec = run_row(a.data, work, pre, row, a.budget, a.sweep, a.finetune_set, device,
-                      lm_weights=a.lm_weights, word_bonuses=a.word_bonuses, beams=a.beams)
+                      lm_weights=a.lm_weights, word_bonuses=a.word_bonuses, beams=a.beams, dev_only=a.dev_only)
         records.append(rec)
         dev = rec["dev"]
         print(f"[bench] {row.label_set} {row.init}: dev {dev['split']} CER {100 * dev['greedy']['cer']:.1f} greedy, "
               f"{100 * dev['lm']['cer']:.1f} LM {json.dumps(rec['decoding'])}; "
               + ", ".join(f"{t} CER {100 * v['greedy']['cer']:.1f} / {100 * v['lm']['cer']:.1f}"
                           for t, v in rec["tests"].items()), flush=True)
-    print(table(records))
+    print(dev_table(records) if a.dev_only else table(records))
     record = {
         "benchmark": "ssl_benefit", "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit("wavssl", "export", "benchmarks/ssl_benefit.py", "recipes/debian_speech") or "unknown",
         "budget": a.budget, "device": device, "cpu": cpu_name(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "load_average": load_average(), "argv": sys.argv[1:] if argv is None else argv,
-        "protocol": "checkpoint, recipe and decoding chosen on each language's dev split; test decoded once at the end",
+        "protocol": "checkpoint, recipe and decoding chosen on each language's dev split; "
+                    + ("dev only: no test split decoded" if a.dev_only else "test decoded once at the end"),
+        "dev_only": a.dev_only,
         "pretraining": pre_summary, "runs": records, "wall_seconds": time.perf_counter() - t0,
     }
     if not a.no_write:
-        append_result(a.out, record)
+        append_result(a.out or (DEV_RESULTS if a.dev_only else RESULTS), record)
     return 0
 
 

@@ -202,6 +202,11 @@ def test_ssl_benefit_protocol_end_to_end(speech_dir: Path, tmp_path: Path) -> No
     assert sb.main(again) == 0
     rec2 = json.loads(out.read_text().splitlines()[-1])
     assert rec2["pretraining"]["reused"] and rec2["runs"][0]["tests"] == run["tests"]
+    # --dev-only (recipe experiments): the same dev choices, no test split decoded
+    assert sb.main([*again, "--dev-only"]) == 0
+    rec3 = json.loads(out.read_text().splitlines()[-1])
+    assert rec3["dev_only"] and rec3["runs"][0]["tests"] == {} and rec3["runs"][0]["dev"] == run["dev"] | {
+        "decode_seconds": rec3["runs"][0]["dev"]["decode_seconds"]}
 
 
 # ------------------------------------------------------------------------------ sensor_fewlabel
