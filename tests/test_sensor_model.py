@@ -234,3 +234,27 @@ def test_segment_means_follow_time_order_and_ignore_padding() -> None:
     cfg = _cfg("classify.segments=4", "classify.pooling=mean")
     model = build_classifier(cfg.model, cfg.classify, 2)
     assert model.classifier.in_features == model.state_dim * 5 + 1
+
+
+def test_fit_classifier_is_the_trainer_without_a_run_directory(tmp_path: Path) -> None:
+    """In memory or writing a run directory (logs, checkpoints), the same updates give the same weights;
+    nothing is written without one."""
+    from wavssl.train.trainer import Trainer, Validation
+
+    cfg = _ft("optim.max_updates=12", "classify.freeze_updates=4", "classify.head_init=random", "data.batch_size=8",
+              "train.checkpoint_every=5")
+    train = _series(24, seed=0)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(new_classifier(cfg, ["fast", "slow"], train))
+    state = fit_classifier(models[0], train, ["fast", "slow"], cfg)
+    run = tmp_path / "run"
+    Trainer(models[1], ClassifyTask(train, ["fast", "slow"], cfg), cfg, run, device=torch.device("cpu"),
+            progress=False).train()
+    assert state.num_updates == 12 and (run / "checkpoints").is_dir()
+    a, b = models[0].state_dict(), models[1].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="give the Trainer one"):
+        Trainer(models[0], ClassifyTask(train, ["fast", "slow"], cfg), cfg, None, device=torch.device("cpu"),
+                validation=Validation(run=lambda m: {}, every=1, metric="cer"))

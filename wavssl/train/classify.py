@@ -28,7 +28,6 @@ from torch import Tensor, nn
 from wavssl_onnx.fileio import atomic_write_text
 
 from ..config import Config, finetune_config
-from ..data.audio import batch_seed
 from ..data.sensor import (
     SensorBatch,
     SensorDataError,
@@ -40,10 +39,8 @@ from ..data.sensor import (
     random_time_stretch,
 )
 from ..models import Encoder, SequenceClassifier, build_classifier
-from ..modules.cpu_training import use_cpu_training_paths
 from ..modules.frontend import SensorEncoder, as_frontend
 from .checkpoint import load, load_config, save_model, write_labels_file
-from .schedules import lr_multiplier
 from .trainer import Distributed, StepOutput, Trainer, TrainerState, resolve_device
 
 _CACHE_MAX_ELEMENTS = 1 << 26
@@ -246,45 +243,17 @@ def fit_logistic_head(model: SequenceClassifier, data: SeriesSet, names: list[st
 def fit_classifier(model: SequenceClassifier, data: SeriesSet, names: list[str], cfg: Config, *,
                    device: torch.device | str = "cpu") -> TrainerState:
     """Train ``model`` on ``data`` with ``cfg`` (a ``classify`` configuration,
-    :func:`wavssl.config.finetune_config`) in memory: the
-    :class:`ClassifyTask` with the trainer's per-batch RNG seeding, optimiser (AdamW), schedule,
-    clipping and skipping of non-finite steps, without checkpoints or logs. With
+    :func:`wavssl.config.finetune_config`) in memory: the :class:`ClassifyTask` run by the
+    :class:`~wavssl.train.trainer.Trainer` without a run directory (its seeding, optimiser, schedule,
+    clipping and skipping of non-finite steps; no checkpoints or logs). With
     ``classify.head_init = "logistic"`` the head is first fitted by :func:`fit_logistic_head`.
-    Returns the counters."""
+    Returns the counters; the model is left in eval mode."""
     device = torch.device(device)
     if cfg.classify.head_init == "logistic":
         fit_logistic_head(model, data, names, cfg, device=device)
-        if cfg.optim.max_updates == 0:
-            return TrainerState()
-    model.to(device).train()
-    if device.type == "cpu":
-        use_cpu_training_paths(model)
-    task = ClassifyTask(data, names, cfg)
-    o = cfg.optim
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                                  fused=device.type in ("cpu", "cuda"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(o))
     state = TrainerState()
-    while state.num_updates < o.max_updates:
-        for position, batch in enumerate(task.batches(state.epoch, 0)):
-            if state.num_updates >= o.max_updates:
-                break
-            torch.manual_seed(batch_seed(cfg.train.seed, state.epoch, position))  # as the Trainer seeds
-            task.on_update(model, state.num_updates)
-            out = task.step(model, batch, device)
-            assert out is not None
-            out.loss.backward()
-            grads = [p for p in params if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(grads, o.clip_norm if o.clip_norm > 0 else math.inf) if grads else None
-            if not torch.isfinite(out.loss) or (norm is not None and not torch.isfinite(norm)):
-                state.nonfinite_total += 1
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            state.num_updates += 1
-        state.epoch += 1
+    if cfg.optim.max_updates > 0:
+        state = Trainer(model, ClassifyTask(data, names, cfg), cfg, None, device=device, progress=False).train()
     model.eval()
     return state
 

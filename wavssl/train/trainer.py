@@ -196,17 +196,17 @@ def last_logged(run_dir: str | Path) -> dict[str, float]:
 
 
 class _Logger:
-    """JSONL (+ TensorBoard when installed) logging; rank 0 only."""
+    """JSONL (+ TensorBoard when installed) logging; rank 0 only, and only with a run directory."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool) -> None:
-        self.enabled = enabled
-        self.path = run_dir / LOG_FILE
+    def __init__(self, run_dir: Path | None, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled and run_dir is not None
+        self.path = Path(run_dir or ".") / LOG_FILE
         self.tb = None
-        if enabled and tensorboard:
+        if self.enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"))
             except ImportError:
                 self.tb = None
 
@@ -318,9 +318,11 @@ def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, model_s
 
 
 class Trainer:
-    """Runs ``task`` on ``model`` for ``cfg.optim.max_updates`` updates, writing into ``run_dir``."""
+    """Runs ``task`` on ``model`` for ``cfg.optim.max_updates`` updates, writing into ``run_dir``; with
+    ``run_dir = None`` it trains in memory (no logs, checkpoints, resume or validation), the same
+    updates otherwise: what many small fits (few-label benchmarks) use."""
 
-    def __init__(self, model: nn.Module, task: Task, cfg: Config, run_dir: str | Path, *,
+    def __init__(self, model: nn.Module, task: Task, cfg: Config, run_dir: str | Path | None, *,
                  device: torch.device, ddp: Distributed | None = None, progress: bool = True,
                  validation: Validation | None = None) -> None:
         self.cfg, self.task, self.device = cfg, task, device
@@ -328,8 +330,11 @@ class Trainer:
         if device.type == "cpu":  # denormals (tiny activations) slow CPU math by orders of magnitude
             torch.set_flush_denormal(True)
         self.ddp = ddp or Distributed()
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir is None and validation is not None:
+            raise ValueError("validation keeps the best model in the run directory: give the Trainer one")
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.model = model.to(device)
         self.module = model  # unwrapped (sharded in place under FSDP), for state dicts and task hooks
         if device.type == "cpu":
@@ -368,7 +373,7 @@ class Trainer:
 
     def resume(self) -> bool:
         """Restore the newest complete checkpoint of the run directory; False if there is none."""
-        ckpt = latest_checkpoint(self.run_dir)
+        ckpt = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
         if ckpt is None:
             return False
         st = load_trainer_state(ckpt)
@@ -385,6 +390,8 @@ class Trainer:
     def checkpoint(self) -> None:
         """Write a checkpoint (rank 0). Under FSDP every rank must call it: the full state is gathered."""
         self._last_checkpoint = time.monotonic()
+        if self.run_dir is None:
+            raise ValueError("an in-memory Trainer (run_dir None) writes no checkpoints")
         model_state = full_model_state(self.module) if self.fsdp else None
         optimizer = full_optimizer_state(self.module, self.optimizer) if self.fsdp else self.optimizer.state_dict()
         if self.ddp.is_main:
@@ -519,7 +526,8 @@ class Trainer:
                 bar.update(1)
             val = self.validation
             validating = val is not None and ((val.every > 0 and n % val.every == 0) or n == max_updates)
-            checkpointing = n % cfg.train.checkpoint_every == 0 or n == max_updates or self._wall_checkpoint_due()
+            checkpointing = self.run_dir is not None and (
+                n % cfg.train.checkpoint_every == 0 or n == max_updates or self._wall_checkpoint_due())
             logging = n % cfg.train.log_every == 0 or n == max_updates
             if logging or validating or checkpointing:
                 self._sync_nonfinite()
@@ -567,6 +575,7 @@ class Trainer:
             improved = score < self.state.best_score
             if improved:
                 self.state.best_score, self.state.best_update = score, self.state.num_updates
+                assert self.run_dir is not None  # checked at construction
                 best = self.run_dir / "best"
                 save_model(best, self.module, self.cfg)
                 for name in v.sidecars:
@@ -618,5 +627,6 @@ class Trainer:
     def _report(self, message: str) -> None:
         if self.ddp.is_main:
             print(f"[wavssl] {message}", flush=True)
-            with open(self.run_dir / "events.log", "a") as f:
-                f.write(message + "\n")
+            if self.run_dir is not None:
+                with open(self.run_dir / "events.log", "a") as f:
+                    f.write(message + "\n")
