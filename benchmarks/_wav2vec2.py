@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from wavssl.config import ModelConfig, preset
+from wavssl.config import ModelConfig, WaveformFrontend, preset
 
 SAMPLE_RATE = 16000
 
@@ -26,7 +26,7 @@ def small5m() -> ModelConfig:
     post-LN Transformer (4 heads, ffn 1024), G=2 x V=320 codebooks, final dim 128, K=100, p=0.65, M=10.
     Layer drop is off so both models do the same work every step."""
     m = ModelConfig()
-    m.frontend.conv_layers = ((256, 10, 5),) + ((256, 3, 2),) * 4 + ((256, 2, 2),) * 2
+    m.frontend = WaveformFrontend(conv_layers=((256, 10, 5),) + ((256, 3, 2),) * 4 + ((256, 2, 2),) * 2)
     m.context = dataclasses.replace(m.context, embed_dim=256, num_layers=4, num_heads=4, ffn_dim=1024,
                                     pos_conv_kernel=128, pos_conv_groups=16, layer_drop=0.0)
     m.quantizer = dataclasses.replace(m.quantizer, groups=2, entries=320, dim=256)
@@ -44,8 +44,8 @@ def model_config(name: str) -> tuple[ModelConfig, list[str]]:
     notes = []
     if m.frontend.kind != "waveform":
         width = m.frontend.frame_dim
-        m.frontend = dataclasses.replace(m.frontend, kind="waveform",
-                                         conv_layers=((width, 10, 5),) + ((width, 3, 2),) * 4 + ((width, 2, 2),) * 2)
+        m.frontend = WaveformFrontend(sample_rate=m.frontend.sample_rate, feature_grad_mult=m.frontend.feature_grad_mult,
+                                      conv_layers=((width, 10, 5),) + ((width, 3, 2),) * 4 + ((width, 2, 2),) * 2)
         notes.append(f"preset {name!r} has a {preset(name).model.frontend.kind} front end, which transformers "
                      f"lacks; both models use a {width}-channel waveform conv stack instead")
     if m.context.layer_drop > 0:

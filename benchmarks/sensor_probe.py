@@ -57,8 +57,8 @@ VARIANTS = (
     "layers4 model.context.num_layers=4",
     "no-dropout model.context.dropout=0.0 model.context.dropout_input=0.0 model.context.dropout_features=0.0",
     "lr5e-3 optim.lr=0.005",
-    "kernel9 model.frontend.sensor_conv_layers=[[64,9,2],[64,9,2]]",
-    "conv4 model.frontend.sensor_conv_layers=[[64,3,1],[64,3,2],[64,3,1],[64,3,2]]",
+    "kernel9 model.frontend.conv_layers=[[64,9,2],[64,9,2]]",
+    "conv4 model.frontend.conv_layers=[[64,3,1],[64,3,2],[64,3,1],[64,3,2]]",
 )
 
 

@@ -28,6 +28,10 @@ def test_old_config_json_loads_without_its_removed_keys(tmp_path: Path) -> None:
     assert C.drop_removed_keys(kept) == ["model.masking.channel_prob", "model.masking.channel_length"]
     dropped = C.move_old_keys(kept, "pretrain")  # a pretraining run's fine-tuning defaults go too
     assert ("ctc.lr", None) in dropped and all(new is None for _, new in dropped)
+    flat = kept["model"]["frontend"]  # every kind's fields, prefixed -> the fbank kind's table
+    kept["model"]["frontend"] = C.upgrade_flat_frontend(flat)
+    assert isinstance(cfg.model.frontend, C.FbankFrontend) and cfg.model.frontend.channels == flat["fbank_channels"]
+    assert set(kept["model"]["frontend"]) == {f.name for f in dataclasses.fields(C.FbankFrontend)}
 
     def subset(part: dict, whole: dict) -> bool:
         return all(subset(v, whole[k]) if isinstance(v, dict) else whole[k] == v for k, v in part.items())
@@ -134,3 +138,26 @@ def test_moved_keys_move_in_a_finetuning_config_and_are_refused_elsewhere(tmp_pa
 def test_each_section_validates_its_fields(assignment: str, message: str) -> None:
     with pytest.raises(C.ConfigError, match=f"^{message}"):
         C.resolve("tiny", assignments=[assignment])
+
+
+def test_front_end_is_a_tagged_union_of_kinds(tmp_path: Path) -> None:
+    """Each kind has its own fields; switching kind starts from its defaults; a field of another kind
+    is an error naming the kind; the old prefixed names of a TOML file are renamed with a warning;
+    an old sensor run's flat table keeps its sensor values."""
+    fe = C.resolve("base", assignments=['model.frontend.kind="fbank"', "model.frontend.n_mels=40"]).model.frontend
+    assert fe == C.FbankFrontend(n_mels=40)
+    with pytest.raises(C.ConfigError, match=r"unknown config key 'model\.frontend\.n_mels' \(a 'waveform' front end"):
+        C.resolve("base", assignments=["model.frontend.n_mels=40"])
+    with pytest.raises(C.ConfigError, match=r"model\.frontend\.kind: 'conv' is not one of"):
+        C.resolve("tiny", assignments=['model.frontend.kind="conv"'])
+    toml = tmp_path / "s.toml"
+    toml.write_text("[model.frontend]\nsensor_conv_layers = [[64, 5, 2], [64, 3, 2]]\nsensor_norm = \"instance\"\n")
+    with pytest.warns(UserWarning, match=r"sensor_conv_layers is now model\.frontend\.conv_layers"):
+        fe = C.resolve("sensor-tiny", toml).model.frontend
+    assert isinstance(fe, C.SensorFrontend) and fe.conv_layers == ((64, 5, 2), (64, 3, 2)) and fe.norm == "instance"
+    old = C.load_json(OLD_CLASSIFY).model.frontend
+    raw = json.loads(OLD_CLASSIFY.read_text())["model"]["frontend"]
+    assert isinstance(old, C.SensorFrontend) and old.conv_layers == tuple(map(tuple, raw["sensor_conv_layers"]))
+    assert (old.in_channels, old.norm, old.norm_mode) == (raw["in_channels"], raw["sensor_norm"], raw["norm_mode"])
+    assert C.to_dict(C.tiny())["model"]["frontend"] == {"kind": "fbank", **{
+        k: v for k, v in dataclasses.asdict(C.tiny().model.frontend).items() if k != "kind"}}

@@ -108,7 +108,7 @@ def _classifier_dir(out: Path) -> Path:
     torch.manual_seed(3)
     cfg = C.sensor_tiny()
     cfg.model.frontend.in_channels = 3
-    cfg.model.frontend.sensor_norm = "instance"
+    cfg.model.frontend = dataclasses.replace(cfg.model.frontend, norm="instance")
     model = build_classifier(cfg.model, cfg.classify, len(CLASSES))
     model.class_names = list(CLASSES)
     export(model.eval(), out, log=None)

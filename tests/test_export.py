@@ -144,7 +144,7 @@ def classifier() -> torch.nn.Module:
     torch.manual_seed(3)
     cfg = C.sensor_tiny()
     cfg.model.frontend.in_channels = 3
-    cfg.model.frontend.sensor_norm = "instance"
+    cfg.model.frontend = dataclasses.replace(cfg.model.frontend, norm="instance")
     cfg.classify.pooling = "attention"
     cfg.classify.all_layers = True
     cfg.classify.segments = 3

@@ -153,7 +153,7 @@ def test_constant_channel_normalises_to_zero() -> None:
 
 
 def test_short_series_are_refused_for_classification_and_skipped_in_pretraining(tmp_path: Path) -> None:
-    cfg = _cfg("model.frontend.sensor_conv_layers=[[16, 5, 2], [16, 3, 2]]")  # receptive field 5 + 2 * 2 = 9
+    cfg = _cfg("model.frontend.conv_layers=[[16, 5, 2], [16, 3, 2]]")  # receptive field 5 + 2 * 2 = 9
     data = _series(8)
     data.series[3] = data.series[3][:, :6]
     with pytest.raises(SensorDataError, match=r"receptive field of 9 samples.*gen\[3\] \(6 steps\)"):

@@ -302,9 +302,9 @@ def _waveform_cfg(task: str = "ctc") -> C.Config:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda c: c.model.frontend.__setattr__("kind", "fbank"),
+    (lambda c: c.model.__setattr__("frontend", C.FbankFrontend()),
      r"model\.frontend\.kind = 'fbank': transformers' Wav2Vec2 has only the raw-waveform conv front end, no log-mel"),
-    (lambda c: c.model.frontend.__setattr__("kind", "sensor"), r"model\.frontend\.kind = 'sensor'"),
+    (lambda c: c.model.__setattr__("frontend", C.SensorFrontend()), r"model\.frontend\.kind = 'sensor'"),
     (lambda c: c.model.frontend.__setattr__("norm_mode", "none"), r"model\.frontend\.norm_mode = 'none'"),
     (lambda c: c.model.context.__setattr__("pos_conv_lookahead", 4), r"model\.context\.pos_conv_lookahead = 4: .*bounded look-ahead"),
     (lambda c: c.model.context.__setattr__("attention_chunk", 8), r"model\.context\.attention_chunk = 8: .*chunked"),

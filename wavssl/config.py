@@ -16,7 +16,7 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 ConvSpec = tuple[int, int, int]
 """One conv block of a front end: (channels, kernel, stride)."""
@@ -36,6 +36,7 @@ BestMetric = Literal["wer", "cer"]
 value against its field's ``Literal`` (one list per enum, here)."""
 
 FRONTEND_KINDS: tuple[str, ...] = typing.get_args(FrontendKind)
+"""``model.frontend.kind`` values (one config class each: :data:`FRONTENDS`)."""
 SENSOR_NORMS: tuple[str, ...] = typing.get_args(SensorNorm)
 POOLINGS: tuple[str, ...] = typing.get_args(Pooling)
 
@@ -45,72 +46,129 @@ class ConfigError(ValueError):
 
 
 @dataclass(kw_only=True)
-class FrontendConfig:
-    kind: FrontendKind = "waveform"
-    """Front end turning the raw signal into frames: ``waveform`` (wav2vec2 conv stack), ``fbank``
-    (log-mel + conv subsampling) or ``sensor`` (multichannel time series, see the ``sensor_*`` fields)."""
+class _FrontendFields:
+    """Fields every front end has."""
+
     sample_rate: int = 16000
     """Input sample rate in Hz. Audio is resampled to it; sensor CSV files with a time column are
     interpolated onto a grid at this rate, and other sensor series are taken to be at it."""
-    conv_layers: tuple[ConvSpec, ...] = BASE_CONV_LAYERS
-    """Waveform conv stack, (channels, kernel, stride) per block; the default gives 20 ms frames at 16 kHz."""
-    norm_mode: NormMode = "default"
-    """``default``: GroupNorm over time on the first block (utterance-wide); ``layer_norm``: per-frame
-    LayerNorm in every block (needed for streaming); ``none``: no normalisation in the conv blocks
-    (keeps signal amplitude in the frames; sensor front ends)."""
-    conv_bias: bool = False
-    """Bias in the waveform conv blocks."""
     feature_grad_mult: float = 0.1
     """Scale of the gradient flowing into the front end (0 freezes it, 1 leaves it untouched)."""
-    n_mels: int = 80
-    """fbank: number of mel bands."""
-    win_length: int = 400
-    """fbank: analysis window in samples (25 ms at 16 kHz)."""
-    hop_length: int = 160
-    """fbank: hop in samples (10 ms at 16 kHz)."""
-    n_fft: int = 512
-    """fbank: FFT size (>= win_length)."""
-    subsampling: int = 2
-    """fbank: frame-rate reduction of the conv subsampling: 2 gives 20 ms frames, 4 gives 40 ms."""
-    fbank_channels: int = 256
-    """fbank: channels of the conv subsampling, i.e. the frame feature size."""
-    in_channels: int = 1
-    """sensor: number of input channels C (e.g. 3 for a 3-axis accelerometer); checkpoints refuse
-    data with another count."""
-    sensor_conv_layers: tuple[ConvSpec, ...] = ((64, 3, 1), (64, 3, 2))
-    """sensor: unpadded conv blocks, (channels, kernel, stride) each; the product of the strides is
-    the frame shift in samples (1 keeps every time step, for very short series). A series needs at
-    least the stack's receptive field in samples to give one frame."""
-    sensor_norm: SensorNorm = "global"
-    """sensor: per-channel normalisation before the convolutions, robust to scale and offset
-    (median and inter-quartile range, falling back to the standard deviation): ``global`` uses
-    statistics fitted once on the pretraining series and stored with the model (keeps each series'
-    level, which often carries the class); ``instance`` normalises every series by its own
-    statistics (invariant to per-recording gain and offset); ``none`` leaves values as they are."""
-    channel_dropout: float = 0.0
-    """sensor: in training, probability of blanking a whole input channel of a series (robustness to
-    a missing or dead sensor)."""
+
+    def _check(self, where: str, checks: list[tuple[bool, str]]) -> None:
+        _require([(self.feature_grad_mult >= 0, "feature_grad_mult must be >= 0"), *checks], where)
+
+
+@dataclass(kw_only=True)
+class WaveformFrontend(_FrontendFields):
+    """wav2vec 2.0's conv stack over the raw waveform (``kind = "waveform"``)."""
+
+    kind: Literal["waveform"] = "waveform"
+    """Which front end: ``waveform``, ``fbank`` or ``sensor`` (each has its own fields)."""
+    conv_layers: tuple[ConvSpec, ...] = BASE_CONV_LAYERS
+    """Conv stack, (channels, kernel, stride) per block; the default gives 20 ms frames at 16 kHz."""
+    norm_mode: NormMode = "default"
+    """``default``: GroupNorm over time on the first block (utterance-wide); ``layer_norm``: per-frame
+    LayerNorm in every block (needed for streaming); ``none``: no normalisation in the conv blocks."""
+    conv_bias: bool = False
+    """Bias in the conv blocks."""
+
+    in_channels: ClassVar[int] = 1
+    """Input channels (audio: one)."""
 
     @property
     def frame_dim(self) -> int:
         """Size D of the frames this front end emits."""
-        if self.kind == "sensor":
-            return self.sensor_conv_layers[-1][0]
-        return self.conv_layers[-1][0] if self.kind == "waveform" else self.fbank_channels
+        return self.conv_layers[-1][0]
 
     def validate(self, where: str = "") -> None:
         """Raise ConfigError naming the first invalid field of this section."""
-        _require([
-            (len(self.conv_layers) > 0, "conv_layers: empty"),
-            (self.n_fft >= self.win_length, "n_fft must be >= win_length"),
-            (self.subsampling in (1, 2, 4), "subsampling must be 1, 2 or 4"),
-            (self.feature_grad_mult >= 0, "feature_grad_mult must be >= 0"),
+        self._check(where, [(len(self.conv_layers) > 0, "conv_layers: empty")])
+
+
+@dataclass(kw_only=True)
+class FbankFrontend(_FrontendFields):
+    """Log-mel filterbank + conv subsampling (``kind = "fbank"``)."""
+
+    kind: Literal["fbank"] = "fbank"
+    """Which front end: ``waveform``, ``fbank`` or ``sensor`` (each has its own fields)."""
+    n_mels: int = 80
+    """Number of mel bands."""
+    win_length: int = 400
+    """Analysis window in samples (25 ms at 16 kHz)."""
+    hop_length: int = 160
+    """Hop in samples (10 ms at 16 kHz)."""
+    n_fft: int = 512
+    """FFT size (>= win_length)."""
+    subsampling: int = 2
+    """Frame-rate reduction of the conv subsampling: 2 gives 20 ms frames, 4 gives 40 ms."""
+    channels: int = 256
+    """Channels of the conv subsampling, i.e. the frame feature size."""
+
+    in_channels: ClassVar[int] = 1
+    """Input channels (audio: one)."""
+
+    @property
+    def frame_dim(self) -> int:
+        """Size D of the frames this front end emits."""
+        return self.channels
+
+    def validate(self, where: str = "") -> None:
+        """Raise ConfigError naming the first invalid field of this section."""
+        self._check(where, [(self.n_fft >= self.win_length, "n_fft must be >= win_length"),
+                            (self.subsampling in (1, 2, 4), "subsampling must be 1, 2 or 4")])
+
+
+@dataclass(kw_only=True)
+class SensorFrontend(_FrontendFields):
+    """Multichannel time series (accelerometers, gyroscopes, ...) through unpadded convs (``kind = "sensor"``)."""
+
+    kind: Literal["sensor"] = "sensor"
+    """Which front end: ``waveform``, ``fbank`` or ``sensor`` (each has its own fields)."""
+    in_channels: int = 1
+    """Number of input channels C (e.g. 3 for a 3-axis accelerometer); checkpoints refuse data with
+    another count."""
+    conv_layers: tuple[ConvSpec, ...] = ((64, 3, 1), (64, 3, 2))
+    """Unpadded conv blocks, (channels, kernel, stride) each; the product of the strides is the frame
+    shift in samples (1 keeps every time step, for very short series). A series needs at least the
+    stack's receptive field in samples to give one frame."""
+    norm: SensorNorm = "global"
+    """Per-channel normalisation before the convolutions, robust to scale and offset (median and
+    inter-quartile range, falling back to the standard deviation): ``global`` uses statistics fitted
+    once on the pretraining series and stored with the model (keeps each series' level, which often
+    carries the class); ``instance`` normalises every series by its own statistics (invariant to
+    per-recording gain and offset); ``none`` leaves values as they are."""
+    channel_dropout: float = 0.0
+    """In training, probability of blanking a whole input channel of a series (robustness to a
+    missing or dead sensor)."""
+    norm_mode: NormMode = "layer_norm"
+    """Normalisation in the conv blocks, as for ``waveform`` (``none`` keeps the signal's amplitude in
+    the frames)."""
+    conv_bias: bool = True
+    """Bias in the conv blocks."""
+
+    @property
+    def frame_dim(self) -> int:
+        """Size D of the frames this front end emits."""
+        return self.conv_layers[-1][0]
+
+    def validate(self, where: str = "") -> None:
+        """Raise ConfigError naming the first invalid field of this section."""
+        self._check(where, [
             (self.in_channels >= 1, "in_channels must be >= 1"),
-            (len(self.sensor_conv_layers) > 0, "sensor_conv_layers: empty"),
-            (all(c >= 1 and k >= 1 and s >= 1 for c, k, s in self.sensor_conv_layers),
-             "sensor_conv_layers: channels, kernel and stride must be >= 1"),
+            (len(self.conv_layers) > 0, "conv_layers: empty"),
+            (all(c >= 1 and k >= 1 and s >= 1 for c, k, s in self.conv_layers),
+             "conv_layers: channels, kernel and stride must be >= 1"),
             (0 <= self.channel_dropout < 1, "channel_dropout must be in [0, 1)"),
-        ], where)
+        ])
+
+
+FrontendConfig = WaveformFrontend | FbankFrontend | SensorFrontend
+"""The front end (raw signal -> frames): a tagged union on ``kind``, each kind with its own fields."""
+
+FRONTENDS: dict[str, type[WaveformFrontend] | type[FbankFrontend] | type[SensorFrontend]] = {
+    "waveform": WaveformFrontend, "fbank": FbankFrontend, "sensor": SensorFrontend}
+"""Front-end config class per ``kind``."""
 
 
 @dataclass(kw_only=True)
@@ -231,8 +289,8 @@ class LossConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    frontend: FrontendConfig = field(default_factory=FrontendConfig)
-    """Front end (raw signal -> frames)."""
+    frontend: FrontendConfig = field(default_factory=WaveformFrontend)
+    """Front end (raw signal -> frames): ``[model.frontend]`` with ``kind`` and that kind's fields."""
     context: ContextConfig = field(default_factory=ContextConfig)
     """Context Transformer."""
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -558,9 +616,7 @@ def large() -> Config:
     cfg = base()
     cfg.preset = "large"
     m = cfg.model
-    m.frontend.norm_mode = "layer_norm"
-    m.frontend.conv_bias = True
-    m.frontend.feature_grad_mult = 1.0
+    m.frontend = WaveformFrontend(norm_mode="layer_norm", conv_bias=True, feature_grad_mult=1.0)
     m.context = dataclasses.replace(
         m.context, embed_dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, layer_norm_first=True,
         dropout=0.0, layer_drop=0.0,
@@ -580,7 +636,7 @@ def small() -> Config:
     cfg = base()
     cfg.preset = "small"
     m = cfg.model
-    m.frontend.conv_layers = ((256, 10, 5),) + ((256, 3, 2),) * 4 + ((256, 2, 2),) * 2
+    m.frontend = WaveformFrontend(conv_layers=((256, 10, 5),) + ((256, 3, 2),) * 4 + ((256, 2, 2),) * 2)
     m.context = dataclasses.replace(m.context, embed_dim=384, num_layers=6, num_heads=6, ffn_dim=1536,
                                     pos_conv_kernel=64, layer_drop=0.0)
     m.quantizer = dataclasses.replace(m.quantizer, entries=160, dim=128, temp_decay=0.9995)
@@ -596,8 +652,7 @@ def tiny() -> Config:
     cfg = base()
     cfg.preset = "tiny"
     m = cfg.model
-    m.frontend = dataclasses.replace(m.frontend, kind="fbank", fbank_channels=128, subsampling=2,
-                                     feature_grad_mult=1.0)
+    m.frontend = FbankFrontend(channels=128, subsampling=2, feature_grad_mult=1.0)
     m.context = dataclasses.replace(m.context, embed_dim=128, num_layers=3, num_heads=4, ffn_dim=512,
                                     pos_conv_kernel=32, pos_conv_groups=8, layer_drop=0.0,
                                     dropout=0.05, attention_dropout=0.05,
@@ -627,10 +682,8 @@ def sensor_tiny() -> Config:
     cfg = base()
     cfg.preset = "sensor-tiny"
     m = cfg.model
-    m.frontend = dataclasses.replace(m.frontend, kind="sensor", sample_rate=100, in_channels=1,
-                                     sensor_conv_layers=((64, 1, 1), (64, 3, 1)), sensor_norm="global",
-                                     channel_dropout=0.0, norm_mode="layer_norm", conv_bias=True,
-                                     feature_grad_mult=1.0)
+    m.frontend = SensorFrontend(sample_rate=100, in_channels=1, conv_layers=((64, 1, 1), (64, 3, 1)), norm="global",
+                                channel_dropout=0.0, norm_mode="layer_norm", conv_bias=True, feature_grad_mult=1.0)
     m.context = dataclasses.replace(m.context, embed_dim=64, num_layers=2, num_heads=4, ffn_dim=256,
                                     pos_conv_kernel=8, pos_conv_groups=4, layer_drop=0.0, dropout=0.1,
                                     attention_dropout=0.0, dropout_input=0.1, dropout_features=0.1)
@@ -653,7 +706,8 @@ def sensor_small() -> Config:
     cfg = sensor_tiny()
     cfg.preset = "sensor-small"
     m = cfg.model
-    m.frontend.sensor_conv_layers = ((128, 1, 1), (128, 3, 1))
+    assert isinstance(m.frontend, SensorFrontend)
+    m.frontend = dataclasses.replace(m.frontend, conv_layers=((128, 1, 1), (128, 3, 1)))
     m.context = dataclasses.replace(m.context, embed_dim=128, num_layers=3, num_heads=4, ffn_dim=512,
                                     pos_conv_groups=8)
     m.quantizer = dataclasses.replace(m.quantizer, entries=64, dim=64)
@@ -827,15 +881,20 @@ def infer_preset(cfg: Config) -> str:
     ``sensor-tiny`` for a sensor model) when none has it. For configs written before ``preset`` was."""
     for name, make in PRESETS.items():
         model = make().model
-        model.frontend.in_channels = cfg.model.frontend.in_channels
+        if isinstance(model.frontend, SensorFrontend):  # the channel count comes from the data
+            model.frontend = dataclasses.replace(model.frontend, in_channels=cfg.model.frontend.in_channels)
         if architecture(model) == architecture(cfg.model):
             return name
     return "sensor-tiny" if cfg.model.frontend.kind == "sensor" else "base"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Nested plain dict (tuples become lists) of a config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """Nested plain dict (tuples become lists) of a config dataclass; a front end's ``kind`` first."""
+    d = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    fe = d.get("model", {}).get("frontend") if isinstance(cfg, Config) else None
+    if isinstance(fe, dict):
+        d["model"]["frontend"] = {"kind": fe.pop("kind"), **fe}
+    return d
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
@@ -861,6 +920,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return tuple(_coerce(args[0], v, where) for v in value)
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
     if origin in (typing.Union, types.UnionType):
+        if tp == FrontendConfig:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table, got {value!r}")
+            kind = value.get("kind", "waveform")
+            if kind not in FRONTENDS:
+                raise ConfigError(f"{where}.kind: {kind!r} is not one of {list(FRONTENDS)}")
+            return from_dict(FRONTENDS[kind], value, where + ".")
         return value
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -884,15 +950,57 @@ def merge(cfg: Config, overrides: dict[str, Any]) -> Config:
             raise ConfigError(f"{old} is now {MOVED_KEYS[old]} of the fine-tuning run (wavssl finetune "
                               f"--set {MOVED_KEYS[old]}=...); this is a {task!r} configuration")
         warnings.warn(f"{old} is now {new} (the fine-tuning run's own setting); applied there", stacklevel=2)
+    base = to_dict(cfg)
+    fe_over = overrides.get("model", {}).get("frontend") if isinstance(overrides.get("model"), dict) else None
+    if isinstance(fe_over, dict):
+        for old, (kind, new) in FRONTEND_RENAMED.items():
+            if old in fe_over:
+                warnings.warn(f"model.frontend.{old} is now model.frontend.{new} (of a {kind!r} front end)", stacklevel=2)
+                fe_over.setdefault(new, fe_over.pop(old))
+        kind = fe_over.get("kind", cfg.model.frontend.kind)
+        if kind != cfg.model.frontend.kind and kind in FRONTENDS:  # another kind: its defaults, common fields kept
+            common = {f.name for f in dataclasses.fields(_FrontendFields)}
+            base["model"]["frontend"] = {k: v for k, v in base["model"]["frontend"].items() if k in common}
+
     def deep(base_d: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, Any]:
         out = dict(base_d)
         for k, v in over.items():
-            if k not in base_d:
-                raise ConfigError(f"unknown config key {where + k!r}")
-            out[k] = deep(base_d[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(base_d[k], dict) else v
+            if k not in base_d and not (where == "model.frontend." and k in _frontend_fields(over)):
+                hint = f" (a {over.get('kind', base_d.get('kind'))!r} front end has {sorted(base_d)})" \
+                    if where == "model.frontend." else ""
+                raise ConfigError(f"unknown config key {where + k!r}{hint}")
+            out[k] = deep(base_d[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(base_d.get(k), dict) else v
         return out
 
-    return from_dict(Config, deep(to_dict(cfg), overrides, ""))
+    return from_dict(Config, deep(base, overrides, ""))
+
+
+def _frontend_fields(frontend: dict[str, Any]) -> set[str]:
+    """Field names of the front-end kind a ``[model.frontend]`` table names (none for an unknown kind)."""
+    cls = FRONTENDS.get(frontend.get("kind", ""))
+    return {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+
+
+FRONTEND_RENAMED: dict[str, tuple[str, str]] = {
+    "fbank_channels": ("fbank", "channels"), "sensor_conv_layers": ("sensor", "conv_layers"),
+    "sensor_norm": ("sensor", "norm")}
+"""``[model.frontend]`` keys of the flat front-end table older versions wrote -> (kind, key now)."""
+
+
+def upgrade_flat_frontend(frontend: dict[str, Any]) -> dict[str, Any]:
+    """A front-end table as older versions wrote it (every kind's fields, prefixed where two kinds
+    share a name) -> the table of its ``kind``; a current table is returned as it is."""
+    if not any(k in frontend for k in FRONTEND_RENAMED):
+        return frontend
+    kind = frontend.get("kind", "waveform")
+    fields = _frontend_fields({"kind": kind})
+    out = {k: v for k, v in frontend.items() if k in fields and k not in ("conv_layers", "norm")}
+    if kind == "waveform" and "conv_layers" in frontend:
+        out["conv_layers"] = frontend["conv_layers"]
+    for old, (owner, new) in FRONTEND_RENAMED.items():
+        if owner == kind and old in frontend:
+            out[new] = frontend[old]
+    return out
 
 
 def parse_set(assignments: list[str]) -> dict[str, Any]:
@@ -978,6 +1086,8 @@ def load_json(path: str | Path) -> Config:
         raise ConfigError(f"{path}: lacks {', '.join(repr(k) for k in missing)} (not a complete wavssl config)")
     drop_removed_keys(data)  # written by older versions: the run still loads
     move_old_keys(data, str(data["task"]))
+    if isinstance(data["model"], dict) and isinstance(data["model"].get("frontend"), dict):
+        data["model"]["frontend"] = upgrade_flat_frontend(data["model"]["frontend"])
     try:
         cfg = from_dict(Config, data)
         if "preset" not in data:

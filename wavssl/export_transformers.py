@@ -48,7 +48,7 @@ from torch import Tensor
 from wavssl_onnx.fileio import atomic_write_bytes, atomic_write_text, make_temp_dir
 from wavssl_onnx.vocab import Vocabulary
 
-from .config import Config
+from .config import Config, WaveformFrontend
 from .train.importers import (
     TRANSFORMERS_CTC_FIELDS,
     TRANSFORMERS_FIELDS,
@@ -131,6 +131,7 @@ def check_exportable(cfg: Config, where: str | Path) -> None:
     fe, cx = cfg.model.frontend, cfg.model.context
     centred = cx.pos_conv_kernel // 2 - (1 - cx.pos_conv_kernel % 2)
     kind = "log-mel (fbank)" if fe.kind == "fbank" else fe.kind
+    norm_mode = fe.norm_mode if isinstance(fe, WaveformFrontend) else "default"
     problems = [
         (cfg.task in ("ctc", "pretrain"),
          (f"task = {cfg.task!r}: only recognizer (ctc) and pretraining runs have a transformers counterpart "
@@ -138,8 +139,8 @@ def check_exportable(cfg: Config, where: str | Path) -> None:
         (fe.kind == "waveform",
          (f"model.frontend.kind = {fe.kind!r}: transformers' Wav2Vec2 has only the raw-waveform conv front end, "
           f"no {kind} front end; export this run to ONNX instead (wavssl export)")),
-        (fe.norm_mode in ("default", "layer_norm"),
-         (f"model.frontend.norm_mode = {fe.norm_mode!r}: transformers' conv feature encoder always normalises "
+        (norm_mode in ("default", "layer_norm"),
+         (f"model.frontend.norm_mode = {norm_mode!r}: transformers' conv feature encoder always normalises "
           "(feat_extract_norm = group or layer)")),
         (cx.pos_conv_lookahead in (-1, centred),
          (f"model.context.pos_conv_lookahead = {cx.pos_conv_lookahead}: transformers' positional conv is centred "
@@ -207,6 +208,7 @@ def transformers_config(cfg: Config, vocab: Vocabulary | None = None) -> dict[st
     ``Wav2Vec2ForPreTraining``. Every key that changes the computation is written explicitly, so the file
     does not depend on transformers' defaults."""
     fe = cfg.model.frontend
+    assert isinstance(fe, WaveformFrontend), "checked by transformers_problems"
     hf: dict[str, Any] = {
         "architectures": ["Wav2Vec2ForCTC" if vocab is not None else "Wav2Vec2ForPreTraining"],
         "model_type": "wav2vec2",

@@ -226,7 +226,7 @@ def check_series(data: SeriesSet, *, channels: int, min_length: int, expected_by
         more = f" and {len(short) - 5} more" if len(short) > 5 else ""
         raise SensorDataError(
             f"{len(short)} series shorter than the front end's receptive field of {min_length} samples "
-            f"(model.frontend.sensor_conv_layers): {listed}{more}. Drop or pad them, or use smaller "
+            f"(model.frontend.conv_layers): {listed}{more}. Drop or pad them, or use smaller "
             f"kernels/strides")
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConvSpec
+from ..config import ConvSpec, FbankFrontend, FrontendConfig, SensorFrontend, WaveformFrontend
 
 
 @dataclass
@@ -396,16 +396,12 @@ class SensorEncoder(nn.Module):
         return Frames(x.transpose(1, 2), self.output_lengths(lengths))
 
 
-def frame_lengths(cfg, lengths: Tensor) -> Tensor:  # cfg: FrontendConfig
+def frame_lengths(cfg: FrontendConfig, lengths: Tensor) -> Tensor:
     """(B,) input samples -> (B,) frames of the front end ``cfg`` describes: its ``output_lengths``,
     without building it (the data pipeline sizes masks with it)."""
-    if cfg.kind == "waveform":
-        return conv_output_lengths(lengths, tuple((k, s) for _, k, s in cfg.conv_layers))
-    if cfg.kind == "fbank":
+    if isinstance(cfg, FbankFrontend):
         return fbank_output_lengths(lengths, cfg.win_length, cfg.hop_length, _STAGES[cfg.subsampling])
-    if cfg.kind == "sensor":
-        return conv_output_lengths(lengths, tuple((k, s) for _, k, s in cfg.sensor_conv_layers))
-    raise ValueError(f"unknown front end kind {cfg.kind!r}")
+    return conv_output_lengths(lengths, tuple((k, s) for _, k, s in cfg.conv_layers))
 
 
 FrontEnd = WaveformEncoder | FbankEncoder | SensorEncoder
@@ -418,17 +414,15 @@ def as_frontend(module: nn.Module) -> FrontEnd:
     return module
 
 
-def build_frontend(cfg) -> FrontEnd:  # cfg: FrontendConfig
-    """The front end a FrontendConfig describes."""
-    if cfg.kind == "waveform":
+def build_frontend(cfg: FrontendConfig) -> FrontEnd:
+    """The front end a front-end config describes (one module per kind)."""
+    if isinstance(cfg, WaveformFrontend):
         return WaveformEncoder(cfg.conv_layers, norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias,
                                feature_grad_mult=cfg.feature_grad_mult)
-    if cfg.kind == "fbank":
+    if isinstance(cfg, FbankFrontend):
         return FbankEncoder(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_length=cfg.win_length,
                             hop_length=cfg.hop_length, n_fft=cfg.n_fft, subsampling=cfg.subsampling,
-                            channels=cfg.fbank_channels, feature_grad_mult=cfg.feature_grad_mult)
-    if cfg.kind == "sensor":
-        return SensorEncoder(cfg.in_channels, cfg.sensor_conv_layers, norm=cfg.sensor_norm,
-                             channel_dropout=cfg.channel_dropout, norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias,
-                             feature_grad_mult=cfg.feature_grad_mult)
-    raise ValueError(f"unknown front end kind {cfg.kind!r}")
+                            channels=cfg.channels, feature_grad_mult=cfg.feature_grad_mult)
+    assert isinstance(cfg, SensorFrontend), type(cfg)
+    return SensorEncoder(cfg.in_channels, cfg.conv_layers, norm=cfg.norm, channel_dropout=cfg.channel_dropout,
+                         norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias, feature_grad_mult=cfg.feature_grad_mult)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from wavssl_onnx.fileio import atomic_write_text
 
-from ..config import Config, finetune_config
+from ..config import Config, SensorFrontend, finetune_config
 from ..data.sensor import (
     SensorBatch,
     SensorDataError,
@@ -304,7 +304,7 @@ def new_classifier(cfg: Config, names: list[str], train: SeriesSet, *, pretraine
     frontend = model.encoder.frontend
     assert isinstance(frontend, SensorEncoder)  # a classifier reads sensor series
     check_series(train, channels=fe.in_channels, min_length=frontend.receptive_field, expected_by=where)
-    if encoder is None and fe.sensor_norm == "global":
+    if encoder is None and isinstance(fe, SensorFrontend) and fe.norm == "global":
         frontend.fit_normalization([torch.from_numpy(s) for s in train.series])
     return model
 

@@ -63,7 +63,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from wavssl_onnx.vocab import Vocabulary
 
-from ..config import Config, ConfigError, ConvSpec, ModelConfig, base
+from ..config import Config, ConfigError, ConvSpec, ModelConfig, WaveformFrontend, base
 from ..models import build_model, build_recognizer
 from .checkpoint import save_model
 
@@ -574,9 +574,10 @@ def _transformers_config(path: Path, hf: Mapping[str, Any], start: Config) -> Co
         raise CheckpointImportError(f"{path}: conv_dim, conv_kernel, conv_stride and num_feat_extract_layers "
                                     f"disagree ({len(dims)}, {len(kernels)}, {len(strides)}, {count})")
     fe = start.model.frontend
-    fe.kind = "waveform"
-    fe.conv_layers = tuple((int(c), int(k), int(s)) for c, k, s in zip(dims, kernels, strides))
-    fe.norm_mode = "default" if _require(hf, "feat_extract_norm", path) == "group" else "layer_norm"
+    start.model.frontend = WaveformFrontend(
+        sample_rate=fe.sample_rate, feature_grad_mult=fe.feature_grad_mult,
+        conv_layers=tuple((int(c), int(k), int(s)) for c, k, s in zip(dims, kernels, strides)),
+        norm_mode="default" if _require(hf, "feat_extract_norm", path) == "group" else "layer_norm")
     start.model.context.pos_conv_weight_norm = True
     for key, field, required in TRANSFORMERS_FIELDS:
         _set_field(start, field, _require(hf, key, path) if required else hf.get(key))
@@ -750,9 +751,8 @@ def _fairseq_config(src: Path, sections: tuple[dict[str, Any], ...], start: Conf
     start.data.sample_rate = rate
     start.data.normalize = _opt(task, "normalize", start.data.normalize)
     start.model = ModelConfig(
-        frontend=dataclasses.replace(
-            fe, kind="waveform", sample_rate=rate,
-            conv_layers=_conv_layers(src, _require(m, "conv_feature_layers", src)),
+        frontend=WaveformFrontend(
+            sample_rate=rate, conv_layers=_conv_layers(src, _require(m, "conv_feature_layers", src)),
             norm_mode=_require(m, "extractor_mode", src), conv_bias=bool(_require(m, "conv_bias", src)),
             feature_grad_mult=_opt(m, "feature_grad_mult", fe.feature_grad_mult)),
         context=dataclasses.replace(

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, SensorFrontend
 from ..data.audio import (
     AudioBatch,
     BucketBatchSampler,
@@ -162,7 +162,9 @@ def _padded_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> t
 
 def sensor_receptive_field(cfg: Config) -> int:
     """Shortest series (in samples) the configured sensor front end turns into one frame."""
-    return receptive_field(tuple((k, s) for _, k, s in cfg.model.frontend.sensor_conv_layers))
+    fe = cfg.model.frontend
+    assert isinstance(fe, SensorFrontend), "a sensor run"
+    return receptive_field(tuple((k, s) for _, k, s in fe.conv_layers))
 
 
 def load_sensor_data(path: str | Path, cfg: Config, *, labels: str | Path | None = None) -> SeriesSet:
@@ -241,6 +243,7 @@ def _sensor_pretraining(path: str | Path, cfg: Config, run_dir: Path, *, resumed
     if resumed:
         check_series(data, channels=cfg.model.frontend.in_channels, min_length=1, expected_by=f"the run {run_dir}")
     elif data.channels != cfg.model.frontend.in_channels:
+        assert isinstance(cfg.model.frontend, SensorFrontend), "a sensor run"
         frontend = dataclasses.replace(cfg.model.frontend, in_channels=data.channels)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, frontend=frontend))
     need = sensor_receptive_field(cfg)
@@ -252,7 +255,7 @@ def _sensor_pretraining(path: str | Path, cfg: Config, run_dir: Path, *, resumed
     keep = [i for i in range(len(data)) if data.lengths[i] >= need]
     if not keep:
         raise ValueError(f"{path}: no series has the front end's receptive field of {need} samples "
-                         f"(model.frontend.sensor_conv_layers); see {run_dir / 'skipped_files.tsv'}")
+                         f"(model.frontend.conv_layers); see {run_dir / 'skipped_files.tsv'}")
     return cfg, data.subset(keep)
 
 
@@ -294,7 +297,7 @@ def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, d
     model = build_model(cfg.model)
     frontend = model.encoder.frontend
     if isinstance(task, SensorPretrainTask) and isinstance(frontend, SensorEncoder) \
-            and cfg.model.frontend.sensor_norm == "global":
+            and isinstance(cfg.model.frontend, SensorFrontend) and cfg.model.frontend.norm == "global":
         frontend.fit_normalization([torch.from_numpy(s) for s in task.data.series])
     trainer = Trainer(model, task, cfg, run_dir, device=dev, ddp=ddp, progress=progress)
     if resume and trainer.resume() and ddp.is_main:
