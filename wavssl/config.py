@@ -24,7 +24,6 @@ ConvSpec = tuple[int, int, int]
 BASE_CONV_LAYERS: tuple[ConvSpec, ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 
 Task = Literal["pretrain", "ctc", "classify"]
-FrontendKind = Literal["waveform", "fbank", "sensor"]
 NormMode = Literal["default", "layer_norm", "none"]
 SensorNorm = Literal["global", "instance", "none"]
 Schedule = Literal["polynomial", "tri_stage", "constant"]
@@ -35,10 +34,6 @@ BestMetric = Literal["wer", "cer"]
 """The string enums of the config: loading (TOML, JSON, --set) and ``Config.validate`` check a
 value against its field's ``Literal`` (one list per enum, here)."""
 
-FRONTEND_KINDS: tuple[str, ...] = typing.get_args(FrontendKind)
-"""``model.frontend.kind`` values (one config class each: :data:`FRONTENDS`)."""
-SENSOR_NORMS: tuple[str, ...] = typing.get_args(SensorNorm)
-POOLINGS: tuple[str, ...] = typing.get_args(Pooling)
 
 
 class ConfigError(ValueError):
@@ -169,6 +164,8 @@ FrontendConfig = WaveformFrontend | FbankFrontend | SensorFrontend
 FRONTENDS: dict[str, type[WaveformFrontend] | type[FbankFrontend] | type[SensorFrontend]] = {
     "waveform": WaveformFrontend, "fbank": FbankFrontend, "sensor": SensorFrontend}
 """Front-end config class per ``kind``."""
+FRONTEND_KINDS: tuple[str, ...] = tuple(FRONTENDS)
+"""``model.frontend.kind`` values."""
 
 
 @dataclass(kw_only=True)
