@@ -161,7 +161,7 @@ class SensorFrontend(_FrontendFields):
 FrontendConfig = WaveformFrontend | FbankFrontend | SensorFrontend
 """The front end (raw signal -> frames): a tagged union on ``kind``, each kind with its own fields."""
 
-FRONTENDS: dict[str, type[WaveformFrontend] | type[FbankFrontend] | type[SensorFrontend]] = {
+FRONTENDS: dict[str, type[FrontendConfig]] = {
     "waveform": WaveformFrontend, "fbank": FbankFrontend, "sensor": SensorFrontend}
 """Front-end config class per ``kind``."""
 FRONTEND_KINDS: tuple[str, ...] = tuple(FRONTENDS)
@@ -757,20 +757,17 @@ class FinetuneRecipe:
     """``data.batch_size`` (None keeps the pretraining value)."""
 
 
-_CTC_BASE = FinetuneRecipe(lr=5e-5, max_updates=13000, max_batch_samples=3_200_000, max_samples=480_000)
-_CLASSIFY = FinetuneRecipe(lr=1e-3, max_updates=300, schedule="polynomial", warmup_updates=30, batch_size=64)
-FINETUNE_RECIPES: dict[str, dict[str, FinetuneRecipe]] = {
-    "base": {"ctc": _CTC_BASE, "classify": _CLASSIFY},  # fairseq's 10-minute recipe (base_10m)
-    "large": {"ctc": _CTC_BASE, "classify": _CLASSIFY},
-    "small": {"ctc": _CTC_BASE, "classify": _CLASSIFY},
+FINETUNE_RECIPES: dict[str, FinetuneRecipe] = {
+    # fairseq's 10-minute recipe (base_10m)
+    "ctc": FinetuneRecipe(lr=5e-5, max_updates=13000, max_batch_samples=3_200_000, max_samples=480_000),
+    "classify": FinetuneRecipe(lr=1e-3, max_updates=300, schedule="polynomial", warmup_updates=30, batch_size=64),
     # tiny: chosen on the built-in corpus's dev split; WER saturates near 100 % early on and cannot
     # rank checkpoints, CER can
-    "tiny": {"ctc": FinetuneRecipe(lr=2e-3, max_updates=300, max_batch_samples=480_000, max_samples=480_000,
-                                   valid_every=100, best_metric="cer"), "classify": _CLASSIFY},
-    "sensor-tiny": {"ctc": _CTC_BASE, "classify": _CLASSIFY},
-    "sensor-small": {"ctc": _CTC_BASE, "classify": _CLASSIFY},
+    "tiny/ctc": FinetuneRecipe(lr=2e-3, max_updates=300, max_batch_samples=480_000, max_samples=480_000,
+                               valid_every=100, best_metric="cer"),
 }
-"""Per preset and fine-tuning task (``ctc``, ``classify``): what :func:`finetune_config` sets."""
+"""What :func:`finetune_config` sets, per fine-tuning task (``ctc``, ``classify``); ``PRESET/TASK``
+where a preset has a recipe of its own."""
 
 
 def finetune_config(cfg: Config, task: Literal["ctc", "classify"]) -> Config:
@@ -784,7 +781,7 @@ def finetune_config(cfg: Config, task: Literal["ctc", "classify"]) -> Config:
         return cfg.validate()
     if cfg.task != "pretrain":
         raise ConfigError(f"task: a {cfg.task!r} configuration cannot configure a {task!r} fine-tuning run")
-    r = FINETUNE_RECIPES[cfg.preset][task]
+    r = FINETUNE_RECIPES.get(f"{cfg.preset}/{task}", FINETUNE_RECIPES[task])
     optim = dataclasses.replace(cfg.optim, lr=r.lr, max_updates=r.max_updates, schedule=r.schedule,
                                 warmup_updates=cfg.optim.warmup_updates if r.warmup_updates is None else r.warmup_updates,
                                 accumulate=1 if task == "classify" else cfg.optim.accumulate)
@@ -954,28 +951,22 @@ def merge(cfg: Config, overrides: dict[str, Any]) -> Config:
             if old in fe_over:
                 warnings.warn(f"model.frontend.{old} is now model.frontend.{new} (of a {kind!r} front end)", stacklevel=2)
                 fe_over.setdefault(new, fe_over.pop(old))
-        kind = fe_over.get("kind", cfg.model.frontend.kind)
-        if kind != cfg.model.frontend.kind and kind in FRONTENDS:  # another kind: its defaults, common fields kept
-            common = {f.name for f in dataclasses.fields(_FrontendFields)}
-            base["model"]["frontend"] = {k: v for k, v in base["model"]["frontend"].items() if k in common}
+        fe = cfg.model.frontend
+        kind = fe_over.get("kind", fe.kind)
+        if kind != fe.kind and kind in FRONTENDS:  # another kind: its defaults, the common fields kept
+            common = {f.name: getattr(fe, f.name) for f in dataclasses.fields(_FrontendFields)}
+            base["model"]["frontend"] = to_dict(FRONTENDS[kind](**common))
 
     def deep(base_d: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, Any]:
         out = dict(base_d)
         for k, v in over.items():
-            if k not in base_d and not (where == "model.frontend." and k in _frontend_fields(over)):
-                hint = f" (a {over.get('kind', base_d.get('kind'))!r} front end has {sorted(base_d)})" \
-                    if where == "model.frontend." else ""
+            if k not in base_d:
+                hint = f" (a {base_d.get('kind')!r} front end has {sorted(base_d)})" if where == "model.frontend." else ""
                 raise ConfigError(f"unknown config key {where + k!r}{hint}")
-            out[k] = deep(base_d[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(base_d.get(k), dict) else v
+            out[k] = deep(base_d[k], v, f"{where}{k}.") if isinstance(v, dict) and isinstance(base_d[k], dict) else v
         return out
 
     return from_dict(Config, deep(base, overrides, ""))
-
-
-def _frontend_fields(frontend: dict[str, Any]) -> set[str]:
-    """Field names of the front-end kind a ``[model.frontend]`` table names (none for an unknown kind)."""
-    cls = FRONTENDS.get(frontend.get("kind", ""))
-    return {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
 
 
 FRONTEND_RENAMED: dict[str, tuple[str, str]] = {
@@ -990,7 +981,7 @@ def upgrade_flat_frontend(frontend: dict[str, Any]) -> dict[str, Any]:
     if not any(k in frontend for k in FRONTEND_RENAMED):
         return frontend
     kind = frontend.get("kind", "waveform")
-    fields = _frontend_fields({"kind": kind})
+    fields = {f.name for f in dataclasses.fields(FRONTENDS[kind])} if kind in FRONTENDS else set()
     out = {k: v for k, v in frontend.items() if k in fields and k not in ("conv_layers", "norm")}
     if kind == "waveform" and "conv_layers" in frontend:
         out["conv_layers"] = frontend["conv_layers"]
