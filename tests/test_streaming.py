@@ -261,6 +261,18 @@ def test_endpoints_cut_a_live_stream_into_utterances(streaming_dir: Path, speech
     assert hyp.text == "c" and hyp.words[0].start == pytest.approx((64 + 10) * rec.frame_shift)  # stream time
     stream.input_finished()
     assert rec.decode(stream).text == "c"
+    # an utterance cut by its length limit inside a token: that token is not said again by the next
+    # utterance (the pieces join to what the whole stream decodes to: "ab", "bc", not "ab", "bbc")
+    stream = rec.create_stream()
+    stream.add([frames([a, blank, b, b])])
+    assert rec.is_endpoint(stream, EndpointRules(max_utterance=0.05))
+    rec.reset(stream)
+    stream.add([frames([b]), frames([b, c, blank])])
+    hyp = rec.decode(stream)
+    assert hyp.text == "c" and hyp.words[0].start == pytest.approx((4 + 2) * rec.frame_shift)
+    rec.reset(stream)
+    stream.add([frames([c])])  # after a blank the same letter is a new one
+    assert rec.decode(stream).text == "c"
     # from the command line, on two recordings with a pause: the utterances it prints as they end
     # (this random model may cut none; the recipe's cuts at pauses, see export/README.md) and the
     # final text hold the whole file's transcript

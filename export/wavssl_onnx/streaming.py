@@ -311,6 +311,11 @@ class Stream:
         """Samples received so far (at the model's rate)."""
         self.offset = 0
         """Frames of the utterances before the current one (``reset`` after an endpoint)."""
+        self.carry = -1
+        """The token the last utterance ended on, when it ended inside that token (-1: none)."""
+        self.skip = 0
+        """Leading frames of the current utterance that still continue ``carry``: an utterance closed
+        mid-token (by its length limit) already emitted that token, so the next must not again."""
         self.finished = False
         """:meth:`input_finished` was called."""
         self.flushed = False
@@ -366,15 +371,25 @@ class Stream:
         """Record recognised (F_k, V) pieces; returns their frame count."""
         for piece in new:
             best = piece.argmax(axis=1)
+            if self.carry >= 0:
+                run = int(np.argmax(best != self.carry)) if (best != self.carry).any() else len(best)
+                self.skip += run
+                if run < len(best):
+                    self.carry = -1
             self.best.append(best)
             self.score += float(piece[np.arange(len(piece)), best].astype(np.float64).sum())
         self.pieces += new
         return sum(len(p) for p in new)
 
-    def new_utterance(self) -> None:
-        """Drop the frames recognised so far (a finished utterance); audio and model state go on."""
-        self.offset += len(self.best_tokens())
-        self.best, self.pieces, self.score = [], [], 0.0
+    def new_utterance(self, blank_id: int) -> None:
+        """Drop the frames recognised so far (a finished utterance); audio and model state go on. If
+        the utterance ended on a token (not ``blank_id``), frames that go on with it are not the next
+        utterance's (one CTC token spans them all, as decoding the whole stream at once would say)."""
+        best = self.best_tokens()
+        if len(best) > self.skip:
+            self.carry = int(best[-1]) if best[-1] != blank_id else -1
+        self.offset += len(best)
+        self.best, self.pieces, self.score, self.skip = [], [], 0.0, 0
 
     def best_tokens(self) -> np.ndarray:
         """(F,) most likely token of every frame recognised so far."""
@@ -424,11 +439,12 @@ class StreamingDecoder:
             raise AudioError("<stream>", f"too short: {stream.samples} samples at {self.sample_rate} Hz give no "
                                          f"output frame")
         decoding = decoding or self.decoding
+        skip = stream.skip
         if not stream.finished or decoding.incremental or not stream.pieces:
-            hyp = greedy_from_best(stream.best_tokens(), stream.score, self.vocab, frame_shift=self.frame_shift)
+            hyp = greedy_from_best(stream.best_tokens()[skip:], stream.score, self.vocab, frame_shift=self.frame_shift)
         else:
-            hyp = decoding.decode(stream.log_probs(len(self.vocab)), self.vocab, frame_shift=self.frame_shift)
-        return shift_times(hyp, stream.offset * self.frame_shift)
+            hyp = decoding.decode(stream.log_probs(len(self.vocab))[skip:], self.vocab, frame_shift=self.frame_shift)
+        return shift_times(hyp, (stream.offset + skip) * self.frame_shift)
 
     def is_endpoint(self, stream: Stream, rules: EndpointRules = EndpointRules()) -> bool:
         """Whether the stream's current utterance is over by ``rules``, judged on the frames
@@ -441,7 +457,7 @@ class StreamingDecoder:
     def reset(self, stream: Stream) -> None:
         """Start a new utterance on ``stream`` (after an endpoint): ``decode`` then returns only what
         follows, with word times still measured from the start of the stream."""
-        stream.new_utterance()
+        stream.new_utterance(self.vocab.blank_id)
 
     def decode_streams(self, streams: Sequence[Stream], decoding: Decoding | None = None) -> list[Hypothesis]:
         """:meth:`decode` of many streams at once (a server's live connections): with a streaming
