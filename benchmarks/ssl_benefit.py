@@ -170,14 +170,13 @@ def pretrain(data: Path, work: Path, budget: str, device: str, *, reuse: Path | 
     cfg = C.resolve(PRESETS[budget], CONF / f"pretrain_{budget}.toml", sets)
     if _finished(run, cfg.optim.max_updates) and summary_path.is_file():
         return run, {**json.loads(summary_path.read_text()), "run": str(run), "reused": True}
-    t0 = time.perf_counter()
     state = wavssl.pretrain(data / "unlabeled.tsv", run, cfg, resume=True, device=device, progress=False)
     log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
     speeds = sorted(r["audio_hours_per_s"] for r in log if "audio_hours_per_s" in r)
     summary = {
         "preset": PRESETS[budget], "sets": sets, "updates": state.num_updates,
         "parameters": sum(p.numel() for p in wavssl.load(run).parameters()),
-        "wall_seconds": time.perf_counter() - t0,
+        "wall_seconds": state.wall_seconds,  # summed over resumed sessions
         "unlabeled_hours": manifest_hours(data / "unlabeled.tsv"),
         "median_audio_hours_per_s": speeds[len(speeds) // 2] if speeds else None,
         "final_accuracy": next((r["accuracy"] for r in reversed(log) if "accuracy" in r), None),
@@ -203,10 +202,9 @@ def finetune_candidate(data: Path, pre: Path, out: Path, row: Row, budget: str, 
     if _finished(out, cfg.optim.max_updates):
         check_reusable(out, cfg)
     else:
-        t0 = time.perf_counter()
-        finetune(pre if row.init == "pretrained" else None, data / f"{row.train}.tsv", out, cfg=cfg,
-                 valid=data / f"{row.dev}.tsv", resume=True, device=device, progress=False)
-        atomic_write_text(out / WALL_FILE, json.dumps({"wall_seconds": time.perf_counter() - t0}) + "\n")
+        result = finetune(pre if row.init == "pretrained" else None, data / f"{row.train}.tsv", out, cfg=cfg,
+                          valid=data / f"{row.dev}.tsv", resume=True, device=device, progress=False)
+        atomic_write_text(out / WALL_FILE, json.dumps({"wall_seconds": result.state.wall_seconds}) + "\n")
     summary = json.loads((out / "finetune_summary.json").read_text())
     wall = json.loads((out / WALL_FILE).read_text())["wall_seconds"] if (out / WALL_FILE).is_file() else None
     return {"run": str(out), "sets": sets, "best_update": summary["best_update"],

@@ -85,10 +85,16 @@ def test_sigkill_then_resume_matches_uninterrupted_run(speech_dir: Path, tmp_pat
 
     refused = subprocess.run(_cli("pretrain", str(speech_dir), "--out", str(run), *sets), capture_output=True, text=True)
     assert refused.returncode == 2 and "--resume" in refused.stderr
+    t_resume = time.time()
 
+    killed = load_trainer_state(done[-1])["trainer"]
     subprocess.run(_cli("pretrain", str(speech_dir), "--out", str(run), "--resume", "--no-progress", *sets), check=True)
     state = load_trainer_state(list_checkpoints(run)[-1])["trainer"]
     assert state["num_updates"] == 40
+    # the training wall clock goes on from the checkpoint resumed (both sessions counted, once)
+    resumed = [r for r in _log(run) if r["update"] > killed["num_updates"]]
+    assert 0 < killed["wall_seconds"] < resumed[0]["wall_seconds"] <= resumed[-1]["wall_seconds"] <= state["wall_seconds"]
+    assert state["wall_seconds"] < killed["wall_seconds"] + (time.time() - t_resume)
     ref_last, run_last = _log(ref)[-1], _log(run)[-1]
     assert run_last["update"] == ref_last["update"] == 40
     assert abs(run_last["loss"] - ref_last["loss"]) < 0.05, (run_last["loss"], ref_last["loss"])

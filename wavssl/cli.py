@@ -44,7 +44,8 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
         cfg = C.resolve(a.preset or "tiny", a.config, a.assignments)
     state = pretrain(a.data, a.out, cfg.validate(), resume=a.resume, device=a.device, progress=not a.no_progress)
     if os.environ.get("RANK", "0") == "0":
-        print(f"[wavssl] done: {state.num_updates} updates, {state.nonfinite_total} non-finite steps skipped -> {a.out}")
+        print(f"[wavssl] done: {state.num_updates} updates in {state.wall_seconds / 60:.1f} min of training, "
+              f"{state.nonfinite_total} non-finite steps skipped -> {a.out}")
         last = last_logged(a.out)
         if last:
             shown = {k: last[k] for k in ("loss", "accuracy", "code_perplexity") if k in last}
@@ -79,7 +80,7 @@ def _finetune_recognizer(a: argparse.Namespace, cfg: C.Config) -> int:
         if st.best_update >= 0 else ""
     if os.environ.get("RANK", "0") == "0":
         print(f"[wavssl] done: {st.num_updates} updates on {result.train_utterances} utterances "
-              f"({result.train_seconds / 60:.1f} min){best} -> {a.out}")
+              f"({result.train_seconds / 60:.1f} min of audio) in {st.wall_seconds / 60:.1f} min{best} -> {a.out}")
     return 0
 
 

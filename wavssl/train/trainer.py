@@ -92,6 +92,9 @@ class TrainerState:
     """Lowest validation score so far (the :class:`Validation`'s metric)."""
     best_update: int = -1
     """Update count of the best validation score (-1: none yet)."""
+    wall_seconds: float = 0.0
+    """Wall-clock seconds of training (validation included) up to these counters, summed over the
+    sessions of a resumed run: work lost to a kill after the last checkpoint is not counted."""
 
 
 @dataclass
@@ -474,6 +477,7 @@ class Trainer:
         sums: dict[str, Tensor | float] = {}
         weight_sum: Tensor | float = 0.0
         seconds, t0 = 0.0, time.perf_counter()
+        session_start, wall_before = t0, self.state.wall_seconds
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -511,6 +515,7 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.state.num_updates += 1  # a skipped step still counts: the schedule moves on
+            self.state.wall_seconds = wall_before + time.perf_counter() - session_start
             self._skipped += bad.long()
             self._in_a_row.copy_((self._in_a_row + bad.long()) * bad.long())
             good = 1.0 - bad
@@ -538,6 +543,7 @@ class Trainer:
                 sums, weight_sum, seconds, t0 = {}, 0.0, 0.0, time.perf_counter()
             if validating:
                 self.validate()
+                self.state.wall_seconds = wall_before + time.perf_counter() - session_start
             if checkpointing:
                 self.checkpoint()
         if bar is not None:
@@ -619,7 +625,7 @@ class Trainer:
         record.update({
             "lr": float(self.scheduler.get_last_lr()[0]), "grad_norm": float(grad_norm),
             "audio_hours_per_s": seconds / 3600.0 / max(elapsed, 1e-9),
-            "nonfinite_total": float(self.state.nonfinite_total),
+            "nonfinite_total": float(self.state.nonfinite_total), "wall_seconds": self.state.wall_seconds,
         })
         self.logger.log(record)
         return record
