@@ -372,9 +372,9 @@ class Stream:
         for piece in new:
             best = piece.argmax(axis=1)
             if self.carry >= 0:
-                run = int(np.argmax(best != self.carry)) if (best != self.carry).any() else len(best)
-                self.skip += run
-                if run < len(best):
+                other = np.flatnonzero(best != self.carry)
+                self.skip += int(other[0]) if other.size else len(best)
+                if other.size:
                     self.carry = -1
             self.best.append(best)
             self.score += float(piece[np.arange(len(piece)), best].astype(np.float64).sum())
