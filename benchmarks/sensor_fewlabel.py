@@ -33,7 +33,7 @@ seconds at one thread; wavssl-pretrained also lists its one pretraining run). Ap
 to ``benchmarks/results/sensor_fewlabel.jsonl`` (``selection`` says which split chose what) and
 prints a table.
 
-    python benchmarks/sensor_fewlabel.py                      # full protocol (~40 min on 2 cores)
+    python benchmarks/sensor_fewlabel.py                      # full protocol (~1 h on 2 cores)
     python benchmarks/sensor_fewlabel.py --quick              # 3 draws, k = 1 and all
     python benchmarks/sensor_fewlabel.py --datasets BasicMotions --draws 5 --ks 1,all
 """
