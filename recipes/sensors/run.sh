@@ -5,7 +5,7 @@
 #   bash recipes/sensors/run.sh pretrain JapaneseVowels              # SSL on the training split, no labels
 #   bash recipes/sensors/run.sh finetune JapaneseVowels 1 0          # 1 labelled recording per class, draw 0
 #   bash recipes/sensors/run.sh evaluate JapaneseVowels 1 0          # accuracy and macro-F1 on the test split
-#   bash recipes/sensors/run.sh bench                                # the full protocol vs MiniRocket
+#   bash recipes/sensors/run.sh bench                                # the full protocol vs aeon's MiniRocket, MultiRocket-Hydra, QUANT
 #
 # K = 0 fine-tunes on every label. Runs go to runs/sensors/ (RUNS=... to change).
 set -euo pipefail
