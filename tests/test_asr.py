@@ -190,3 +190,35 @@ def test_ctc_geometry_helpers() -> None:
         out = model(torch.randn(2, 16000), torch.tensor([16000, 8000]))
     assert out.logits.shape[-1] == 5 and out.lengths.tolist() == fe.output_lengths(torch.tensor([16000, 8000])).tolist()
     assert np.isclose(model.frame_shift, 0.02)
+
+
+def test_speed_perturbed_batches_are_reproducible_and_keep_transcripts_alignable(speech_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    from wavssl.modules.frontend import as_frontend
+    from wavssl.train.asr import CTCTask
+    from wavssl_onnx import Vocabulary
+
+    rows = _rows(speech_dir)[:12]
+    cfg = C.resolve("tiny", assignments=["data.speed_perturb=0.1", "data.gain_perturb_db=3"])
+    fe = as_frontend(wavssl.models.build_encoder(cfg.model).frontend)
+    # one utterance whose transcript needs nearly all of its frames: slowing down is fine, speeding up is not
+    frames = int(fe.output_lengths(torch.tensor([int(read_transcribed(_manifest(tmp_path / "one.tsv", rows[:1]),
+                                                                      language="en").lengths[0])]))[0])
+    tight = rows[0][0], ("ab" * frames)[: frames - 3]
+    assert frames - 3 > frames / 1.1 + 2
+    data = read_transcribed(_manifest(tmp_path / "train.tsv", rows + [tight]), language="en")
+    task = CTCTask(data, Vocabulary.build(data.texts), cfg, fe)
+    plain = CTCTask(data, Vocabulary.build(data.texts), C.resolve("tiny"), fe)
+
+    first, again = list(task.batches(0, 0)), list(task.batches(0, 0))
+    assert all(torch.equal(a.waveforms, b.waveforms) for a, b in zip(first, again))
+    assert list(task.batches(0, 2))[0].waveforms.equal(first[2].waveforms)  # a resumed epoch repeats its draws
+    original = dict(enumerate(task.data.lengths.tolist()))
+    ratios = {round(original[i] / n, 2) for b in first for i, n in zip(b.indices, b.lengths.tolist())}
+    assert ratios <= {0.9, 1.0, 1.1} and len(ratios) > 1
+    assert sum(len(b.indices) for b in first) == len(data) == sum(len(b.indices) for b in plain.batches(0, 0))
+    for epoch in range(6):
+        for b in task.batches(epoch, 0):
+            for i, n in zip(b.indices, b.lengths.tolist()):  # never sped past what its transcript needs
+                assert ctc_frames_needed(task.ids[i]) <= int(fe.output_lengths(torch.tensor([n]))[0])
+    assert max(int(b.lengths.sum()) for b in first) <= cfg.data.max_batch_samples

@@ -19,6 +19,7 @@ from wavssl.data.audio import (
     CropDataset,
     load_audio,
     make_loader,
+    perturb,
     resampled_length,
     scan_audio,
     write_skipped,
@@ -500,3 +501,42 @@ def test_one_pad_stack_and_length_grouping() -> None:
     order = np.argsort(sizes, kind="stable")
     assert group_by_budget(order, sizes, 10, None) == [[1, 2, 3], [0], [4]]
     assert group_by_budget(order, sizes, None, 2) == [[1, 2], [3, 0], [4]]
+
+
+def _peak_hz(wave: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / rate)[np.argmax(spectrum)])
+
+
+def test_speed_perturbation_changes_tempo_and_pitch_together() -> None:
+    rate, tone = 16000, _tone(16000, 16000, freq=1000.0)
+    seen: dict[int, float] = {}
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        out = perturb(tone, rng, sample_rate=rate, speed=0.1)
+        assert out.dtype == np.float32
+        seen[out.shape[0]] = _peak_hz(out, rate)
+    # 1 s at 0.9x / 1x / 1.1x speed: the 1 kHz tone lasts longer and drops, or shortens and rises
+    assert sorted(seen) == [14545, 16000, 17778]
+    assert abs(seen[17778] - 900) < 5 and abs(seen[16000] - 1000) < 5 and abs(seen[14545] - 1100) < 5
+
+
+def test_gain_perturbation_stays_within_its_decibels_and_off_draws_nothing() -> None:
+    tone = _tone(4000, 16000)
+    rng = np.random.default_rng(1)
+    gains = [20 * np.log10(np.abs(perturb(tone, rng, sample_rate=16000, gain_db=6.0)).max() / np.abs(tone).max())
+             for _ in range(200)]
+    assert -6.0 <= min(gains) < -4.0 and 4.0 < max(gains) <= 6.0
+    rng, ref = np.random.default_rng(2), np.random.default_rng(2)
+    assert perturb(tone, rng, sample_rate=16000) is tone
+    assert rng.integers(1 << 30) == ref.integers(1 << 30)
+
+
+def test_crop_dataset_perturbs_reproducibly_per_batch_seed(ramp_items) -> None:
+    plain = CropDataset(ramp_items, max_samples=10**6, pad=True)
+    dataset = CropDataset(ramp_items, max_samples=10**6, pad=True, speed_perturb=0.1, gain_perturb_db=3.0)
+    lengths = {tuple(dataset[(seed, [0, 1, 2])].lengths.tolist()) for seed in range(12)}
+    expected = [plain[(0, [i])].lengths.item() for i in range(3)]
+    assert len(lengths) > 3 and all(
+        any(abs(n - round(e / f)) <= 1 for f in (0.9, 1.0, 1.1)) for row in lengths for n, e in zip(row, expected))
+    assert torch.equal(dataset[(7, [0, 1, 2])].waveforms, dataset[(7, [0, 1, 2])].waveforms)

@@ -322,6 +322,12 @@ class DataConfig:
     """False crops each batch to its shortest utterance (fairseq pretraining); True pads."""
     normalize: bool = False
     """Per-utterance zero mean / unit variance (layer_norm-mode models use it)."""
+    speed_perturb: float = 0.0
+    """Training audio (pretraining and fine-tuning, never validation) plays at a speed drawn per
+    utterance from {1 - x, 1, 1 + x}, resampled so tempo and pitch change together (Kaldi's 3-way
+    speed perturbation, usually 0.1; :func:`wavssl.data.audio.perturb`); 0 = off."""
+    gain_perturb_db: float = 0.0
+    """Training audio is scaled by a gain drawn per utterance uniformly in [-x, +x] dB; 0 = off."""
     num_workers: int = 2
     """Data loader worker processes."""
     window: int = 0
@@ -345,6 +351,8 @@ class DataConfig:
             (self.window >= 0 and self.hop >= 0, "window and hop must be >= 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.time_stretch >= 0, "time_stretch must be >= 0"),
+            (0 <= self.speed_perturb < 0.5, "speed_perturb must be in [0, 0.5)"),
+            (self.gain_perturb_db >= 0, "gain_perturb_db must be >= 0"),
         ], where)
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "ScanResult",
     "load_audio",
     "make_loader",
+    "perturb",
     "resampled_length",
     "scan_audio",
     "write_skipped",
@@ -287,6 +288,31 @@ class AudioBatch:
                        masks=self.masks.pin_memory() if self.masks is not None else None)
 
 
+def perturb(wave: np.ndarray, rng: np.random.Generator, *, sample_rate: int, speed: float = 0.0,
+            gain_db: float = 0.0) -> np.ndarray:
+    """Training-time speed and volume perturbation of one utterance.
+
+    The speed factor is drawn from {1 - speed, 1, 1 + speed} (Kaldi's 3-way speed perturbation:
+    the audio is resampled with soxr as if recorded at ``sample_rate * factor``, so tempo and pitch
+    change together) and the gain uniformly in [-gain_db, +gain_db] dB. A zero ``speed`` or
+    ``gain_db`` draws nothing from ``rng`` (runs without perturbation keep their random stream).
+
+    Args:
+        wave: (T,) float32 waveform at ``sample_rate``.
+    Returns:
+        (T',) float32, T' = round(T / factor) (``wave`` itself when both are 0).
+    """
+    if speed > 0:
+        factor = float(rng.choice((1.0 - speed, 1.0, 1.0 + speed)))
+        if factor != 1.0:
+            import soxr
+
+            wave = soxr.resample(wave, sample_rate * factor, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    if gain_db > 0:
+        wave = wave * np.float32(10.0 ** (rng.uniform(-gain_db, gain_db) / 20.0))
+    return wave
+
+
 def _random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """(T,) -> (min(T, length),) contiguous window at a uniformly random offset."""
     if wave.shape[0] <= length:
@@ -298,9 +324,10 @@ def _random_crop(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.
 class CropDataset(Dataset[AudioBatch]):
     """Map-style dataset whose keys are whole batches: ``(batch_seed, indices)``.
 
-    Each item is decoded with :func:`load_audio`, optionally normalized (zero mean,
-    unit variance over the whole utterance, for layer-norm style models), then cropped
-    at a random offset drawn from ``numpy.random.default_rng(batch_seed)``:
+    Each item is decoded with :func:`load_audio`, optionally speed/volume perturbed
+    (:func:`perturb`), optionally normalized (zero mean, unit variance over the whole utterance,
+    for layer-norm style models), then cropped at a random offset; every draw comes from
+    ``numpy.random.default_rng(batch_seed)``:
 
     * ``pad=False``: every item is cropped to the shortest item of the batch (capped at
       ``max_samples``), so the batch has no padding;
@@ -322,6 +349,8 @@ class CropDataset(Dataset[AudioBatch]):
         max_samples: int,
         pad: bool = False,
         normalize: bool = False,
+        speed_perturb: float = 0.0,
+        gain_perturb_db: float = 0.0,
         masker: Callable[[torch.Tensor, int, int], MaskedFrames] | None = None,
     ) -> None:
         if max_samples < 1:
@@ -331,6 +360,7 @@ class CropDataset(Dataset[AudioBatch]):
         self.max_samples = max_samples
         self.pad = pad
         self.normalize = normalize
+        self.speed_perturb, self.gain_perturb_db = speed_perturb, gain_perturb_db
         self.masker = masker
 
     def __len__(self) -> int:
@@ -341,6 +371,7 @@ class CropDataset(Dataset[AudioBatch]):
         waves: list[np.ndarray] = []
         paths: list[str] = []
         failed: list[tuple[str, str]] = []
+        rng = np.random.default_rng(batch_seed)
         for index in indices:
             item = self.items[index]
             try:
@@ -348,6 +379,8 @@ class CropDataset(Dataset[AudioBatch]):
             except AudioError as err:
                 failed.append((item.path, err.reason))
                 continue
+            wave = perturb(wave, rng, sample_rate=self.sample_rate, speed=self.speed_perturb,
+                           gain_db=self.gain_perturb_db)
             waves.append(standardize(wave) if self.normalize else wave)
             paths.append(item.path)
 
@@ -355,7 +388,6 @@ class CropDataset(Dataset[AudioBatch]):
             target = self.max_samples
         else:
             target = min([self.max_samples] + [w.shape[0] for w in waves])
-        rng = np.random.default_rng(batch_seed)
         crops = [_random_crop(w, target, rng) for w in waves]
         padded, counts = pad_stack(crops)
         waveforms, lengths = torch.from_numpy(padded), torch.from_numpy(counts)

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from wavssl_onnx import Vocabulary
+from wavssl_onnx.audio import standardize
 from wavssl_onnx.fileio import atomic_write_bytes, atomic_write_text
 from wavssl_onnx.vocab import VOCAB_FILE
 
 from ..config import Config, architecture, finetune_config
-from ..data.audio import AudioError, _pad_to_multiple, write_skipped
+from ..data.audio import AudioError, _pad_to_multiple, batch_seed, perturb, write_skipped
 from ..data.text import AudioCache, TranscribedSet, TranscriptBatch, budget_batches, collate_audio, read_transcribed
 from ..models import CTCOutput, Encoder, build_encoder, build_recognizer, min_input_samples
 from ..modules.frontend import FrontEnd, as_frontend
@@ -67,6 +69,11 @@ class CTCTask:
     Utterances whose transcript cannot be aligned to the frames the front end makes are left out
     (``skipped``); files that fail to decode at load time are dropped from their batch and added to
     ``skipped`` too. Batch ``k`` of rank ``r`` is the epoch's global batch ``k * world_size + r``.
+
+    With ``data.speed_perturb`` / ``data.gain_perturb_db`` each utterance of a batch is perturbed
+    (:func:`~wavssl.data.audio.perturb`, draws seeded by the batch's position, so a resumed run
+    repeats them); one whose sped-up audio no longer has the frames its transcript needs keeps its
+    original speed. Batches are cut as if every utterance were slowed down, so the sample budget holds.
     """
 
     def __init__(self, data: TranscribedSet, vocab: Vocabulary, cfg: Config, frontend: FrontEnd, *,
@@ -91,6 +98,7 @@ class CTCTask:
         if not keep:
             raise AudioError(data.source, "no utterance whose transcript fits its audio")
         self.data = TranscribedSet(keep, data.skipped, data.source)
+        self.frontend = frontend
         self.cache = AudioCache(cfg.model.frontend.sample_rate, normalize=cfg.data.normalize)
 
     @property
@@ -102,8 +110,8 @@ class CTCTask:
         return f"{len(self.data)}:{int(self.data.lengths.sum())}:{len(self.vocab)}"
 
     def _global(self, epoch: int) -> list[list[int]]:
-        batches = budget_batches(self.data.lengths, self.cfg.data.max_batch_samples, seed=self.cfg.train.seed,
-                                 epoch=epoch)
+        longest = np.ceil(self.data.lengths / (1.0 - self.cfg.data.speed_perturb)).astype(np.int64)
+        batches = budget_batches(longest, self.cfg.data.max_batch_samples, seed=self.cfg.train.seed, epoch=epoch)
         return _pad_to_multiple(batches, self.world_size)
 
     def batches_per_epoch(self) -> int:
@@ -112,20 +120,38 @@ class CTCTask:
     def batches(self, epoch: int, start: int) -> Iterator[TranscriptBatch | None]:
         batches = self._global(epoch)
         for k in range(start, len(batches) // self.world_size):
-            yield self._load(batches[k * self.world_size + self.rank])
+            position = k * self.world_size + self.rank
+            yield self._load(batches[position], batch_seed(self.cfg.train.seed, epoch, position))
 
-    def _load(self, indices: list[int]) -> TranscriptBatch | None:
+    def _perturbed(self, wave: np.ndarray, ids: list[int], rng: np.random.Generator) -> np.ndarray:
+        """(T,) -> (T',): :func:`perturb` with the run's settings (standardised again for
+        ``data.normalize`` models); ``wave`` when the perturbed audio is too short for the
+        transcript's CTC frames."""
+        d = self.cfg.data
+        if not (d.speed_perturb or d.gain_perturb_db):
+            return wave
+        out = perturb(wave, rng, sample_rate=self.cfg.model.frontend.sample_rate, speed=d.speed_perturb,
+                      gain_db=d.gain_perturb_db)
+        if out.shape[0] < wave.shape[0]:
+            frames = int(self.frontend.output_lengths(torch.tensor([out.shape[0]]))[0])
+            if ctc_frames_needed(ids) > frames:
+                return wave
+        return standardize(out) if d.normalize else out
+
+    def _load(self, indices: list[int], seed: int) -> TranscriptBatch | None:
+        rng = np.random.default_rng(seed)
         waves, ids, kept, failed = [], [], [], []
         for i in indices:
             if i in self._failed:  # failed once: not decoded (or listed) again
                 continue
             item = self.data.items[i]
             try:
-                waves.append(self.cache.get(item.path))
+                wave = self.cache.get(item.path)
             except AudioError as e:
                 failed.append((item.where, str(e)))
                 self._failed.add(i)
                 continue
+            waves.append(self._perturbed(wave, self.ids[i], rng))
             ids.append(self.ids[i])
             kept.append(i)
         self.skipped.extend(failed)

@@ -71,7 +71,8 @@ class PretrainTask:
         self._index = {it.path: i for i, it in enumerate(data.items)}
         self._failed: set[str] = set()
         self.dataset = CropDataset(data.items, sample_rate=d.sample_rate, max_samples=d.max_samples, pad=d.pad,
-                                   normalize=d.normalize, masker=MaskSampler(cfg.model))
+                                   normalize=d.normalize, speed_perturb=d.speed_perturb,
+                                   gain_perturb_db=d.gain_perturb_db, masker=MaskSampler(cfg.model))
         self.sampler = BucketBatchSampler([it.num_samples for it in data.items], max_batch_samples=d.max_batch_samples,
                                           max_samples=d.max_samples, seed=cfg.train.seed, num_replicas=world_size,
                                           rank=rank, max_batch_size=d.max_batch_size or None)
