@@ -197,3 +197,42 @@ def test_existing_run_needs_resume_flag(speech_dir: Path, tmp_path: Path) -> Non
     assert [d.name for d in list_checkpoints(run)] == ["update_00000002"]  # rotation keeps the newest
     with pytest.raises(RunDirError):
         pretrain(speech_dir, run, _cfg("optim.max_updates=2"), progress=False)
+
+
+def test_global_log_mel_normalisation_is_fitted_stored_and_fixed(speech_dir: Path, tmp_path: Path) -> None:
+    from wavssl.data.audio import load_audio
+    from wavssl.modules.frontend import FbankEncoder
+    from wavssl.train.asr import finetune
+
+    run = tmp_path / "run"
+    cfg = C.resolve("tiny", assignments=["model.frontend.norm=global", "optim.max_updates=2", "data.num_workers=0",
+                                         "train.tensorboard=false"])
+    pretrain(speech_dir, run, cfg, progress=False)
+    state = load_state_dict(run)
+    center, scale = state["encoder.frontend.center"], state["encoder.frontend.scale"]
+    assert center.shape == scale.shape == (80, 1) and (scale > 0.5).all()
+    model = wavssl.load(run)
+    frontend = model.encoder.frontend
+    assert isinstance(frontend, FbankEncoder) and torch.equal(frontend.center, center)
+    # the statistics are those of the training audio: its normalised log-mels are centred and scaled
+    wave = torch.from_numpy(load_audio(sorted(speech_dir.glob("*.wav"))[0]))[None]
+    normalised = (frontend.log_mel(wave) - center) / scale
+    assert abs(float(normalised.mean())) < 0.5 and 0.5 < float(normalised.std()) < 1.5
+    assert float(frontend.log_mel(wave).mean()) < -2  # raw natural-log mel energies are far from it
+    # fixed in eval: one utterance gives the same frames alone and inside a longer batch
+    frontend.eval()
+    one = frontend(wave, torch.tensor([wave.shape[1]])).features
+    two = frontend(torch.cat([wave, torch.zeros_like(wave)], 1), torch.tensor([2 * wave.shape[1]])).features
+    assert torch.allclose(one[:, :-2], two[:, : one.shape[1] - 2], atol=1e-4)
+    # the default keeps checkpoints of un-normalised models as they were
+    assert "encoder.frontend.center" not in wavssl.models.build_model(C.tiny().model).state_dict()
+
+    # fine-tuning from scratch fits its own statistics on its training set
+    train = tmp_path / "train.tsv"
+    lines = (speech_dir / "transcripts.tsv").read_text().splitlines()[1:9]
+    train.write_text("path\ttext\n" + "".join(f"{speech_dir / p}\t{t}\n" for p, t in (x.split("\t") for x in lines)))
+    ft_cfg = C.merge(C.finetune_config(cfg, "ctc"), C.parse_set(["optim.max_updates=1", "train.tensorboard=false",
+                                                                  "train.valid_every=0"]))
+    finetune(None, train, tmp_path / "scratch", cfg=ft_cfg, progress=False)
+    fitted = load_state_dict(tmp_path / "scratch")["encoder.frontend.center"]
+    assert not torch.equal(fitted, center) and (fitted - center).abs().max() < 2

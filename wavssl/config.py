@@ -99,6 +99,11 @@ class FbankFrontend(_FrontendFields):
     """Frame-rate reduction of the conv subsampling: 2 gives 20 ms frames, 4 gives 40 ms."""
     channels: int = 256
     """Channels of the conv subsampling, i.e. the frame feature size."""
+    norm: Literal["none", "global"] = "none"
+    """``global`` standardises each mel band of the log-mel input with a mean and standard deviation
+    fitted on the training audio when a run starts from random weights (pretraining, or fine-tuning
+    from scratch; ``FbankEncoder.fit_normalization``) and stored in the checkpoint: fixed
+    afterwards, so offline and streaming inference see the same input. ``none`` feeds raw log-mels."""
 
     in_channels: ClassVar[int] = 1
     """Input channels (audio: one)."""

@@ -46,6 +46,7 @@ __all__ = [
     "make_loader",
     "perturb",
     "resampled_length",
+    "sample_waves",
     "scan_audio",
     "write_skipped",
 ]
@@ -286,6 +287,21 @@ class AudioBatch:
         """Copy with tensors in pinned memory (called by DataLoader when pin_memory=True)."""
         return replace(self, waveforms=self.waveforms.pin_memory(), lengths=self.lengths.pin_memory(),
                        masks=self.masks.pin_memory() if self.masks is not None else None)
+
+
+def sample_waves(paths: list[str], sample_rate: int, *, seed: int, limit: int = 256,
+                 max_samples: int = 160000) -> list[np.ndarray]:
+    """Up to ``limit`` waveforms of a seeded random draw of ``paths`` (each cut to its first
+    ``max_samples``), for statistics fitted before training; files that fail to decode are left out
+    (training reports them). Returns (T_i,) float32 arrays."""
+    order = np.random.default_rng(seed).permutation(len(paths))[:limit]
+    waves = []
+    for i in order:
+        try:
+            waves.append(load_audio(paths[i], sample_rate)[:max_samples])
+        except AudioError:
+            continue
+    return waves
 
 
 def perturb(wave: np.ndarray, rng: np.random.Generator, *, sample_rate: int, speed: float = 0.0,

@@ -178,15 +178,26 @@ _STAGES = {1: 0, 2: 1, 4: 2}
 
 class FbankEncoder(nn.Module):
     """Log-mel filterbank computed with a strided conv (DFT basis, export-friendly) followed by
-    conv subsampling to 20 ms (``subsampling=2``) or 40 ms (``4``) frames. Cheap on a CPU."""
+    conv subsampling to 20 ms (``subsampling=2``) or 40 ms (``4``) frames. Cheap on a CPU.
+
+    With ``norm="global"`` each mel band is standardised by the ``center`` and ``scale`` buffers
+    (:meth:`fit_normalization`; part of the checkpoint, and of the exported graph)."""
 
     dft: Tensor
     mel: Tensor
+    center: Tensor
+    scale: Tensor
 
     def __init__(self, *, sample_rate: int = 16000, n_mels: int = 80, win_length: int = 400,
                  hop_length: int = 160, n_fft: int = 512, subsampling: int = 2, channels: int = 256,
-                 feature_grad_mult: float = 1.0) -> None:
+                 feature_grad_mult: float = 1.0, norm: str = "none") -> None:
         super().__init__()
+        if norm not in ("none", "global"):
+            raise ValueError(f"unknown log-mel normalisation {norm!r}")
+        self.norm = norm
+        if norm == "global":  # only then: checkpoints of un-normalised models keep their keys
+            self.register_buffer("center", torch.zeros(n_mels, 1))
+            self.register_buffer("scale", torch.ones(n_mels, 1))
         n_bins = n_fft // 2 + 1
         t = torch.arange(win_length, dtype=torch.float64)
         window = torch.hann_window(win_length, periodic=True, dtype=torch.float64)
@@ -215,9 +226,20 @@ class FbankEncoder(nn.Module):
         power = spec[:, : self.n_bins] ** 2 + spec[:, self.n_bins :] ** 2
         return torch.log(torch.matmul(power.transpose(1, 2), self.mel).clamp(min=1e-6)).transpose(1, 2)
 
+    @torch.no_grad()
+    def fit_normalization(self, waves: list[Tensor]) -> None:
+        """Fit the ``global`` statistics on (T,) waveforms: per mel band, the mean and standard
+        deviation (at least 1e-3) of the log-mel frames of all of them pooled together."""
+        frames = torch.cat([self.log_mel(w.float()[None])[0] for w in waves], dim=1)  # (n_mels, N)
+        self.center.copy_(frames.mean(1, keepdim=True))
+        self.scale.copy_(frames.std(1, keepdim=True).clamp(min=1e-3))
+
     def forward(self, wav: Tensor, lengths: Tensor) -> Frames:
         """wav: (B, T); lengths: (B,) -> Frames (B, F, channels)."""
-        x = self.subsample(self.log_mel(wav.float()))
+        x = self.log_mel(wav.float())
+        if self.norm == "global":
+            x = (x - self.center) / self.scale
+        x = self.subsample(x)
         if self.training and self.feature_grad_mult != 1.0:
             x = scale_grad(x, self.feature_grad_mult)
         return Frames(x.transpose(1, 2), self.output_lengths(lengths))
@@ -422,7 +444,7 @@ def build_frontend(cfg: FrontendConfig) -> FrontEnd:
     if isinstance(cfg, FbankFrontend):
         return FbankEncoder(sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, win_length=cfg.win_length,
                             hop_length=cfg.hop_length, n_fft=cfg.n_fft, subsampling=cfg.subsampling,
-                            channels=cfg.channels, feature_grad_mult=cfg.feature_grad_mult)
+                            channels=cfg.channels, feature_grad_mult=cfg.feature_grad_mult, norm=cfg.norm)
     assert isinstance(cfg, SensorFrontend), type(cfg)
     return SensorEncoder(cfg.in_channels, cfg.conv_layers, norm=cfg.norm, channel_dropout=cfg.channel_dropout,
                          norm_mode=cfg.norm_mode, conv_bias=cfg.conv_bias, feature_grad_mult=cfg.feature_grad_mult)

@@ -37,6 +37,7 @@ from ..models import CTCOutput, Encoder, build_encoder, build_recognizer, min_in
 from ..modules.frontend import FrontEnd, as_frontend
 from ..recognition import evaluate
 from .checkpoint import latest_checkpoint, load, load_config
+from .pretraining import fit_log_mel_normalization
 from .rundir import check_resume_config, refuse_existing_run
 from .trainer import Distributed, NoUsableData, StepOutput, Trainer, TrainerState, Validation, training_run
 
@@ -260,6 +261,8 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
         if ddp.is_main:
             out.mkdir(parents=True, exist_ok=True)
             vocab.save(out / VOCAB_FILE)
+    if pretrained is None:
+        fit_log_mel_normalization(encoder.frontend, [item.path for item in data.items], cfg)
     model = build_recognizer(cfg.model, c, len(vocab), encoder=encoder)
     model.vocab, model.normalize_audio = vocab, cfg.data.normalize
     task = CTCTask(data, vocab, cfg, as_frontend(model.encoder.frontend), rank=ddp.rank, world_size=ddp.world_size,

@@ -23,6 +23,7 @@ from ..data.audio import (
     ScanResult,
     batch_seed,
     make_loader,
+    sample_waves,
     scan_audio,
     write_skipped,
 )
@@ -37,7 +38,7 @@ from ..data.sensor import (
     window,
 )
 from ..models import MaskSampler, build_model
-from ..modules.frontend import SensorEncoder, frame_lengths, receptive_field
+from ..modules.frontend import FbankEncoder, SensorEncoder, frame_lengths, receptive_field
 from ..modules.masking import MaskedFrames
 from ..objectives import ObjectiveOutput
 from .checkpoint import latest_checkpoint
@@ -159,6 +160,17 @@ def _padded_lengths(lengths: torch.Tensor, size: int, device: torch.device) -> t
     model then builds no attention mask, so SDPA may pick its flash kernel (checked on the host,
     so the step stays free of device syncs)."""
     return None if min(lengths.tolist()) == size else lengths.to(device, non_blocking=True)
+
+
+def fit_log_mel_normalization(frontend: nn.Module, paths: list[str], cfg: Config) -> None:
+    """A fresh ``norm = "global"`` log-mel front end gets its band statistics from a seeded draw of
+    the run's training files (:func:`~wavssl.data.audio.sample_waves`); any other front end is left
+    as it is."""
+    if isinstance(frontend, FbankEncoder) and frontend.norm == "global":
+        waves = sample_waves(paths, cfg.model.frontend.sample_rate, seed=cfg.train.seed)
+        if not waves:
+            raise NoUsableData(f"none of the {min(len(paths), 256)} files drawn to fit the log-mel normalisation decodes")
+        frontend.fit_normalization([torch.from_numpy(w) for w in waves])
 
 
 def sensor_receptive_field(cfg: Config) -> int:
@@ -300,6 +312,8 @@ def _pretrain(audio: str | Path, run_dir: Path, cfg: Config, ddp: Distributed, d
     if isinstance(task, SensorPretrainTask) and isinstance(frontend, SensorEncoder) \
             and isinstance(cfg.model.frontend, SensorFrontend) and cfg.model.frontend.norm == "global":
         frontend.fit_normalization([torch.from_numpy(s) for s in task.data.series])
+    elif isinstance(task, PretrainTask):
+        fit_log_mel_normalization(frontend, [it.path for it in task.dataset.items], cfg)
     trainer = Trainer(model, task, cfg, run_dir, device=dev, ddp=ddp, progress=progress)
     if resume and trainer.resume() and ddp.is_main:
         print(f"[wavssl] resumed {run_dir} at update {trainer.state.num_updates}", flush=True)
