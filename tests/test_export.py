@@ -190,6 +190,24 @@ def test_model_directory_contract(tiny_dir: Path) -> None:
         assert graph_inputs == ["waveform", "lengths"]
 
 
+@pytest.mark.e2e
+def test_global_log_mel_normalisation_is_in_the_graph(speech_dir: Path, tmp_path: Path) -> None:
+    """``model.frontend.norm = global``: the fitted band statistics travel into the ONNX graph."""
+    from wavssl.data.audio import load_audio
+
+    cfg = C.tiny()
+    cfg.model.frontend = dataclasses.replace(cfg.model.frontend, norm="global")
+    model = _recognizer(cfg, 2)
+    model.encoder.frontend.fit_normalization([torch.from_numpy(load_audio(p)) for p in _files(speech_dir, 4)])
+    report = export(model, tmp_path / "m", log=None)
+    assert report.max_abs_diff <= 1e-3 and all(r.argmax_agreement == 1.0 for r in report.parity)
+    raw = _recognizer(C.tiny(), 2)  # the same weights without the normalisation: other outputs
+    wave = torch.from_numpy(load_audio(_files(speech_dir, 1)[0]))[None]
+    with torch.no_grad():
+        lengths = torch.tensor([wave.shape[1]])
+        assert (model(wave, lengths).log_probs() - raw(wave, lengths).log_probs()).abs().max() > 0.1
+
+
 @pytest.mark.parametrize("which", ["wave", "preln"])
 def test_onnx_matches_pytorch_on_random_and_real_audio(which: str, wave_model: torch.nn.Module,
                                                        preln_model: torch.nn.Module, speech_dir: Path,

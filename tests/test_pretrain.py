@@ -199,6 +199,7 @@ def test_existing_run_needs_resume_flag(speech_dir: Path, tmp_path: Path) -> Non
         pretrain(speech_dir, run, _cfg("optim.max_updates=2"), progress=False)
 
 
+@pytest.mark.e2e
 def test_global_log_mel_normalisation_is_fitted_stored_and_fixed(speech_dir: Path, tmp_path: Path) -> None:
     from wavssl.data.audio import load_audio
     from wavssl.modules.frontend import FbankEncoder
