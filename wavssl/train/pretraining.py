@@ -169,7 +169,8 @@ def fit_log_mel_normalization(frontend: nn.Module, paths: list[str], cfg: Config
     if isinstance(frontend, FbankEncoder) and frontend.norm == "global":
         waves = sample_waves(paths, cfg.model.frontend.sample_rate, seed=cfg.train.seed)
         if not waves:
-            raise NoUsableData(f"none of the {min(len(paths), 256)} files drawn to fit the log-mel normalisation decodes")
+            raise NoUsableData(f"no file drawn from the {len(paths)} training files to fit the log-mel "
+                               f"normalisation decodes")
         frontend.fit_normalization([torch.from_numpy(w) for w in waves])
 
 
