@@ -237,3 +237,9 @@ def test_global_log_mel_normalisation_is_fitted_stored_and_fixed(speech_dir: Pat
     finetune(None, train, tmp_path / "scratch", cfg=ft_cfg, progress=False)
     fitted = load_state_dict(tmp_path / "scratch")["encoder.frontend.center"]
     assert not torch.equal(fitted, center) and (fitted - center).abs().max() < 2
+    # from the pretrained model the statistics stay those of pretraining, unless refitted on the labels
+    finetune(run, train, tmp_path / "kept", cfg=ft_cfg, progress=False)
+    assert torch.equal(load_state_dict(tmp_path / "kept")["encoder.frontend.center"], center)
+    refit_cfg = C.merge(ft_cfg, C.parse_set(["ctc.refit_normalization=true"]))
+    finetune(run, train, tmp_path / "refit", cfg=refit_cfg, progress=False)
+    assert torch.equal(load_state_dict(tmp_path / "refit")["encoder.frontend.center"], fitted)

@@ -530,6 +530,10 @@ class CTCConfig:
     """Probability of skipping each Transformer layer in training (replaces ``model.context.layer_drop``)."""
     final_dropout: float = 0.0
     """Dropout before the output layer."""
+    refit_normalization: bool = False
+    """Refit a pretrained ``norm = "global"`` log-mel front end's band statistics on the labelled
+    training audio (adapts the input to the labels' level and channel); a run from scratch always
+    fits its own."""
 
     def validate(self, where: str = "") -> None:
         """Raise ConfigError naming the first invalid field of this section."""

@@ -261,7 +261,7 @@ def _finetune(pretrained_run: str | Path | None, train: str | Path, out: Path, c
         if ddp.is_main:
             out.mkdir(parents=True, exist_ok=True)
             vocab.save(out / VOCAB_FILE)
-    if pretrained is None:
+    if pretrained is None or c.refit_normalization:
         fit_log_mel_normalization(encoder.frontend, [item.path for item in data.items], cfg)
     model = build_recognizer(cfg.model, c, len(vocab), encoder=encoder)
     model.vocab, model.normalize_audio = vocab, cfg.data.normalize
