@@ -195,8 +195,7 @@ def finetune_candidate(data: Path, pre: Path, out: Path, row: Row, budget: str, 
     cfg = C.merge(C.finetune_config(load_config(pre), "ctc"), C.load_toml(CONF / f"finetune_{budget}.toml"))
     base = [f"ctc.language={json.dumps(row.language)}", 'train.best_metric="cer"']
     if row.init == "scratch":
-        # nothing frozen; a run from scratch fits its own log-mel statistics whatever refit_normalization says
-        base += ["ctc.freeze_updates=0", "ctc.freeze_feature_encoder=false", "ctc.refit_normalization=false"]
+        base += ["ctc.freeze_updates=0", "ctc.freeze_feature_encoder=false"]
     cfg = C.merge(cfg, C.parse_set(base + sets)).validate()
     if cfg.train.valid_every <= 0:
         raise SystemExit("train.valid_every must be > 0: the checkpoint is chosen on dev")
